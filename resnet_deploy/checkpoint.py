@@ -1,0 +1,79 @@
+"""The one checkpoint format, writer and loader: train/ writes with it, export/ and validate/ read with it.
+
+A checkpoint is a plain dict that `torch.load(..., weights_only=True)` can read (tensors, numbers, strings, lists,
+dicts): no pickled classes, so loading a file from elsewhere cannot run code.
+
+Keys: format, arch, model_options ({shortcut, stride_in_1x1, zero_init_residual}), num_classes, in_channels, model
+(state dict), classes (list of names), preprocess (`Preprocess.to_dict()`), config (resolved recipe as a dict),
+iteration, and for resuming: optimizer, scheduler, scaler, rng, metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnet_deploy import models
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.preprocess import Preprocess
+
+CHECKPOINT_FORMAT = 1
+REQUIRED = ("arch", "model", "num_classes", "in_channels", "classes", "preprocess")
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to a temporary file beside `path`, fsync, then rename: a crash leaves the old file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Write a checkpoint dict atomically (see the module docstring for its keys)."""
+    missing = [k for k in REQUIRED if k not in ckpt]
+    assert not missing, f"checkpoint lacks {missing}"
+    return atomic_save({"format": CHECKPOINT_FORMAT, **ckpt}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; a missing, corrupt or foreign file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResnetDeployError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file (RuntimeError, UnpicklingError, EOFError...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResnetDeployError(f"cannot read checkpoint {path}: {first[:200]}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
+        raise ResnetDeployError(f"{path} is not a resnet-deploy checkpoint (expected keys {', '.join(REQUIRED)}); "
+                                "for a torchvision state dict use `--arch NAME --weights FILE`")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """Build the checkpoint's architecture and load its weights; returned in eval mode on the CPU."""
+    model = models.build(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"],
+                         **ckpt.get("model_options", {}))
+    models.load_torchvision(model, ckpt["model"])
+    return model.eval()
+
+
+def preprocess_from_checkpoint(ckpt: dict[str, Any]) -> Preprocess:
+    """The evaluation preprocessing the checkpoint's model was trained with."""
+    return Preprocess.from_dict(ckpt["preprocess"])
