@@ -22,13 +22,16 @@ class UserError(click.ClickException):
 
 
 class Group(click.Group):
-    """Turns the library's ResnetDeployError into a one-line message (no traceback) for every command."""
+    """Turns the library's ResnetDeployError, and bad option values, into one line (no traceback) for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ResnetDeployError as e:
             raise UserError(str(e)) from None
+        except click.UsageError as e:
+            # A bad option value of a subcommand: one line naming the choices, not click's usage block.
+            raise UserError(e.format_message()) from None
 
 
 @click.group(cls=Group)
@@ -39,7 +42,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("name", required=False)
-@click.option("--shortcut", type=click.Choice(["A", "B", "C"], case_sensitive=False), help="Shortcut option (§3.3).")
+@click.option("--shortcut", type=click.Choice(["A", "B", "C"]), help="Shortcut option (§3.3).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
     """List every architecture, or describe NAME: parameters, multiply-adds, and the paper's numbers."""
