@@ -87,5 +87,20 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def doctor(as_json: bool) -> None:
+    """What this machine can run: Python, torch/CUDA, GPUs, ONNX Runtime, TensorRT, cuda-python, OpenVINO."""
+    from dataclasses import asdict
+
+    from resnet_deploy.doctor import print_report, run_checks
+
+    rows = run_checks()
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print_report(rows)
+
+
 if __name__ == "__main__":
     main()

@@ -6,8 +6,6 @@ are. A block is "plain" when `residual=False`: the same stack of layers without 
 
 from __future__ import annotations
 
-
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -29,7 +29,8 @@ def load_torchvision(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             shortcut option, or another number of classes).
     """
     if not isinstance(state_dict, Mapping):
-        raise ResnetDeployError(f"expected a state dict (a mapping of names to tensors), found {type(state_dict).__name__}")
+        raise ResnetDeployError("expected a state dict (a mapping of names to tensors), "
+                                f"found {type(state_dict).__name__}")
     sd = _strip_prefixes(state_dict)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))

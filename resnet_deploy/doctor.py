@@ -1,0 +1,106 @@
+"""`resnet-deploy doctor`: what this machine can run, and for each missing piece what it enables and how to get it.
+
+Every probe is guarded: doctor reports, it never fails (a broken install is a row saying so, not a traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the doctor table."""
+
+    component: str
+    status: str  # "ok", "missing" or "unusable"
+    detail: str
+    enables: str
+    install: str = ""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_checks() -> list[Check]:
+    try:
+        import torch
+    except Exception as e:  # a broken torch is reported, not raised
+        return [Check("torch", "missing", str(e)[:80], "training, export", "make install")]
+    rows = [Check("torch", "ok", torch.__version__, "training, export, the PyTorch reference")]
+    cuda = torch.version.cuda
+    if torch.cuda.is_available():
+        caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+        gpus = ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{a}{b})" for i, (a, b) in enumerate(caps))
+        rows.append(Check("CUDA GPUs", "ok", f"CUDA {cuda}: {gpus}", "GPU training (AMP, DDP/NCCL), TensorRT engines"))
+    else:
+        why = f"torch built with CUDA {cuda}, but no GPU/driver found" if cuda else "CPU-only torch build"
+        rows.append(Check("CUDA GPUs", "missing", why, "GPU training, TensorRT engines",
+                          "an NVIDIA GPU with its driver (nvidia-smi must work)"))
+    return rows
+
+
+def _ort_check() -> Check:
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        return Check("onnxruntime", "missing", str(e)[:80], "ONNX inference, INT8 quantization",
+                     "pip install onnxruntime")
+    providers = ", ".join(p.replace("ExecutionProvider", "") for p in ort.get_available_providers())
+    return Check("onnxruntime", "ok", f"{ort.__version__} ({providers})", "ONNX fp32/fp16/int8 inference")
+
+
+def _module_check(component: str, module: str, dist: str, enables: str, install: str) -> Check:
+    # dist: distribution names separated by "|", the first one installed gives the version
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return Check(component, "missing", "not installed", enables, install)
+    except Exception as e:  # installed but broken (e.g. TensorRT without its libraries)
+        return Check(component, "unusable", f"{type(e).__name__}: {str(e)[:60]}", enables, install)
+    return Check(component, "ok", next(filter(None, map(_version, dist.split("|"))), "installed"), enables)
+
+
+def run_checks() -> list[Check]:
+    """Probe the machine; never raises."""
+    rows = [Check("Python", "ok", f"{platform.python_version()} ({sys.executable})", "everything")]
+    rows += _torch_checks()
+    rows.append(_module_check("torchvision", "torchvision", "torchvision", "torchvision weights and transforms",
+                              "make install"))
+    rows.append(_module_check("onnx", "onnx", "onnx", "ONNX export", "pip install onnx"))
+    rows.append(_ort_check())
+    ort_gpu = _version("onnxruntime-gpu")
+    rows.append(Check("onnxruntime-gpu", "ok" if ort_gpu else "missing", ort_gpu or "not installed",
+                      "ONNX Runtime's CUDA provider", "" if ort_gpu else "pip install 'resnet-deploy[gpu]'"))
+    rows.append(_module_check("TensorRT", "tensorrt", "tensorrt", "`export --trt` engines and the trt backend",
+                              "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"))
+    rows.append(_module_check("cuda-python", "cuda.bindings.runtime", "cuda-python|cuda-bindings",
+                              "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
+    rows.append(_module_check("OpenVINO", "openvino", "openvino", "optional: OpenVINO comparisons in benchmarks",
+                              "pip install openvino"))
+    return rows
+
+
+def print_report(rows: list[Check]) -> None:
+    """Render the rows as one rich table."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="resnet-deploy doctor")
+    for col in ("component", "status", "detail", "enables", "to install"):
+        table.add_column(col, overflow="fold")
+    colour = {"ok": "green", "missing": "yellow", "unusable": "red"}
+    for r in rows:
+        # escape: "[trt]" in an install command is text, not rich markup
+        table.add_row(r.component, f"[{colour[r.status]}]{r.status}[/]", escape(r.detail), escape(r.enables),
+                      escape(r.install))
+    Console().print(table)

@@ -1,0 +1,38 @@
+"""`resnet-deploy doctor`: one table, install hints for what is missing, exit code 0 always."""
+
+import json
+import sys
+
+from click.testing import CliRunner
+
+from resnet_deploy import doctor
+from resnet_deploy.cli import main
+
+
+def test_doctor_json_lists_every_component_and_exits_0():
+    r = CliRunner().invoke(main, ["doctor", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["component"]: row for row in json.loads(r.output)}
+    assert list(rows) == ["Python", "torch", "CUDA GPUs", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu",
+                          "TensorRT", "cuda-python", "OpenVINO"]
+    assert rows["onnxruntime"]["status"] == "ok" and "CPU" in rows["onnxruntime"]["detail"]
+    for row in rows.values():
+        assert row["status"] in ("ok", "missing", "unusable")
+        if row["status"] != "ok":
+            assert row["install"], row  # every missing piece says how to get it
+
+
+def test_missing_and_broken_modules_are_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
+    row = doctor._module_check("TensorRT", "tensorrt", "tensorrt", "engines", "pip install 'resnet-deploy[trt]'")
+    assert (row.status, row.install) == ("missing", "pip install 'resnet-deploy[trt]'")
+
+    monkeypatch.setattr(doctor.importlib, "import_module", lambda name: (_ for _ in ()).throw(OSError("libnvinfer.so")))
+    row = doctor._module_check("TensorRT", "tensorrt", "tensorrt", "engines", "x")
+    assert row.status == "unusable" and "OSError: libnvinfer.so" in row.detail
+
+
+def test_doctor_table_shows_install_commands_verbatim():
+    r = CliRunner().invoke(main, ["doctor"], env={"COLUMNS": "220"})
+    assert r.exit_code == 0
+    assert "pip install 'resnet-deploy[gpu]'" in r.output  # rich markup must not eat "[gpu]"
