@@ -1,0 +1,92 @@
+"""Training throughput: the project's loop (`resnet_deploy.train.train`, with its batch-wise augmentation, metrics and
+checks) beside a minimal hand-written PyTorch loop on the same model and batch, fp32 and bf16 autocast, same run.
+
+    .venv/bin/python benchmarks/train_throughput.py [--iters 40] [--r50-iters 6] [--skip-r50]
+
+Prints img/s per case and the ratios the issue asks about: project / hand (goal >= 0.95 in fp32) and bf16 / fp32
+(goal >= 1.6). Synthetic uint8 images, so no data set is needed; the first iterations (allocations, kernel
+selection) are left out of every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resnet_deploy import models
+from resnet_deploy.config import TrainConfig, apply_overrides
+from resnet_deploy.data.pipeline import InMemoryData
+from resnet_deploy.data.stats import make_preprocess, mean_std
+from resnet_deploy.train import train
+
+
+def synthetic(n: int, c: int, size: int, batch: int) -> InMemoryData:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, c, size, size), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    mean, std = mean_std([x[:64]])
+    return InMemoryData(x, y, [str(i) for i in range(10)], make_preprocess(mean, std, size), eval_images=x[:8],
+                        eval_labels=y[:8], batch_size=batch)
+
+
+def project_loop(arch: str, data: InMemoryData, iters: int, warmup: int, amp: str) -> float:
+    cfg = apply_overrides(TrainConfig(), [f"model.arch={arch}", f"optim.batch_size={data.batch_size}",
+                                          f"schedule.iterations={iters + warmup}", "schedule.milestones=[]",
+                                          f"run.log_every={warmup}", "run.eval_every=0", "run.checkpoint_every=0",
+                                          f"run.amp={amp}", "run.device=cpu"])
+    with tempfile.TemporaryDirectory() as out:
+        return train(cfg, out, data=data, progress=False)["img_per_s"]  # excludes the first log interval
+
+
+def hand_loop(arch: str, data: InMemoryData, iters: int, warmup: int, amp: str) -> float:
+    model = models.build(arch, num_classes=10, in_channels=data.in_channels)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    b = data.batch_size
+    xs = [data.normalize(data.images[i * b:(i + 1) * b]) for i in range(4)]
+    ys = [data.labels[i * b:(i + 1) * b] for i in range(4)]
+    t0 = 0.0
+    for i in range(iters + warmup):
+        if i == warmup:
+            t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = F.cross_entropy(model(xs[i % 4]), ys[i % 4])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    float(loss.detach())
+    return iters * b / (time.perf_counter() - t0)
+
+
+def bench(name: str, arch: str, data: InMemoryData, iters: int, warmup: int) -> dict[str, float]:
+    r = {}
+    for amp in ("none", "bf16"):
+        r[f"hand {amp}"] = hand_loop(arch, data, iters, warmup, amp)
+        r[f"project {amp}"] = project_loop(arch, data, iters, warmup, amp)
+    print(f"\n{name}")
+    for k, v in r.items():
+        print(f"  {k:14s} {v:8.1f} img/s")
+    p, h = (r["project none"], r["project bf16"]), (r["hand none"], r["hand bf16"])
+    print(f"  project/hand  fp32 {p[0] / h[0]:.3f}   bf16 {p[1] / h[1]:.3f}")
+    print(f"  bf16/fp32  project {p[1] / p[0]:.2f}   hand {h[1] / h[0]:.2f}")
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=40, help="timed iterations, ResNet-20")
+    ap.add_argument("--r50-iters", type=int, default=4, help="timed iterations, ResNet-50")
+    ap.add_argument("--skip-r50", action="store_true")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench("CIFAR ResNet-20, batch 128, 1x28x28", "cifar_resnet20", synthetic(1024, 1, 28, 128), a.iters, 10)
+    if not a.skip_r50:
+        bench("ResNet-50, batch 32, 3x224x224", "resnet50", synthetic(96, 3, 224, 32), a.r50_iters, 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Readers for the data sets on disk: Fashion-MNIST IDX `.gz`, CIFAR-10 (torchvision's pickled batches), and image
+folders (ImageNet's train/val, any ImageFolder). Small sets come back as uint8 arrays; folders as torchvision
+`ImageFolder`s whose loader turns an unreadable image into a one-line error naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from resnet_deploy.data.spec import DataSpec, locate
+from resnet_deploy.runtime.errors import ResnetDeployError
+
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot")
+IN_MEMORY = ("fashion-mnist", "cifar10")
+
+
+@dataclass(frozen=True)
+class ArraySet:
+    """A small data set held whole: images uint8 (N, C, H, W), labels int64 (N,), class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), gzipped or not, as a uint8 array of its stored shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError(f"magic {data[:4].hex()} is not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as e:
+        raise ResnetDeployError(f"cannot read IDX file {path}: {e}") from None
+
+
+def _idx(root: Path, name: str) -> Path:
+    p = root / name
+    return p if p.is_file() else root / name[:-3]
+
+
+def load_fashion_mnist(root: Path, split: str) -> ArraySet:
+    """Fashion-MNIST from its four IDX files: 60,000 train / 10,000 test, 28x28 grey (N, 1, 28, 28)."""
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_idx(root, f"{prefix}-images-idx3-ubyte.gz"))
+    labels = read_idx(_idx(root, f"{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
+    if images.ndim != 3 or len(images) != len(labels):
+        raise ResnetDeployError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
+    return ArraySet(images[:, None].copy(), labels, FMNIST_CLASSES)
+
+
+def _unpickle(path: Path) -> dict:
+    # torchvision's CIFAR10 reads these batches the same way; they are the data set's published format.
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+        raise ResnetDeployError(f"cannot read CIFAR-10 batch {path}: {e}") from None
+
+
+def load_cifar10(root: Path, split: str) -> ArraySet:
+    """CIFAR-10 from torchvision's `cifar-10-batches-py` folder: 50,000 train / 10,000 test, 32x32 RGB."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise ResnetDeployError(f"CIFAR-10 folder {root} lacks {', '.join(missing)}")
+    batches = [_unpickle(root / n) for n in names]
+    images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+    labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
+    meta = root / "batches.meta"
+    classes = tuple(_unpickle(meta)["label_names"]) if meta.is_file() else tuple(str(i) for i in range(10))
+    return ArraySet(images, labels, classes)
+
+
+def load_arrays(spec: DataSpec, split: str, download: bool = False) -> ArraySet:
+    """A small data set (Fashion-MNIST, CIFAR-10) as uint8 arrays; split is "train" or "test"."""
+    root = locate(spec, download)
+    return load_fashion_mnist(root, split) if spec.name == "fashion-mnist" else load_cifar10(root, split)
+
+
+def pil_loader(path: str) -> Image.Image:
+    """Open an image file as RGB; an unreadable file is a ResnetDeployError naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ResnetDeployError(f"not a readable image: {path} ({e})") from None
+
+
+def split_dir(spec: DataSpec, split: str) -> Path:
+    """The class-folder root of a split: ImageNet's train/ or val/; a folder's train/ and val/ (or test/) when it has
+    them, else the whole folder for both splits."""
+    root = locate(spec)
+    if spec.name == "imagenet" or (root / "train").is_dir():
+        names = ("train",) if split == "train" else ("val", "test")
+        for n in names:
+            if (root / n).is_dir():
+                return root / n
+        raise ResnetDeployError(f"{root} has no {' or '.join(n + '/' for n in names)} folder for the {split} split")
+    return root
+
+
+def image_folder(spec: DataSpec, split: str, transform=None):
+    """A torchvision `ImageFolder` over the split's class folders, with the one-line-error loader."""
+    from torchvision.datasets import ImageFolder
+
+    d = split_dir(spec, split)
+    try:
+        return ImageFolder(str(d), transform=transform, loader=pil_loader)
+    except (FileNotFoundError, RuntimeError) as e:  # torchvision: "Found no valid file for the classes ..."
+        raise ResnetDeployError(f"no images in class folders under {d}: {str(e).splitlines()[0][:200]}") from None

@@ -1,0 +1,7 @@
+"""Training (the paper's recipes) and evaluation: `train(config, out_dir)`, `evaluate(checkpoint, data_spec)`."""
+
+from resnet_deploy.train.evaluate import evaluate
+from resnet_deploy.train.loop import Trainer, TrainingDiverged, train
+from resnet_deploy.train.schedule import LRSchedule
+
+__all__ = ["LRSchedule", "Trainer", "TrainingDiverged", "evaluate", "train"]

@@ -1,0 +1,83 @@
+"""Rank 0's view of a run: a rich progress bar (loss, lr, img/s), metrics.jsonl, and TensorBoard when installed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Writes one JSON object per log interval and per evaluation to out_dir/metrics.jsonl."""
+
+    def __init__(self, out_dir: Path, total: int, enabled: bool = True, progress: bool = True) -> None:
+        self.enabled, self.total, self.out = enabled, total, out_dir
+        self.tb = self.bar = self.task = None
+        self.t0 = time.time()
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(out_dir / "metrics.jsonl", "a")
+        try:  # optional: torch's SummaryWriter needs the tensorboard package
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            pass
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"))
+            self.task = self.bar.add_task("train", total=total, info="")
+            self.bar.start()
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        rec["time_s"] = round(time.time() - self.t0, 3)
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+
+    def resumed(self, iteration: int) -> None:
+        if self.enabled:
+            self._write({"kind": "resume", "iteration": iteration})
+            if self.bar:
+                self.bar.update(self.task, completed=iteration)
+
+    def train(self, iteration: int, epoch: float, loss: float, error: float, lr: float, img_per_s: float) -> None:
+        if not self.enabled:
+            return
+        self._write({"kind": "train", "iteration": iteration, "epoch": round(epoch, 4), "loss": loss,
+                     "train_error": error, "lr": lr, "img_per_s": round(img_per_s, 1)})
+        if self.tb:
+            for k, v in (("loss", loss), ("error", error), ("lr", lr), ("img_per_s", img_per_s)):
+                self.tb.add_scalar(f"train/{k}", v, iteration)
+        if self.bar:
+            self.bar.update(self.task, completed=iteration,
+                            info=f"loss {loss:.3f}  err {error:.1%}  lr {lr:.3g}  {img_per_s:.0f} img/s")
+
+    def eval(self, iteration: int, epoch: float, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._write({"kind": "eval", "iteration": iteration, "epoch": round(epoch, 4), **metrics})
+        if self.tb:
+            self.tb.add_scalar("eval/top1", metrics["top1"], iteration)
+            self.tb.add_scalar("eval/top5", metrics["top5"], iteration)
+        msg = f"iteration {iteration}: top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}"
+        self.note(msg)
+
+    def note(self, message: str) -> None:
+        if not self.enabled:
+            return
+        self._write({"kind": "note", "message": message})
+        if self.bar:
+            self.bar.console.print(message)
+
+    def close(self) -> None:
+        if not self.enabled or self.file.closed:
+            return
+        if self.bar:
+            self.bar.stop()
+        if self.tb:
+            self.tb.close()
+        self.file.close()
