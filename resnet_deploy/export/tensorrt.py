@@ -1,0 +1,220 @@
+"""Stage 5: TensorRT engines (`model.<precision>.engine`), built from the bundle's ONNX files.
+
+TensorRT and the CUDA bindings are imported lazily (ARCHITECTURE.md), so everything else exports on a machine
+without them. TensorRT 10.x and 11.x are both supported; their one difference that matters here lives in
+`plan_build` (REFERENCE.md, "TensorRT, as of versions 10.x and 11.x"): 11.x removed `BuilderFlag.FP16` / `INT8` and
+builds every network strongly typed, so precision comes from the ONNX file (fp16 weights, or Q/DQ nodes); on 10.x
+the FP16 / INT8 builder flags still exist and are used with a weakly typed network.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.manifest import INPUT_NAME
+
+TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
+PRECISIONS = ("fp32", "fp16", "int8")
+# The ONNX file of the bundle each engine precision is built from, per TensorRT generation.
+_SOURCES = {
+    "strong": {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8-trt.onnx"},
+    "flags": {"fp32": "model.onnx", "fp16": "model.onnx", "int8": "model.int8-trt.onnx"},
+}
+
+
+class TensorRTUnavailable(ResnetDeployError):
+    """TensorRT or a CUDA GPU is missing: the ONNX part of the bundle is still written."""
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How one engine is built: from which ONNX file, with which network and builder flags."""
+
+    precision: str
+    onnx: str
+    strongly_typed: bool
+    set_flags: tuple[str, ...] = ()
+    clear_flags: tuple[str, ...] = ()
+
+    @property
+    def engine(self) -> str:
+        """The engine's file name in the bundle."""
+        return f"model.{self.precision}.engine"
+
+
+def parse_batch(spec: str | tuple[int, int, int]) -> tuple[int, int, int]:
+    """`"MIN:OPT:MAX"` (or a tuple) -> (min, opt, max) with 1 <= min <= opt <= max.
+
+    Raises:
+        ResnetDeployError: malformed or out of order, e.g. "8:1:4".
+    """
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        try:
+            values = tuple(int(p) for p in parts)
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise ResnetDeployError(f"--batch must be MIN:OPT:MAX with three integers, e.g. 1:8:32; found {spec!r}")
+    else:
+        values = tuple(int(v) for v in spec)
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise ResnetDeployError(f"--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX; found {':'.join(map(str, values))}")
+    return values  # type: ignore[return-value]
+
+
+def trt_major(trt: ModuleType) -> int:
+    """Major version of an imported `tensorrt` module; TensorRT older than 10 is refused."""
+    version = str(getattr(trt, "__version__", ""))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise ResnetDeployError(f"cannot read the TensorRT version from {version!r}") from None
+    if major < 10:
+        raise ResnetDeployError(f"TensorRT {version} is too old; resnet-deploy needs TensorRT 10 or 11")
+    return major
+
+
+def plan_build(major: int, precision: str, tf32: bool = False) -> BuildPlan:
+    """The one place where TensorRT 10.x and 11.x differ: source ONNX file, strong typing and builder flags.
+
+    TF32 is on by default in TensorRT; it is cleared for fp32 engines unless asked for, so that an fp32 engine
+    matches the ONNX model to fp32 precision.
+    """
+    if precision not in PRECISIONS:
+        raise ResnetDeployError(f"unknown engine precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    clear = () if tf32 or precision != "fp32" else ("TF32",)
+    if major >= 11:  # FP16/INT8 flags removed; strongly typed: the graph carries the precision
+        return BuildPlan(precision, _SOURCES["strong"][precision], True, (), clear)
+    flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]  # INT8 + explicit Q/DQ, no calibrator
+    return BuildPlan(precision, _SOURCES["flags"][precision], False, flags, clear)
+
+
+def load_tensorrt() -> ModuleType:
+    """Import TensorRT, or raise TensorRTUnavailable with what --trt needs."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise TensorRTUnavailable(f"{TRT_HINT}; TensorRT is not installed here ({e})") from None
+    trt_major(trt)
+    return trt
+
+
+def cuda_device_info(device: int = 0) -> dict[str, str]:
+    """Name and compute capability of a CUDA GPU, via cuda-python (or torch); TensorRTUnavailable if none."""
+    cudart = _cudart()
+    if cudart is not None:
+        err, count = cudart.cudaGetDeviceCount()
+        if int(err) != 0 or count <= device:
+            raise TensorRTUnavailable(f"{TRT_HINT}; no CUDA GPU was found ({getattr(err, 'name', err)})")
+        err, prop = cudart.cudaGetDeviceProperties(device)
+        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+        return {"gpu": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() <= device:
+        raise TensorRTUnavailable(f"{TRT_HINT}; no CUDA GPU was found")
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
+
+
+def _cudart() -> ModuleType | None:
+    # cuda-python >= 12.6 names it cuda.bindings.runtime, older releases cuda.cudart (NVIDIA's TensorRT samples).
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            return importlib.import_module(name)
+        except (ImportError, OSError, RuntimeError):
+            continue
+    return None
+
+
+def _network(trt: ModuleType, builder: Any, plan: BuildPlan) -> Any:
+    flags = 0
+    kind = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if plan.strongly_typed and kind is not None:
+        flags |= 1 << int(kind)
+    return builder.create_network(flags)
+
+
+def _parse(trt: ModuleType, network: Any, logger: Any, onnx_path: Path) -> Any:
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(_describe(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ResnetDeployError(f"TensorRT cannot parse {onnx_path.name}: {errors or 'unknown error'}")
+    return parser
+
+
+def _describe(error: Any) -> str:
+    # TensorRT's ParserError describes itself with desc() (plus the node it failed on); str() is only a repr.
+    if hasattr(error, "desc"):
+        node = error.node() if hasattr(error, "node") else -1
+        return f"{error.desc()}" + (f" (node {node})" if isinstance(node, int) and node >= 0 else "")
+    return str(error)
+
+
+def _config(trt: ModuleType, builder: Any, plan: BuildPlan, workspace: int, opt_level: int | None) -> Any:
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
+    for name in plan.set_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        if hasattr(trt.BuilderFlag, name):
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    if opt_level is not None:
+        config.builder_optimization_level = int(opt_level)
+    return config
+
+
+def _profile(builder: Any, config: Any, input_shape: tuple[int, int, int], batch: tuple[int, int, int]) -> None:
+    profile = builder.create_optimization_profile()
+    lo, opt, hi = ((n, *input_shape) for n in batch)  # (N, C, H, W) at min / opt / max batch
+    profile.set_shape(INPUT_NAME, lo, opt, hi)
+    config.add_optimization_profile(profile)
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, True)  # ignore_mismatch: a cache from another GPU/version is ignored, not fatal
+    return cache
+
+
+def build_engine(bundle: Path, plan: BuildPlan, input_shape: tuple[int, int, int], batch: tuple[int, int, int],
+                 workspace: int = 4 << 30, timing_cache: Path | None = None, opt_level: int | None = None,
+                 trt: ModuleType | None = None) -> dict[str, Any]:
+    """Build `bundle/plan.engine` from `bundle/plan.onnx`; returns the engine's info for the manifest.
+
+    Args:
+        bundle: directory holding the ONNX files; the engine is written there.
+        plan: from `plan_build`.
+        input_shape: (C, H, W).
+        batch: (min, opt, max) of the optimization profile.
+        workspace: builder workspace limit in bytes.
+        timing_cache: file read before and written after the build (kernel timings are reused across builds).
+        opt_level: builder optimization level 0..5 (TensorRT's default is 3).
+        trt: the tensorrt module (imported here when None).
+    """
+    trt = trt or load_tensorrt()
+    info = {"tensorrt_version": str(trt.__version__), **cuda_device_info()}
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = _network(trt, builder, plan)
+    parser = _parse(trt, network, logger, bundle / plan.onnx)  # owns the weights: keep it alive until built
+    config = _config(trt, builder, plan, workspace, opt_level)
+    _profile(builder, config, input_shape, batch)
+    cache = _load_timing_cache(config, timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    del parser
+    if serialized is None:
+        raise ResnetDeployError(f"TensorRT failed to build the {plan.precision} engine (see its log above)")
+    (bundle / plan.engine).write_bytes(bytes(serialized))
+    if timing_cache is not None:
+        timing_cache.write_bytes(bytes(cache.serialize()))
+    return {**info, "built_from": plan.onnx, "strongly_typed": plan.strongly_typed,
+            "flags": list(plan.set_flags), "tf32": "TF32" not in plan.clear_flags,
+            "batch": {"min": batch[0], "opt": batch[1], "max": batch[2]}}
