@@ -1,0 +1,19 @@
+"""The lean runtime for edge apps: numpy, PIL, and onnxruntime or TensorRT + cuda-python; never torch or click.
+
+    from resnet_deploy.runtime import Predictor
+    predictor = Predictor.from_bundle("bundle/", backend="auto", device="cpu")
+    for p in predictor.predict(["cat.jpg", "dog.png"], topk=5):
+        print(p.label, p.score)
+
+Everything here imports only from `resnet_deploy.runtime` (ARCHITECTURE.md, "Rules of the house").
+"""
+
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
+from resnet_deploy.runtime.predictor import BACKENDS, Prediction, Predictor, available_backends, choose_backend
+from resnet_deploy.runtime.preprocess import Preprocess
+
+__all__ = [
+    "BACKENDS", "BundleError", "FileEntry", "Manifest", "Prediction", "Predictor", "Preprocess", "ResnetDeployError",
+    "available_backends", "choose_backend", "read_manifest", "verify_files",
+]

@@ -1,0 +1,114 @@
+"""ONNX Runtime backend: one `InferenceSession` per model file, shared by every thread.
+
+`onnxruntime` is imported inside functions so that an edge app with only TensorRT installed can still import the
+runtime. `InferenceSession.run` may be called from several threads at once (ONNX Runtime docs, "Thread safety"), so
+this backend needs no lock.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+
+# CPU features with int8 dot-product instructions. ONNX Runtime's U8S8 QLinearConv / MatMulInteger kernels (MLAS) use
+# them: VPDPBUSD (AVX-512 VNNI, AVX-VNNI), AMX tiles, and SDOT/UDOT/SMMLA on Arm (asimddp, i8mm). Without them the
+# int8 kernels fall back to 16-bit multiply-add sequences whose speed-up over fp32 is small or negative, so fp32 is
+# the safe choice there. Measured here (REFERENCE.md, AVX-512 VNNI): ResNet-50 int8 12.3 ms vs fp32 40 ms.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ResnetDeployError("onnxruntime is not installed; install it with `pip install onnxruntime` "
+                                "(or onnxruntime-gpu for CUDA)") from None
+    return onnxruntime
+
+
+def ort_installed() -> bool:
+    """True when onnxruntime can be imported."""
+    try:
+        _import_ort()
+    except ResnetDeployError:
+        return False
+    return True
+
+
+def ort_has_cuda() -> bool:
+    """True when the installed onnxruntime build offers the CUDA execution provider (onnxruntime-gpu)."""
+    return ort_installed() and CUDA_EP in _import_ort().get_available_providers()
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags of the first core (x86 `flags`, Arm `Features`); empty when unknown (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_int8_is_fast(flags: set[str] | None = None) -> tuple[bool, str]:
+    """Whether ONNX Runtime's int8 kernels beat fp32 on this CPU, and why (see INT8_DOT_FLAGS)."""
+    flags = cpu_flags() if flags is None else flags
+    found = [f for f in INT8_DOT_FLAGS if f in flags]
+    if found:
+        return True, f"CPU has int8 dot-product instructions ({', '.join(found)})"
+    if not flags and platform.system() == "Darwin" and platform.machine() == "arm64":
+        return True, "Apple silicon has int8 dot-product instructions (asimddp)"
+    return False, f"CPU lacks int8 dot-product instructions ({', '.join(INT8_DOT_FLAGS)}); fp32 is faster"
+
+
+class OrtBackend:
+    """Runs one ONNX file with ONNX Runtime on the CPU or, with onnxruntime-gpu, on a CUDA GPU."""
+
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+                 input_name: str = "input", output_name: str = "logits") -> None:
+        ort = _import_ort()
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1  # a ResNet graph is a chain: parallelism lives inside each op
+        providers = [CUDA_EP, CPU_EP] if device == "cuda" else [CPU_EP]
+        if device == "cuda" and CUDA_EP not in ort.get_available_providers():
+            raise ResnetDeployError("device='cuda' needs onnxruntime-gpu (this onnxruntime offers "
+                                    f"{', '.join(ort.get_available_providers())}); install it or use device='cpu'")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+            raise BundleError(f"ONNX Runtime could not load {path.name}: {str(e).splitlines()[0]}") from None
+        if device == "cuda" and CUDA_EP not in self.session.get_providers():
+            # ORT falls back to the CPU silently when the CUDA libraries are missing; say so instead.
+            raise ResnetDeployError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?); "
+                                    "see onnxruntime's log above, or use device='cpu'")
+        names = {i.name for i in self.session.get_inputs()}
+        if input_name not in names:
+            raise BundleError(f"{path.name} has inputs {sorted(names)}; the manifest expects {input_name!r}")
+        self.input_name, self.output_name = input_name, output_name
+        self.providers: list[str] = self.session.get_providers()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) -> float32 logits (N, K)."""
+        try:
+            (out,) = self.session.run([self.output_name], {self.input_name: batch})
+        except Exception as e:
+            raise ResnetDeployError(f"ONNX Runtime failed on a batch of shape {batch.shape}: "
+                                    f"{str(e).splitlines()[0]}") from None
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        """Drop the session (ORT frees its memory when the last reference goes)."""
+        self.session = None

@@ -1,0 +1,192 @@
+"""TensorRT backend: run a serialized engine (`model.<precision>.engine`) with TensorRT 10.x or 11.x.
+
+Memory and streams go through cuda-python (`cuda.bindings.runtime`), as NVIDIA's own Python samples do, not pycuda.
+Both `tensorrt` and cuda-python are imported inside functions so the runtime imports on machines without them.
+
+Written against the documented API shared by TensorRT 10 and 11 (name-based I/O: `num_io_tensors`, `get_tensor_name`,
+`get_tensor_mode`, `set_input_shape`, `set_tensor_address`, `execute_async_v3`); the binding-index API removed in 10.0
+is not used. An `IExecutionContext` must not be used by two threads at once (TensorRT developer guide, "Thread
+Safety"), so one context, one stream and one pair of device buffers are guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+
+# trt.DataType member name -> numpy dtype (trt.nptype exists too, but this keeps the mapping testable without TRT).
+_NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
+              "INT64": np.int64, "BOOL": np.bool_}
+
+
+def _import_trt() -> Any:
+    try:
+        import tensorrt
+    except ImportError:
+        raise ResnetDeployError("tensorrt is not installed (pip install tensorrt cuda-python)") from None
+    return tensorrt
+
+
+def _import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python layout
+        except ImportError:
+            raise ResnetDeployError("cuda-python is not installed (pip install cuda-python)") from None
+    return cudart
+
+
+def _check(cudart: Any, result: Any) -> Any:
+    """cuda-python returns (error, *values): raise on an error, else return the value(s)."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        _, name = cudart.cudaGetErrorName(err)
+        raise ResnetDeployError(f"CUDA call failed: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else tuple(values) or None
+
+
+def numpy_dtype(trt_dtype: Any) -> type:
+    """numpy dtype of a `trt.DataType` (by member name, e.g. DataType.HALF -> float16)."""
+    name = getattr(trt_dtype, "name", str(trt_dtype).rsplit(".", 1)[-1])
+    if name not in _NP_DTYPES:
+        raise ResnetDeployError(f"engine tensor type {name} is not supported; expected one of {', '.join(_NP_DTYPES)}")
+    return _NP_DTYPES[name]
+
+
+@functools.lru_cache(maxsize=4)
+def running_info(device: int = 0) -> dict[str, str]:
+    """TensorRT version, GPU name and compute capability of this machine, in the manifest's engine `info` keys."""
+    trt = _import_trt()
+    cudart = _import_cudart()
+    try:
+        count = _check(cudart, cudart.cudaGetDeviceCount())
+    except ResnetDeployError as e:
+        raise ResnetDeployError(f"no usable CUDA GPU: {e}") from None
+    if count <= device:
+        raise ResnetDeployError(f"no CUDA GPU {device}: this machine has {count}")
+    prop = _check(cudart, cudart.cudaGetDeviceProperties(device))
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return {"tensorrt_version": str(trt.__version__), "gpu": name.rstrip("\x00").strip(),
+            "compute_capability": f"{prop.major}.{prop.minor}"}
+
+
+def _version3(v: Any) -> str:
+    return ".".join(str(v).split(".")[:3])
+
+
+def _cc(v: Any) -> str:
+    return f"{v[0]}.{v[1]}" if isinstance(v, (list, tuple)) else str(v)
+
+
+def engine_mismatch(file: str, built: dict[str, Any], here: dict[str, str],
+                    rebuild: str = "resnet-deploy export ... --trt") -> str | None:
+    """Why an engine built with `built` info cannot run `here`, or None when it can.
+
+    Rule (TensorRT developer guide, "Engine compatibility"): a plan runs only with the TensorRT version it was built
+    with (major.minor.patch) and on a GPU of the same compute capability, unless it was built version- or
+    hardware-compatible (`info` flags `version_compatible`, `hardware_compatible`; the latter needs Ampere, cc >= 8.0).
+    Another GPU model of the same compute capability only warns, as TensorRT itself does.
+    """
+    diffs = []
+    if not built.get("version_compatible") and _version3(built.get("tensorrt_version")) != _version3(
+            here["tensorrt_version"]):
+        diffs.append(f"TensorRT {_version3(built.get('tensorrt_version'))} expected, found {here['tensorrt_version']}")
+    cc_built, cc_here = _cc(built.get("compute_capability")), here["compute_capability"]
+    if built.get("hardware_compatible"):
+        if float(cc_here) < 8.0:
+            diffs.append(f"a hardware-compatible engine needs compute capability >= 8.0, found {cc_here}")
+    elif cc_built != cc_here:
+        diffs.append(f"GPU {built.get('gpu')} (compute capability {cc_built}) expected, "
+                     f"found {here['gpu']} ({cc_here})")
+    if diffs:
+        return (f"{file} cannot run here: {'; '.join(diffs)}. Engines only run with the TensorRT version and GPU "
+                f"they were built for: rebuild them on this machine with `{rebuild}`, or use backend='onnx'")
+    if built.get("gpu") and built.get("gpu") != here["gpu"] and not built.get("hardware_compatible"):
+        warnings.warn(f"{file} was built on {built.get('gpu')}, running on {here['gpu']} (same compute capability); "
+                      "TensorRT advises rebuilding for best speed", RuntimeWarning, stacklevel=2)
+    return None
+
+
+def engine_io(engine: Any, trt: Any) -> tuple[list[str], list[str]]:
+    """(input names, output names) of an engine, by the name-based I/O API of TensorRT >= 10."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    return inputs, [n for n in names if n not in inputs]
+
+
+class TrtBackend:
+    """Runs one TensorRT engine: device buffers for the largest batch, allocated once, reused by every call."""
+
+    def __init__(self, path: Path, *, max_batch: int, input_name: str = "input", output_name: str = "logits") -> None:
+        trt = _import_trt()
+        self._cudart = cudart = _import_cudart()
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise BundleError(f"TensorRT could not deserialize {Path(path).name} (see its log above); rebuild it "
+                              "with `resnet-deploy export ... --trt`")
+        inputs, outputs = engine_io(self.engine, trt)
+        if inputs != [input_name] or outputs != [output_name]:
+            raise BundleError(f"{Path(path).name} has inputs {inputs} and outputs {outputs}; the manifest expects "
+                              f"[{input_name!r}] and [{output_name!r}]")
+        self.input_name, self.output_name = input_name, output_name
+        profile_max = self.engine.get_tensor_profile_shape(input_name, 0)[2][0]
+        self.max_batch = min(int(max_batch), int(profile_max))
+        self.in_dtype = numpy_dtype(self.engine.get_tensor_dtype(input_name))
+        self.out_dtype = numpy_dtype(self.engine.get_tensor_dtype(output_name))
+        sample = tuple(self.engine.get_tensor_shape(input_name))[1:]  # (C, H, W); axis 0 is the dynamic batch
+        classes = tuple(self.engine.get_tensor_shape(output_name))[1:]  # (K,)
+        self.context = self.engine.create_execution_context()
+        self._stream = _check(cudart, cudart.cudaStreamCreate())
+        item_in, item_out = np.dtype(self.in_dtype).itemsize, np.dtype(self.out_dtype).itemsize
+        self._d_in = _check(cudart, cudart.cudaMalloc(self.max_batch * int(np.prod(sample)) * item_in))
+        self._d_out = _check(cudart, cudart.cudaMalloc(self.max_batch * int(np.prod(classes)) * item_out))
+        self.context.set_tensor_address(input_name, int(self._d_in))
+        self.context.set_tensor_address(output_name, int(self._d_out))
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) with N <= max_batch -> float32 logits (N, K)."""
+        if batch.shape[0] > self.max_batch:
+            raise ResnetDeployError(f"batch of {batch.shape[0]} exceeds the engine's profile maximum {self.max_batch}")
+        cudart = self._cudart
+        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        with self._lock:
+            if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
+                raise ResnetDeployError(f"engine rejected input shape {tuple(x.shape)}")
+            out = np.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.out_dtype)
+            h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            _check(cudart, cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, h2d, self._stream))
+            if not self.context.execute_async_v3(int(self._stream)):
+                raise ResnetDeployError("TensorRT execute_async_v3 failed (see its log above)")
+            _check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._d_out, out.nbytes, d2h, self._stream))
+            _check(cudart, cudart.cudaStreamSynchronize(self._stream))
+        return out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Free the device buffers and the stream; the context goes before the engine (TensorRT's order)."""
+        cudart = getattr(self, "_cudart", None)
+        if cudart is None or getattr(self, "_stream", None) is None:
+            return
+        for ptr in (getattr(self, "_d_in", None), getattr(self, "_d_out", None)):
+            if ptr is not None:
+                cudart.cudaFree(ptr)
+        cudart.cudaStreamDestroy(self._stream)
+        self._stream = None
+        self.context = None
+        self.engine = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the CUDA bindings may already be gone
+            pass
