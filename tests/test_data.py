@@ -112,6 +112,13 @@ def test_lookup_order_spec_path_then_env_then_debian(tmp_path, monkeypatch):
     assert spec_mod.locate(parse_spec("fashion-mnist")) == b
 
 
+def test_an_earlier_download_is_found_without_download(tmp_path):
+    # `train --download` fetches into the cache; export's calibration and validate then run without --download.
+    fetched = write_fmnist(tmp_path / "cache" / "data" / "FashionMNIST" / "raw", n_train=24, seed=4)
+    assert spec_mod.locate(parse_spec("fashion-mnist")) == fetched
+    assert len(load_arrays(parse_spec("fashion-mnist"), "train").labels) == 24
+
+
 # ---------------------------------------------------------------------------------------------------------- formats
 def test_idx_round_trip_and_corrupt_file(tmp_path):
     x = np.random.default_rng(5).integers(0, 256, (7, 5, 3), dtype=np.uint8)

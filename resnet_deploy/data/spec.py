@@ -102,8 +102,14 @@ def locate(spec: DataSpec, download: bool = False) -> Path:
         if _holds(spec.name, DEBIAN_FASHION_MNIST):
             return DEBIAN_FASHION_MNIST
         looked.append(f"{DEBIAN_FASHION_MNIST} (missing)")
-    if download and spec.name in ("fashion-mnist", "cifar10"):
-        return _download(spec.name, Path(env) if env else cache_dir() / "data")
+    if spec.name in ("fashion-mnist", "cifar10"):
+        # An earlier `--download` put it here: later commands (export's calibration, validate) find it without one.
+        root = Path(env) if env else cache_dir() / "data"
+        fetched = root / "FashionMNIST" / "raw" if spec.name == "fashion-mnist" else root
+        if _holds(spec.name, fetched):
+            return _root(spec.name, fetched)
+        if download:
+            return _download(spec.name, root)
     looked.append("torchvision download (not asked; add --download)" if spec.name in ("fashion-mnist", "cifar10")
                   else "no download exists for this data set")
     raise ResnetDeployError(f"{spec.name} not found; looked in: {'; '.join(looked)}. "
