@@ -1,0 +1,63 @@
+"""Fashion-MNIST ResNet-20 (1x28x28), batch 1: PyTorch eager fp32 vs ONNX Runtime fp32, side by side.
+
+Target (issue 6): ONNX fp32 p50 <= 0.25x eager. Give the trained demo model's bundle; without one, an untrained
+ResNet-20 is exported (latency does not depend on the weights' values).
+
+    .venv/bin/python benchmarks/bench_fashion.py [BUNDLE] [--duration-s 3] [--threads 2] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_resnet50 import print_targets  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+from resnet_deploy import models  # noqa: E402
+from resnet_deploy.checkpoint import save_checkpoint  # noqa: E402
+from resnet_deploy.runtime.preprocess import Preprocess  # noqa: E402
+from resnet_deploy.validate import report  # noqa: E402
+from resnet_deploy.validate.bench import bench_bundle  # noqa: E402
+
+TARGETS = {"onnx": 0.25}
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def make_bundle(out: Path) -> Path:
+    """Export an untrained 1-channel ResNet-20 at 28x28 (fp32 ONNX only)."""
+    from resnet_deploy.export import export_bundle
+
+    torch.manual_seed(0)
+    model = models.build("cifar_resnet20", num_classes=10, in_channels=1)
+    pp = Preprocess(input_size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
+    ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 10,
+                            "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
+                            "preprocess": pp.to_dict(), "config": {}, "iteration": 0}, out.parent / "untrained.pt")
+    return Path(export_bundle(out, checkpoint=ckpt, force=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", type=Path, nargs="?", help="the Fashion-MNIST ResNet-20 bundle")
+    ap.add_argument("--backends", default="onnx")
+    ap.add_argument("--warmup-s", type=float, default=1.0)
+    ap.add_argument("--duration-s", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="round-robin slices (fair ratios on a shared machine)")
+    args = ap.parse_args()
+    bundle = args.bundle or make_bundle(Path(tempfile.mkdtemp(prefix="bench_fmnist_")) / "bundle")
+    result = bench_bundle(bundle, backends=args.backends.split(","), batches=[1], warmup_s=args.warmup_s,
+                          duration_s=args.duration_s, threads=args.threads, rounds=args.rounds)
+    report.write_json(result, Path(bundle) / "reports" / report.BENCH_JSON)
+    report.write_reports(Path(bundle) / "reports")
+    met = print_targets(result, TARGETS)
+    print(f"\nbundle {bundle}; targets {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Latency and throughput of every backend of a bundle, with the PyTorch eager model timed in the same run.
+
+Every point is measured by the one timing routine (`latency.measure_latency`); speed-ups are ratios of numbers taken
+side by side on the same machine, and the achieved FLOP rate is set beside the machine's fp32 ceiling measured in the
+same run (a roofline ratio). The report dict follows the schema in `report.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.validate import latency
+from resnet_deploy.validate.parity import PRECISION, open_bundle, reference_model, select_backends
+from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
+
+
+def _eager_model(bundle: str | Path, manifest: Any, checkpoint: str | Path | None) -> tuple[Any, str | None]:
+    """The PyTorch model to time; when its weights are not at hand, the architecture with random weights (the same
+    arithmetic, so the same speed)."""
+    model, info = reference_model(bundle, manifest, checkpoint)
+    if model is not None:
+        return model, None
+    from resnet_deploy import models
+
+    options = manifest.source.get("model_options") or manifest.export_args.get("model_options") or {}
+    model = models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels,
+                         **options).eval()
+    return model, "pytorch timed with random weights: " + info["note"].split(": ", 1)[-1]
+
+
+def _torch_fn(model: Any, x: np.ndarray, device: str) -> Callable[[], Any]:
+    import torch
+
+    xt = torch.from_numpy(x)
+    if device == "cpu":
+        def run() -> None:
+            with torch.inference_mode():
+                model(xt)
+        return run
+    model = model.to(device)
+
+    def forward(t: Any) -> Any:
+        with torch.inference_mode():
+            return model(t)
+    return latency.torch_cuda_timed(forward, xt, device)
+
+
+def _predictor_fn(predictor: Any, x: np.ndarray) -> Callable[[], Any]:
+    # A backend that times its own device work (CUDA events around the engine) exposes `last_device_s` after a run;
+    # then host time (with copies) and device time are reported apart.
+    def run() -> float | None:
+        predictor.run(x)
+        return getattr(predictor, "last_device_s", None)
+    return run
+
+
+def _workloads(model: Any, predictors: dict[str, Any], batches: Sequence[int], shape: tuple[int, int, int],
+               device: str) -> Iterator[tuple[int, dict[str, Callable[[], Any]]]]:
+    """(batch, {backend: callable}) for every batch size, the eager model first."""
+    rng = np.random.default_rng(0)
+    for b in sorted(set(batches)):
+        x = rng.standard_normal((b, *shape), dtype=np.float32)  # latency does not depend on the pixel values
+        fns = {"pytorch": _torch_fn(model, x, device)} if model is not None else {}
+        yield b, fns | {name: _predictor_fn(predictor, x) for name, predictor in predictors.items()}
+
+
+def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: float) -> dict[str, Any]:
+    s = latency.summarize(samples.host_s, batch)
+    dev = latency.summarize(samples.device_s, batch) if samples.device_s else None
+    stats = {k: getattr(s, f"{k}_ms") for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")}
+    gflops = latency.achieved_gflops(macs, s.throughput_ips)
+    return {"backend": backend, "precision": PRECISION.get(backend, "fp32"), "batch": batch,
+            "iterations": s.iterations, "total_s": s.total_s, "throughput_ips": s.throughput_ips,
+            "latency_ms": stats,
+            "device_latency_ms": {k: getattr(dev, f"{k}_ms") for k in stats} if dev else None,
+            "latency_ratio": None, "speedup": None, "achieved_gflops": gflops, "roofline_ratio": gflops / ceiling}
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    base = {r["batch"]: r["latency_ms"]["p50"] for r in rows if r["backend"] == "pytorch"}
+    for r in rows:
+        if r["batch"] in base:
+            r["latency_ratio"] = r["latency_ms"]["p50"] / base[r["batch"]]
+            r["speedup"] = 1 / r["latency_ratio"]
+
+
+def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batches: Sequence[int] = (1, 8, 32),
+                 warmup_s: float = 2.0, duration_s: float = 10.0, min_iters: int = 10, threads: int | None = None,
+                 device: str = "cpu", checkpoint: str | Path | None = None, pytorch: bool = True,
+                 ceiling_n: int = 2048, rounds: int = 1) -> dict[str, Any]:
+    """Time every backend of a bundle at each batch size, and the PyTorch eager model beside them.
+
+    Args:
+        bundle: the bundle directory (its files must match the manifest's checksums).
+        backends: backend names (None: every one the bundle has; those that cannot run here are skipped).
+        batches: batch sizes to time.
+        warmup_s, duration_s, min_iters: per point, as `latency.measure_latency`.
+        threads: intra-op threads for PyTorch, ONNX Runtime and the ceiling matmul (None: library defaults).
+        device: "cpu" or "cuda".
+        checkpoint: the source checkpoint/weights when not where the manifest says.
+        pytorch: also time the eager model (the denominator of every ratio).
+        ceiling_n: side of the matmul that measures the fp32 ceiling.
+        rounds: split each point's run into this many round-robin slices across the backends
+            (`latency.measure_interleaved`); more than 1 keeps ratios fair on a shared machine.
+
+    Returns:
+        The report dict (schema in `report.py`).
+
+    Raises:
+        ResnetDeployError: a changed bundle, unknown backend names, or a batch size below 1.
+    """
+    import torch
+
+    from resnet_deploy import models
+    from resnet_deploy.runtime import Predictor
+    from resnet_deploy.runtime.errors import ResnetDeployError
+    from resnet_deploy.validate.env import environment
+
+    if not batches or min(batches) < 1:
+        raise ResnetDeployError(f"batch sizes must be at least 1, found {list(batches)}")
+    manifest = open_bundle(bundle)
+    run, skipped = select_backends(bundle, backends, device)
+    model, note = _eager_model(bundle, manifest, checkpoint)
+    c, h, w = manifest.input_shape
+    # count_macs takes a square side; a conv net's multiply-adds scale with H*W, so a non-square input is scaled.
+    side = max(h, w)
+    macs = models.count_macs(model, side, c) * h * w // side**2
+    old_threads, predictors = torch.get_num_threads(), {}
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
+                                         device=device)
+        for name in run:
+            predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
+        timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
+        rows = [_row(name, b, samples, macs, ceiling["gflops"])
+                for b, fns in _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
+                for name, samples in latency.measure_interleaved(fns, **timing).items()]
+    finally:
+        torch.set_num_threads(old_threads)
+        for predictor in predictors.values():
+            predictor.close()
+    _add_ratios(rows)
+    notes = [note] if note else []
+    notes.append("int8 and fp16 rows count the same multiply-adds as fp32; their roofline ratio is against the fp32 "
+                 "ceiling")
+    return {"schema": "resnet-deploy/bench", "schema_version": SCHEMA_VERSION, "created": now_utc(),
+            "bundle": str(bundle), "arch": manifest.arch, "input_shape": [c, h, w], "macs_per_image": macs,
+            "settings": {"backends": ["pytorch"] * pytorch + run, "batches": sorted(set(batches)),
+                         "warmup_s": warmup_s, "duration_s": duration_s, "rounds": rounds, "threads": threads,
+                         "device": device},
+            "ceiling": ceiling, "results": rows,
+            "skipped": [{"backend": k, "reason": v} for k, v in skipped.items()], "notes": notes,
+            "environment": environment(threads)}

@@ -1,0 +1,67 @@
+"""What a measurement ran on: CPU model and threads, GPU, and the versions of the libraries that did the work.
+
+Versions are read from the installed distributions' metadata (`importlib.metadata`), so recording them imports
+neither TensorRT nor CUDA bindings.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution; None when it is not installed."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def gpu_name() -> str | None:
+    """Name of CUDA device 0 when PyTorch sees one, else None."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a broken CUDA install must not stop a CPU benchmark
+        return None
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """JSON-ready description of this machine and its software.
+
+    Args:
+        threads: the intra-op thread count the measurement used (None: the libraries' default).
+    """
+    from resnet_deploy import __version__
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "gpu": gpu_name(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "resnet_deploy": __version__,
+        "versions": library_versions(),
+    }

@@ -1,0 +1,246 @@
+"""Reports of the validation harness: JSON with stable keys, a Markdown report, and PNG plots, in `BUNDLE/reports/`.
+
+Files (names fixed):
+    validate.json  written by `resnet-deploy validate`   (schema below)
+    bench.json     written by `resnet-deploy bench`      (schema below)
+    report.md      both JSON files, rendered; rewritten after either command
+    latency_vs_batch.png      p50 latency and throughput against batch size, one line per backend (needs bench)
+    accuracy_vs_latency.png   top-1 against p50 latency at the smallest batch, per backend (needs both)
+
+validate.json (schema "resnet-deploy/validate", schema_version 1). Accuracies and agreement are percentages.
+    schema, schema_version, created (ISO-8601 UTC), bundle (path), arch, data (spec), num_samples, num_classes,
+    reference: {kind: "checkpoint" | "weights" | "onnx", path, note, top1, top5}
+    tolerances: {fp32_agreement, fp32_max_abs, fp16_agreement, int8_top1_drop}
+    backends: [{backend, precision, status: "PASS" | "FAIL" | "SKIPPED", reason, top1, top5, agreement,
+                max_abs_diff, mean_abs_diff, first_disagreements: [sample index, ...], failures: [text, ...]}]
+              (a SKIPPED entry has reason set and the figures null; sample indices count the validated images in
+              load order, which with --limit are a seeded random subset)
+    passed (bool: every backend that ran passed, and at least one ran), environment (see env.environment)
+
+bench.json (schema "resnet-deploy/bench", schema_version 1). Latencies in ms, throughput in images/s.
+    schema, schema_version, created, bundle, arch, input_shape [C, H, W], macs_per_image,
+    settings: {backends, batches, warmup_s, duration_s, rounds, threads, device}
+    ceiling: {gflops, n, dtype, threads, device, p50_ms}   (fp32 matmul measured in the same run)
+    results: [{backend ("pytorch" is the eager reference), precision, batch, iterations, total_s, throughput_ips,
+               latency_ms: {min, mean, p50, p90, p95, p99, max}, device_latency_ms: same keys or null,
+               latency_ratio (p50 / pytorch's p50 at the same batch), speedup (its inverse),
+               achieved_gflops, roofline_ratio (achieved / ceiling)}]
+    skipped: [{backend, reason}], notes: [text], environment
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
+LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
+SCHEMA_VERSION = 1
+STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")
+
+
+def now_utc() -> str:
+    """ISO-8601 UTC timestamp for the `created` key."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(obj: dict[str, Any], path: str | Path) -> Path:
+    """Write a report dict as indented JSON (parent directories made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def validate_markdown(v: dict[str, Any]) -> str:
+    """The validate report as a Markdown section."""
+    ref = v["reference"]
+    lines = [f"## Accuracy parity ({'PASS' if v['passed'] else 'FAIL'})", "",
+             f"Data `{v['data']}`, {v['num_samples']} images, {v['num_classes']} classes. Reference: "
+             f"{ref['kind']} `{ref.get('path')}` top-1 {_fmt(ref['top1'])}%, top-5 {_fmt(ref['top5'])}%."
+             + (f" {ref['note']}" if ref.get("note") else ""), "",
+             "Tolerances: " + ", ".join(f"{k} {val}" for k, val in v["tolerances"].items()), "",
+             "| backend | precision | status | top-1 % | top-5 % | agreement % | max abs diff | mean abs diff "
+             "| notes |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for b in v["backends"]:
+        notes = b.get("reason") or "; ".join(b.get("failures") or [])
+        lines.append(f"| {b['backend']} | {b['precision']} | {b['status']} | {_fmt(b['top1'])} | {_fmt(b['top5'])} | "
+                     f"{_fmt(b['agreement'], '.3f')} | {_fmt(b['max_abs_diff'], '.2e')} | "
+                     f"{_fmt(b['mean_abs_diff'], '.2e')} | {notes} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_markdown(b: dict[str, Any]) -> str:
+    """The bench report as a Markdown section."""
+    s, c = b["settings"], b["ceiling"]
+    lines = ["## Latency and throughput", "",
+             f"{s['device']}, {s['threads'] or 'default'} threads, warm-up {s['warmup_s']} s, run {s['duration_s']} s "
+             f"per point in {s.get('rounds', 1)} round-robin round(s); "
+             f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image; fp32 ceiling "
+             f"{c['gflops']:.1f} GFLOP/s ({c['n']}^3 matmul, same run).", "",
+             "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s | x pytorch latency "
+             "| GFLOP/s | roofline |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in b["results"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {r['backend']} | {r['batch']} | {lat['p50']:.3f} | {lat['mean']:.3f} | {lat['p90']:.3f} | "
+                     f"{lat['p99']:.3f} | {lat['min']:.3f} | {lat['max']:.3f} | {r['throughput_ips']:.1f} | "
+                     f"{_fmt(r['latency_ratio'], '.3f')} | {r['achieved_gflops']:.1f} | {r['roofline_ratio']:.1%} |")
+    device_rows = [r for r in b["results"] if r.get("device_latency_ms")]
+    if device_rows:
+        lines += ["", "Device time (CUDA events / engine timing), apart from host time including copies:", "",
+                  "| backend | batch | device p50 ms | host p50 ms |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {r['backend']} | {r['batch']} | {r['device_latency_ms']['p50']:.3f} | "
+                  f"{r['latency_ms']['p50']:.3f} |" for r in device_rows]
+    lines += [""] + [f"- skipped {k['backend']}: {k['reason']}" for k in b["skipped"]]
+    lines += [f"- note: {n}" for n in b.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def environment_markdown(e: dict[str, Any]) -> str:
+    """One paragraph naming the machine and the library versions."""
+    versions = ", ".join(f"{k} {v}" for k, v in e["versions"].items() if v)
+    return (f"## Environment\n\nCPU {e['cpu']} ({e['cpu_count']} logical), GPU {e['gpu'] or 'none'}, "
+            f"{e['platform']}, Python {e['python']}, resnet-deploy {e['resnet_deploy']}; {versions}.\n")
+
+
+def _smallest_batch_p50(bench: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, tuple[int, float]] = {}
+    for r in bench["results"]:
+        if r["backend"] not in out or r["batch"] < out[r["backend"]][0]:
+            out[r["backend"]] = (r["batch"], r["latency_ms"]["p50"])
+    return {k: v[1] for k, v in out.items()}
+
+
+def plot_latency_vs_batch(bench: dict[str, Any], path: Path) -> Path:
+    """Two panels against batch size: p50 latency (ms) and throughput (images/s), one line per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r["backend"] for r in bench["results"]):
+        rows = sorted((r for r in bench["results"] if r["backend"] == name), key=lambda r: r["batch"])
+        xs = [r["batch"] for r in rows]
+        ax1.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=name)
+        ax2.plot(xs, [r["throughput_ips"] for r in rows], marker="o", label=name)
+    batches = sorted({r["batch"] for r in bench["results"]})
+    for ax, label in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")  # eager and int8 differ by orders of magnitude on small models
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    ax1.legend()
+    fig.suptitle(f"{bench['arch']}: latency against batch size ({bench['settings']['device']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_latency(validate: dict[str, Any], bench: dict[str, Any], path: Path) -> Path:
+    """Top-1 accuracy against p50 latency at the smallest batch benchmarked, one point per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p50 = _smallest_batch_p50(bench)
+    points = [(b["backend"], p50[b["backend"]], b["top1"]) for b in validate["backends"]
+              if b["top1"] is not None and b["backend"] in p50]
+    if "pytorch" in p50 and validate["reference"]["top1"] is not None:
+        points.append((f"pytorch ({validate['reference']['kind']})", p50["pytorch"], validate["reference"]["top1"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, x, y) in enumerate(points):
+        ax.scatter([x], [y])
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 - 12 * (i % 2)))  # alternate: less overlap
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency (ms), batch {min(r['batch'] for r in bench['results'])}")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{bench['arch']}: accuracy against latency ({validate['num_samples']} images)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_reports(reports_dir: str | Path) -> list[Path]:
+    """Render report.md and the PNGs from whichever of validate.json / bench.json are in `reports_dir`.
+
+    Returns:
+        The files written (JSON files excluded).
+    """
+    d = Path(reports_dir)
+    v, b = _read(d / VALIDATE_JSON), _read(d / BENCH_JSON)
+    title = (v or b or {}).get("arch", "model")
+    parts = [f"# {title}: validation report\n", f"Bundle `{(v or b or {}).get('bundle')}`.\n"]
+    written: list[Path] = []
+    if v:
+        parts.append(validate_markdown(v))
+    if b:
+        parts.append(bench_markdown(b))
+        written.append(plot_latency_vs_batch(b, d / LATENCY_PNG))
+        parts.append(f"![latency against batch size]({LATENCY_PNG})\n")
+    if v and b:
+        written.append(plot_accuracy_vs_latency(v, b, d / ACCURACY_PNG))
+        parts.append(f"![accuracy against latency]({ACCURACY_PNG})\n")
+    elif b:
+        parts.append("Run `resnet-deploy validate` for the accuracy figures and the accuracy/latency plot.\n")
+    env = (b or v or {}).get("environment")
+    if env:
+        parts.append(environment_markdown(env))
+    (d / REPORT_MD).write_text("\n".join(parts))
+    return [d / REPORT_MD, *written]
+
+
+def validate_summary(v: dict[str, Any]) -> list[str]:
+    """Terminal lines for a validate report: one per backend, then the verdict."""
+    ref = v["reference"]
+    lines = [f"reference ({ref['kind']}): top-1 {ref['top1']:.2f}%  top-5 {ref['top5']:.2f}%  "
+             f"on {v['num_samples']} images of {v['data']}" + (f"  [{ref['note']}]" if ref.get("note") else "")]
+    for b in v["backends"]:
+        if b["status"] == "SKIPPED":
+            lines.append(f"SKIPPED {b['backend']}: {b['reason']}")
+            continue
+        why = "  -- " + "; ".join(b["failures"]) if b["failures"] else ""
+        lines.append(f"{b['status']:<7} {b['backend']:<9} {b['precision']}  top-1 {b['top1']:.2f}%  "
+                     f"top-5 {b['top5']:.2f}%  agreement {b['agreement']:.3f}%  max|d| {b['max_abs_diff']:.2e}  "
+                     f"mean|d| {b['mean_abs_diff']:.2e}{why}")
+    failed = [b["backend"] for b in v["backends"] if b["status"] == "FAIL"]
+    ran = [b for b in v["backends"] if b["status"] != "SKIPPED"]
+    verdict = ("PASS: every backend is within tolerance" if v["passed"] else
+               f"FAIL: {', '.join(failed)} outside tolerance" if failed else "FAIL: no backend could run here")
+    return lines + [f"{verdict} ({len(ran)} checked, {len(v['backends']) - len(ran)} skipped)"]
+
+
+def bench_summary(b: dict[str, Any]) -> list[str]:
+    """Terminal lines for a bench report: one per backend and batch size."""
+    lines = [f"fp32 ceiling {b['ceiling']['gflops']:.1f} GFLOP/s ({b['ceiling']['n']}^3 matmul); "
+             f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image"]
+    for r in b["results"]:
+        lat = r["latency_ms"]
+        ratio = f"  {r['latency_ratio']:.3f}x pytorch" if r["latency_ratio"] is not None else ""
+        dev = f"  device p50 {r['device_latency_ms']['p50']:.3f} ms" if r["device_latency_ms"] else ""
+        lines.append(f"{r['backend']:<9} batch {r['batch']:>3}  p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  "
+                     f"{r['throughput_ips']:.1f} img/s{ratio}  {r['achieved_gflops']:.1f} GFLOP/s "
+                     f"({r['roofline_ratio']:.1%} of ceiling){dev}")
+    lines += [f"SKIPPED {s['backend']}: {s['reason']}" for s in b["skipped"]]
+    return lines

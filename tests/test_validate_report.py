@@ -1,0 +1,104 @@
+"""Reports from made-up results: the documented JSON keys, the Markdown tables, the PNG plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from resnet_deploy.validate import latency, report
+from resnet_deploy.validate.bench import _add_ratios, _row
+from resnet_deploy.validate.env import environment
+
+VALIDATE_KEYS = {"schema", "schema_version", "created", "bundle", "arch", "data", "num_samples", "num_classes",
+                 "reference", "tolerances", "backends", "passed", "environment"}
+BACKEND_KEYS = {"backend", "precision", "status", "reason", "top1", "top5", "agreement", "max_abs_diff",
+                "mean_abs_diff", "first_disagreements", "failures"}
+BENCH_KEYS = {"schema", "schema_version", "created", "bundle", "arch", "input_shape", "macs_per_image", "settings",
+              "ceiling", "results", "skipped", "notes", "environment"}
+RESULT_KEYS = {"backend", "precision", "batch", "iterations", "total_s", "throughput_ips", "latency_ms",
+               "device_latency_ms", "latency_ratio", "speedup", "achieved_gflops", "roofline_ratio"}
+
+
+def _samples(ms: float, n: int, seed: int) -> latency.LatencySamples:
+    rng = np.random.default_rng(seed)
+    return latency.LatencySamples(host_s=list(ms / 1e3 * (1 + 0.1 * rng.random(n))))
+
+
+def _bench() -> dict:
+    rows = []
+    for batch in (1, 8):
+        for name, ms in (("pytorch", 50.0), ("onnx", 35.0), ("int8", 12.0)):
+            rows.append(_row(name, batch, _samples(ms * batch ** 0.8, 20, batch), 4_089_000_000, 190.0))
+    _add_ratios(rows)
+    return {"schema": "resnet-deploy/bench", "schema_version": 1, "created": report.now_utc(), "bundle": "b",
+            "arch": "resnet50", "input_shape": [3, 224, 224], "macs_per_image": 4_089_000_000,
+            "settings": {"backends": ["pytorch", "onnx", "int8"], "batches": [1, 8], "warmup_s": 1, "duration_s": 2,
+                         "rounds": 3, "threads": 2, "device": "cpu"},
+            "ceiling": {"gflops": 190.0, "n": 2048, "dtype": "float32", "threads": 2, "device": "cpu", "p50_ms": 90.4},
+            "results": rows, "skipped": [{"backend": "trt-fp16", "reason": "TensorRT engines need device='cuda'"}],
+            "notes": [], "environment": environment(2)}
+
+
+def _validate() -> dict:
+    entry = {"backend": "int8", "precision": "int8", "status": "FAIL", "reason": None, "top1": 71.5, "top5": 90.0,
+             "agreement": 93.25, "max_abs_diff": 1.5, "mean_abs_diff": 0.2, "first_disagreements": [3, 9],
+             "failures": ["top-1 drop 4.50 points > 1.0", "first disagreeing samples: 3, 9"]}
+    skipped = {**{k: None for k in BACKEND_KEYS}, "backend": "trt-int8", "precision": "int8", "status": "SKIPPED",
+               "reason": "TensorRT engines need device='cuda'", "first_disagreements": [], "failures": []}
+    return {"schema": "resnet-deploy/validate", "schema_version": 1, "created": report.now_utc(), "bundle": "b",
+            "arch": "resnet50", "data": "imagenet:/d", "num_samples": 400, "num_classes": 1000,
+            "reference": {"kind": "checkpoint", "path": "m.pt", "note": None, "top1": 76.0, "top5": 93.0},
+            "tolerances": {"fp32_agreement": 99.9, "fp32_max_abs": 1e-3, "fp16_agreement": 99.5, "int8_top1_drop": 1.0},
+            "backends": [entry, skipped], "passed": False, "environment": environment(None)}
+
+
+def test_bench_rows_have_the_documented_keys_and_ratios():
+    b = _bench()
+    assert set(b) == BENCH_KEYS
+    for r in b["results"]:
+        assert set(r) == RESULT_KEYS
+        assert set(r["latency_ms"]) == set(report.STAT_KEYS)
+    int8 = next(r for r in b["results"] if r["backend"] == "int8" and r["batch"] == 1)
+    torch_row = next(r for r in b["results"] if r["backend"] == "pytorch" and r["batch"] == 1)
+    assert int8["latency_ratio"] == pytest.approx(int8["latency_ms"]["p50"] / torch_row["latency_ms"]["p50"])
+    assert int8["speedup"] == pytest.approx(1 / int8["latency_ratio"])
+    assert int8["roofline_ratio"] == pytest.approx(int8["achieved_gflops"] / 190.0)
+
+
+def test_module_docstring_documents_every_key():
+    doc = report.__doc__
+    for key in VALIDATE_KEYS | BACKEND_KEYS | BENCH_KEYS | RESULT_KEYS:
+        assert key in doc, key
+
+
+def test_reports_render_markdown_and_png(tmp_path):
+    v, b = _validate(), _bench()
+    assert set(v) == VALIDATE_KEYS and set(v["backends"][0]) == BACKEND_KEYS
+    report.write_json(v, tmp_path / report.VALIDATE_JSON)
+    only_validate = report.write_reports(tmp_path)
+    assert only_validate == [tmp_path / report.REPORT_MD]
+    report.write_json(b, tmp_path / report.BENCH_JSON)
+    written = report.write_reports(tmp_path)
+    assert [p.name for p in written] == [report.REPORT_MD, report.LATENCY_PNG, report.ACCURACY_PNG]
+    md = (tmp_path / report.REPORT_MD).read_text()
+    assert "## Accuracy parity (FAIL)" in md
+    assert "| int8 | int8 | FAIL | 71.50 | 90.00 | 93.250 |" in md
+    assert "top-1 drop 4.50 points > 1.0; first disagreeing samples: 3, 9" in md
+    assert "| trt-int8 | int8 | SKIPPED | - |" in md
+    assert "- skipped trt-fp16: TensorRT engines need device='cuda'" in md
+    assert "fp32 ceiling 190.0 GFLOP/s (2048^3 matmul, same run)" in md
+    assert "run 2 s per point in 3 round-robin round(s)" in md
+    for png in (report.LATENCY_PNG, report.ACCURACY_PNG):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / report.BENCH_JSON).read_text())["results"][0]["backend"] == "pytorch"
+
+
+def test_summaries_name_failures_and_skips():
+    lines = report.validate_summary(_validate())
+    assert lines[-1] == "FAIL: int8 outside tolerance (1 checked, 1 skipped)"
+    assert "SKIPPED trt-int8: TensorRT engines need device='cuda'" in lines
+    bench_lines = report.bench_summary(_bench())
+    assert bench_lines[0].startswith("fp32 ceiling 190.0 GFLOP/s")
+    assert any(line.startswith("int8      batch   1") and "x pytorch" in line for line in bench_lines)
