@@ -102,3 +102,36 @@ def test_summaries_name_failures_and_skips():
     bench_lines = report.bench_summary(_bench())
     assert bench_lines[0].startswith("fp32 ceiling 190.0 GFLOP/s")
     assert any(line.startswith("int8      batch   1") and "x pytorch" in line for line in bench_lines)
+
+
+def test_summary_rows_join_accuracy_and_latency():
+    v, b = _validate(), _bench()
+    rows = {r[0]: r for r in report.summary_rows(v, b)}
+    assert list(rows) == ["pytorch", "int8", "trt-int8", "onnx"]
+    pt, int8, trt, onnx = rows["pytorch"], rows["int8"], rows["trt-int8"], rows["onnx"]
+    assert pt[2] == "reference (checkpoint)" and pt[3] == "76.00" and pt[7] == "1.000"
+    p50_1 = next(r["latency_ms"]["p50"] for r in b["results"] if r["backend"] == "int8" and r["batch"] == 1)
+    ips_8 = next(r["throughput_ips"] for r in b["results"] if r["backend"] == "int8" and r["batch"] == 8)
+    assert int8[1:6] == ("int8", "FAIL", "71.50", "93.250", "1.5e+00")
+    assert int8[6] == f"{p50_1:.3f}" and int8[8] == f"{ips_8:.0f} (b8)"
+    assert trt[2] == "SKIPPED" and trt[6] == "-"
+    assert onnx[2] == "not validated" and onnx[3] == "-"  # benched but not validated
+    assert report.summary_rows(None, None) == []
+
+
+def test_report_command_prints_the_table_or_says_what_is_missing(tmp_path):
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli import main
+
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 2
+    assert r.output.strip() == (f"Error: {tmp_path / 'reports'} holds no validate.json or bench.json; run "
+                                "`resnet-deploy validate` and `bench` first")
+    report.write_json(_validate(), tmp_path / "reports" / report.VALIDATE_JSON)
+    report.write_json(_bench(), tmp_path / "reports" / report.BENCH_JSON)
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "resnet50: accuracy on 400 images of imagenet:/d" in r.output
+    assert "FAIL" in r.output and "71.50" in r.output
+    assert f"report: {tmp_path / 'reports' / report.REPORT_MD}" in r.output

@@ -54,7 +54,7 @@ class FileEntry:
 
     @classmethod
     def for_file(cls, bundle: Path, rel: str, precision: str, fmt: str = "onnx", target: str = "any",
-                 info: dict[str, Any] | None = None) -> "FileEntry":
+                 info: dict[str, Any] | None = None) -> FileEntry:
         """Entry for a file already written under `bundle`, with its checksum and size."""
         p = bundle / rel
         return cls(rel, sha256_file(p), p.stat().st_size, precision, fmt, target, dict(info or {}))
@@ -107,7 +107,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
         """Inverse of `to_dict`; raises BundleError on a wrong format version or missing keys."""
         version = d.get("format_version")
         if version != FORMAT_VERSION:
@@ -143,7 +143,8 @@ def read_manifest(bundle: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} (make one with `resnet-deploy export`)") from None
+        raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} "
+                          "(make one with `resnet-deploy export`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged, export it again") from None
     if not isinstance(data, dict):

@@ -75,7 +75,7 @@ class Preprocess:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         """Inverse of `to_dict`; unknown or missing keys are an error."""
         try:
             return cls(input_size=(int(d["input_size"][0]), int(d["input_size"][1])), channels=int(d["channels"]),
@@ -100,7 +100,8 @@ class Preprocess:
         elif isinstance(image, np.ndarray):
             pil = _array_to_pil(image)
         else:
-            raise ResnetDeployError(f"expected an image path, PIL image or uint8 HxW[xC] array, found {type(image).__name__}")
+            raise ResnetDeployError("expected an image path, PIL image or uint8 HxW[xC] array, "
+                                    f"found {type(image).__name__}")
         return pil if pil.mode == self.mode else pil.convert(self.mode)
 
     def __call__(self, image: ImageInput) -> np.ndarray:

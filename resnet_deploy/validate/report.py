@@ -211,6 +211,39 @@ def write_reports(reports_dir: str | Path) -> list[Path]:
     return [d / REPORT_MD, *written]
 
 
+SUMMARY_COLUMNS = ("backend", "precision", "status", "top-1 %", "agreement %", "max |d|", "p50 ms (batch 1)",
+                   "x pytorch", "img/s (largest batch)")
+
+
+def summary_rows(v: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    """One row per backend joining validate.json and bench.json (either may be None): the demo's closing table."""
+    acc = {r["backend"]: r for r in (v or {}).get("backends", [])}
+    if v:
+        ref = v["reference"]
+        acc.setdefault("pytorch", {"precision": "fp32", "status": f"reference ({ref['kind']})", "top1": ref["top1"],
+                                   "agreement": 100.0, "max_abs_diff": 0.0})
+    small: dict[str, dict[str, Any]] = {}
+    large: dict[str, dict[str, Any]] = {}
+    for r in (b or {}).get("results", []):
+        name = r["backend"]
+        if name not in small or r["batch"] < small[name]["batch"]:
+            small[name] = r
+        if name not in large or r["batch"] > large[name]["batch"]:
+            large[name] = r
+    order = ["pytorch"] + [n for n in [*acc, *small] if n != "pytorch"]
+    rows = []
+    for name in dict.fromkeys(order):
+        a, s, g = acc.get(name, {}), small.get(name), large.get(name)
+        if not a and not s:
+            continue
+        rows.append((name, a.get("precision") or (s or {}).get("precision", ""), a.get("status", "not validated"),
+                     _fmt(a.get("top1")), _fmt(a.get("agreement"), ".3f"), _fmt(a.get("max_abs_diff"), ".1e"),
+                     _fmt(s["latency_ms"]["p50"], ".3f") if s else "-",
+                     _fmt(s.get("latency_ratio"), ".3f") if s else "-",
+                     f"{_fmt(g['throughput_ips'], '.0f')} (b{g['batch']})" if g else "-"))
+    return rows
+
+
 def validate_summary(v: dict[str, Any]) -> list[str]:
     """Terminal lines for a validate report: one per backend, then the verdict."""
     ref = v["reference"]
