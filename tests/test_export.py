@@ -14,8 +14,8 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from helpers import randomize_bn
 from PIL import Image
-from torch import nn
 
 from resnet_deploy import models
 from resnet_deploy.checkpoint import save_checkpoint
@@ -29,15 +29,6 @@ PRE = Preprocess(input_size=(28, 28), channels=1, mean=(0.29,), std=(0.35,))
 CLASSES = [f"c{i}" for i in range(10)]
 
 
-def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
-    # Fresh BN layers are the identity: folding them would prove nothing.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 def _write_images(root: Path, n_per_class: int = 8) -> Path:
@@ -62,7 +53,7 @@ def _leftovers(parent: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def src(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("export")
-    model = _randomize_bn(models.build("cifar_resnet20", num_classes=10, in_channels=1), seed=0)
+    model = randomize_bn(models.build("cifar_resnet20", num_classes=10, in_channels=1), seed=0)
     ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 10,
                             "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
                             "preprocess": PRE.to_dict(), "config": {}, "iteration": 0}, root / "model.pt")
@@ -138,7 +129,7 @@ def test_onnx_metadata_and_parity_with_the_checkpoint(bundle, src):
 
 
 def test_torchvision_weights(tmp_path):
-    tv = _randomize_bn(torchvision.models.resnet18(num_classes=5), seed=3)
+    tv = randomize_bn(torchvision.models.resnet18(num_classes=5), seed=3)
     torch.save(tv.state_dict(), tmp_path / "r18.pth")
     (tmp_path / "classes.txt").write_text("ant\nbee\n\ncat\ndog\nemu\n")
     out = tmp_path / "tv"

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import randomize_bn
 from torch import nn
 
 from resnet_deploy import models
@@ -19,16 +20,6 @@ from resnet_deploy.runtime.errors import ResnetDeployError
 SHAPE = (1, 28, 28)  # (C, H, W): Fashion-MNIST-sized grey input
 
 
-def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
-    # Fresh BN layers are the identity (mean 0, var 1, weight 1, bias 0): folding them would prove nothing.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def onnx_path(model, tmp_path_factory):
 
 @pytest.mark.parametrize("shortcut", ["A", "B", "C"])
 def test_fold_matches_and_leaves_no_batchnorm(shortcut):
-    model = _randomize_bn(models.build("cifar_resnet20", num_classes=7, in_channels=3, shortcut=shortcut), seed=2)
+    model = randomize_bn(models.build("cifar_resnet20", num_classes=7, in_channels=3, shortcut=shortcut), seed=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     n_bn = count_batchnorms(model)
     folded = fold_batchnorm(model)
@@ -107,7 +98,7 @@ def test_onnx_parity_and_dynamic_batch(model, onnx_path):
 
 
 def test_parity_check_catches_another_model(onnx_path):
-    other = _randomize_bn(models.build("cifar_resnet20", num_classes=4, in_channels=1), seed=3)
+    other = randomize_bn(models.build("cifar_resnet20", num_classes=4, in_channels=1), seed=3)
     with pytest.raises(ResnetDeployError, match="differs from PyTorch"):
         check_onnx_parity(other, onnx_path, SHAPE)
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from helpers import randomize_bn
 
 from resnet_deploy import models, paper
 from resnet_deploy.models.resnet import PadShortcut
@@ -39,12 +40,7 @@ def test_counts_grow_a_b_c(name):
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_torchvision_weights_reproduce_torchvision_logits(depth):
     torch.manual_seed(depth)
-    ref = getattr(torchvision.models, f"resnet{depth}")().eval()
-    # Perturb BN statistics so that the test also covers running_mean/var being loaded (fresh ones are 0/1).
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    ref = randomize_bn(getattr(torchvision.models, f"resnet{depth}")(), seed=depth)  # BN stats must load too
     ours = models.load_torchvision(models.build(f"resnet{depth}"), ref.state_dict()).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
