@@ -20,7 +20,8 @@ validate.json (schema "resnet-deploy/validate", schema_version 1). Accuracies an
 bench.json (schema "resnet-deploy/bench", schema_version 1). Latencies in ms, throughput in images/s.
     schema, schema_version, created, bundle, arch, input_shape [C, H, W], macs_per_image,
     settings: {backends, batches, warmup_s, duration_s, rounds, threads, device}
-    ceiling: {gflops, n, dtype, threads, device, p50_ms}   (fp32 matmul measured in the same run)
+    ceiling: {gflops, n, dtype, threads, device, p50_ms, library}   (fp32 matmul, same run, faster of
+             torch and numpy on the CPU)
     results: [{backend ("pytorch" is the eager reference), precision, batch, iterations, total_s, throughput_ips,
                latency_ms: {min, mean, p50, p90, p95, p99, max}, device_latency_ms: same keys or null,
                latency_ratio (p50 / pytorch's p50 at the same batch), speedup (its inverse),
