@@ -8,7 +8,6 @@ ResNet-20 is exported (latency does not depend on the weights' values).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -16,13 +15,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_resnet50 import print_targets  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from bench_resnet50 import parse_args, run  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from resnet_deploy import models  # noqa: E402
 from resnet_deploy.checkpoint import save_checkpoint  # noqa: E402
 from resnet_deploy.runtime.preprocess import Preprocess  # noqa: E402
-from resnet_deploy.validate import report  # noqa: E402
-from resnet_deploy.validate.bench import bench_bundle  # noqa: E402
 
 TARGETS = {"onnx": 0.25}
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -42,21 +39,8 @@ def make_bundle(out: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundle", type=Path, nargs="?", help="the Fashion-MNIST ResNet-20 bundle")
-    ap.add_argument("--backends", default="onnx")
-    ap.add_argument("--warmup-s", type=float, default=1.0)
-    ap.add_argument("--duration-s", type=float, default=3.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5, help="round-robin slices (fair ratios on a shared machine)")
-    args = ap.parse_args()
-    bundle = args.bundle or make_bundle(Path(tempfile.mkdtemp(prefix="bench_fmnist_")) / "bundle")
-    result = bench_bundle(bundle, backends=args.backends.split(","), batches=[1], warmup_s=args.warmup_s,
-                          duration_s=args.duration_s, threads=args.threads, rounds=args.rounds)
-    report.write_json(result, Path(bundle) / "reports" / report.BENCH_JSON)
-    report.write_reports(Path(bundle) / "reports")
-    met = print_targets(result, TARGETS)
-    print(f"\nbundle {bundle}; targets {'met' if met else 'NOT met'}")
+    args = parse_args(__doc__, "onnx", "the Fashion-MNIST ResNet-20 bundle", positional=True)
+    run(args, args.bundle or make_bundle(Path(tempfile.mkdtemp(prefix="bench_fmnist_")) / "bundle"), TARGETS)
 
 
 if __name__ == "__main__":

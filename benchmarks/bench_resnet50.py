@@ -50,22 +50,32 @@ def print_targets(result: dict, targets: dict[str, float]) -> bool:
     return ok
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, help="an existing ResNet-50 bundle (default: export one to a temp dir)")
-    ap.add_argument("--backends", default="onnx,fp16,int8")
+def parse_args(doc: str, default_backends: str, bundle_help: str, positional: bool) -> argparse.Namespace:
+    """The options both bench scripts take."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("bundle" if positional else "--bundle", type=Path, nargs="?" if positional else None,
+                    help=bundle_help)
+    ap.add_argument("--backends", default=default_backends)
     ap.add_argument("--warmup-s", type=float, default=1.0)
     ap.add_argument("--duration-s", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="round-robin slices (fair ratios on a shared machine)")
-    args = ap.parse_args()
-    bundle = args.bundle or make_bundle(Path(tempfile.mkdtemp(prefix="bench_r50_")) / "bundle")
+    return ap.parse_args()
+
+
+def run(args: argparse.Namespace, bundle: Path, targets: dict[str, float]) -> None:
+    """Bench the bundle at batch 1, store the reports in it, and print the figures against the targets."""
     result = bench_bundle(bundle, backends=args.backends.split(","), batches=[1], warmup_s=args.warmup_s,
                           duration_s=args.duration_s, threads=args.threads, rounds=args.rounds)
-    report.write_json(result, Path(bundle) / "reports" / report.BENCH_JSON)
-    report.write_reports(Path(bundle) / "reports")
-    met = print_targets(result, TARGETS)
+    report.save(result, bundle)
+    met = print_targets(result, targets)
     print(f"\nbundle {bundle}; targets {'met' if met else 'NOT met'}")
+
+
+def main() -> None:
+    args = parse_args(__doc__, "onnx,fp16,int8", "an existing ResNet-50 bundle (default: export one to a temp dir)",
+                      positional=False)
+    run(args, args.bundle or make_bundle(Path(tempfile.mkdtemp(prefix="bench_r50_")) / "bundle"), TARGETS)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,6 @@ def _numbers(value: str, what: str, cast: type = int) -> list[Any]:
 def validate(bundle: str, data_spec: str, limit: int | None, backends: str | None, tolerances: tuple[str, ...],
              checkpoint: str | None, device: str, threads: int | None, json_file: str | None) -> None:
     """Check every backend of BUNDLE against the PyTorch reference on real images; exit 1 if any fails."""
-    from pathlib import Path
 
     from resnet_deploy.validate import report
     from resnet_deploy.validate.parity import Tolerances, check_parity
@@ -141,10 +140,7 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: str | Non
         raise UserError(f"--tolerance values must be numbers, found {', '.join(tolerances)}") from None
     result = check_parity(bundle, data_spec, limit, _csv(backends), tol, device=device, threads=threads,
                           checkpoint=checkpoint)
-    report.write_json(result, Path(bundle) / "reports" / report.VALIDATE_JSON)
-    if json_file:
-        report.write_json(result, json_file)
-    report.write_reports(Path(bundle) / "reports")
+    report.save(result, bundle, json_file)
     click.echo("\n".join(report.validate_summary(result)))
     if not result["passed"]:
         raise SystemExit(1)
@@ -167,7 +163,6 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: str | Non
 def bench(bundle: str, backends: str | None, batches: str, warmup_s: float, duration_s: float, rounds: int,
           threads: int | None, device: str, checkpoint: str | None, no_pytorch: bool, json_file: str | None) -> None:
     """Latency and throughput of every backend of BUNDLE, beside PyTorch eager timed in the same run."""
-    from pathlib import Path
 
     from resnet_deploy.validate import report
     from resnet_deploy.validate.bench import bench_bundle
@@ -175,10 +170,7 @@ def bench(bundle: str, backends: str | None, batches: str, warmup_s: float, dura
     result = bench_bundle(bundle, backends=_csv(backends), batches=_numbers(batches, "--batch"), warmup_s=warmup_s,
                           duration_s=duration_s, threads=threads, device=device, checkpoint=checkpoint,
                           pytorch=not no_pytorch, rounds=rounds)
-    report.write_json(result, Path(bundle) / "reports" / report.BENCH_JSON)
-    if json_file:
-        report.write_json(result, json_file)
-    written = report.write_reports(Path(bundle) / "reports")
+    written = report.save(result, bundle, json_file)
     click.echo("\n".join(report.bench_summary(result)))
     click.echo(f"reports: {', '.join(str(p) for p in written)}")
 

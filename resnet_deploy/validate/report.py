@@ -55,6 +55,21 @@ def write_json(obj: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = None) -> list[Path]:
+    """Store a validate or bench result as BUNDLE/reports/<validate|bench>.json (and at `also`), then re-render
+    report.md and the plots from whatever the reports folder now holds.
+
+    Returns:
+        The rendered files (JSON excluded).
+    """
+    name = {"resnet-deploy/validate": VALIDATE_JSON, "resnet-deploy/bench": BENCH_JSON}[result["schema"]]
+    reports = Path(bundle) / "reports"
+    write_json(result, reports / name)
+    if also:
+        write_json(result, also)
+    return write_reports(reports)
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
