@@ -58,8 +58,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file (RuntimeError, UnpicklingError, EOFError...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ResnetDeployError(f"cannot read checkpoint {path}: {first[:200]}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ResnetDeployError(f"cannot read checkpoint {path}: not a complete torch.save file "
+                                f"({type(e).__name__}: {first[:160]})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise ResnetDeployError(f"{path} is not a resnet-deploy checkpoint (expected keys {', '.join(REQUIRED)}); "
                                 "for a torchvision state dict use `--arch NAME --weights FILE`")
