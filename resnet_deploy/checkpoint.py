@@ -67,6 +67,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def load_state_dict_file(path: str | Path) -> Any:
+    """Read a bare state dict (e.g. torchvision's `resnet50-*.pth`) with `weights_only=True`; one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResnetDeployError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # as in load_checkpoint: many exception types for a damaged or foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ResnetDeployError(f"cannot read weights {path}: not a complete torch.save file "
+                                f"({type(e).__name__}: {first[:160]})") from None
+
+
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """Build the checkpoint's architecture and load its weights; returned in eval mode on the CPU."""
     model = models.build(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"],

@@ -92,7 +92,10 @@ def test_manifest_lists_every_file_with_its_checksum(bundle, src):
         assert f.sha256 == hashlib.sha256(data).hexdigest() and f.size == len(data)
     assert {(f.path, f.precision, f.target) for f in m.files} == {
         ("model.onnx", "fp32", "any"), ("model.fp16.onnx", "fp16", "any"),
-        ("model.int8.onnx", "int8", "cpu"), ("model.int8-trt.onnx", "int8", "trt")}
+        ("model.int8.onnx", "int8", "cpu"), ("model.int8-trt.onnx", "int8", "trt"),
+        ("config.yaml", "none", "any"), ("export.log", "none", "any")}
+    on_disk = {p.name for p in bundle.path.iterdir()} - {"manifest.json"}
+    assert on_disk == {f.path for f in m.files}  # every file of the bundle is listed
     assert m.arch == "cifar_resnet20" and m.classes == CLASSES and m.preprocess == PRE and m.batch == (1, 8, 32)
     assert m.source["sha256"] == hashlib.sha256(src.ckpt.read_bytes()).hexdigest()
     assert {"torch", "onnx", "onnxruntime", "tensorrt"} <= set(m.versions) and m.versions["onnx"] == onnx.__version__
@@ -167,6 +170,8 @@ def bad(src, tmp_path) -> SimpleNamespace:
     (["{dir}/notes.txt"], "cannot read checkpoint {dir}/notes.txt"),
     (["{dir}/other.pt"], "is not a resnet-deploy checkpoint"),
     (["--weights", "{dir}/r18.pth"], "--weights needs --arch NAME"),
+    (["--arch", "resnet18", "--weights", "{dir}/notes.txt"], "cannot read weights {dir}/notes.txt: not a complete"),
+    (["--arch", "resnet18", "--weights", "{dir}/none.pth"], "weights file not found: {dir}/none.pth"),
     ([], "give either a CHECKPOINT or --arch NAME --weights FILE"),
     (["{ckpt}", "--int8"], "--int8 needs calibration images: add --calib-data SPEC"),
     (["{ckpt}", "--int8", "--calib-data", "folder:{dir}/no-such-dir"], "no-such-dir"),

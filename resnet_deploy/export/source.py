@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from resnet_deploy.checkpoint import (
+    load_checkpoint,
+    load_state_dict_file,
+    model_from_checkpoint,
+    preprocess_from_checkpoint,
+)
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import sha256_file
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -72,13 +77,7 @@ def _from_checkpoint(path: Path, arch: str | None) -> Source:
 
 
 def _from_weights(path: Path, arch: str) -> Source:
-    if not path.is_file():
-        raise ResnetDeployError(f"weights file not found: {path}")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged or foreign file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ResnetDeployError(f"cannot read weights {path}: {first[:200]}") from None
+    sd = load_state_dict_file(path)
     if isinstance(sd, Mapping) and "arch" in sd and "model" in sd:
         raise ResnetDeployError(f"{path} is a resnet-deploy checkpoint; pass it as CHECKPOINT, without --weights")
     fc, conv = (_find(sd, name) for name in ("fc.weight", "conv1.weight"))

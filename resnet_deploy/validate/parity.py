@@ -105,16 +105,11 @@ def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Pa
 
 def _load_reference(path: Path, kind: str, manifest: Manifest) -> Any:
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
+    from resnet_deploy.checkpoint import load_checkpoint, load_state_dict_file, model_from_checkpoint
 
     if kind == "checkpoint":
         return model_from_checkpoint(load_checkpoint(path))
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise ResnetDeployError(f"cannot read weights {path}: {str(e).strip()[:200]}") from None
+    state = load_state_dict_file(path)
     options = manifest.source.get("model_options") or manifest.export_args.get("model_options") or {}
     model = models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels,
                          **options)
@@ -232,7 +227,7 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
         bundle: the bundle directory (its files must match the manifest's checksums).
         data_spec: a data SPEC ("fashion-mnist", "cifar10:/path", "folder:/path", ...), preprocessed with the
             bundle's own preprocessing.
-        limit: validate on the first `limit` images (None: all).
+        limit: validate on a seeded random subset of `limit` images (None: all).
         backends: backend names to check (None: every one the bundle has; those that cannot run here are skipped).
         tolerances: PASS thresholds (default `Tolerances()`).
         device: "cpu" or "cuda".
