@@ -66,6 +66,14 @@ def test_fold_matches_and_leaves_no_batchnorm(shortcut):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_check_fold_leaves_the_global_torch_seed_alone(model):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    check_fold(model, fold_batchnorm(model), SHAPE)  # draws its inputs from a local generator
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_check_fold_catches_a_wrong_fold(model):
     broken = fold_batchnorm(model)
     with torch.no_grad():

@@ -200,13 +200,15 @@ def _write_bundle(tmp: Path, src: Source, opts: ExportOptions, calib: np.ndarray
         except ResnetDeployError as e:  # TensorRT missing, no GPU, or a failed build: the ONNX bundle stands
             trt_error = e
             log("trt", f"FAILED: {e}")
-    manifest = Manifest(arch=src.arch, classes=src.classes, preprocess=src.preprocess, files=files,
-                        batch=opts.batch, versions=_versions(), export_args=_args(opts),
-                        source={"kind": src.kind, "path": str(src.path), "sha256": src.sha256})
-    write_manifest(tmp, manifest)
     (tmp / CONFIG_NAME).write_text(yaml.safe_dump(_args(opts), sort_keys=False))
     log("bundle", f"{len(files)} model file(s): {', '.join(f.path for f in files)}")
     (tmp / LOG_NAME).write_text("\n".join(log.lines) + "\n")
+    # The manifest lists every file of the bundle, the text ones too, so that verify_files covers them all.
+    texts = [FileEntry.for_file(tmp, name, "none", fmt="text") for name in (CONFIG_NAME, LOG_NAME)]
+    manifest = Manifest(arch=src.arch, classes=src.classes, preprocess=src.preprocess, files=files + texts,
+                        batch=opts.batch, versions=_versions(), export_args=_args(opts),
+                        source={"kind": src.kind, "path": str(src.path), "sha256": src.sha256})
+    write_manifest(tmp, manifest)
     return trt_error
 
 

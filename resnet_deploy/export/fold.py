@@ -57,7 +57,11 @@ def check_fold(model: nn.Module, folded: nn.Module, input_shape: tuple[int, int,
     Raises:
         ResnetDeployError: the difference exceeds the bound (the fold changed what the network computes).
     """
-    gen = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+    gen = torch.Generator()  # a local generator: the caller's global torch seed stays untouched
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
     x = torch.randn(batch, *input_shape, generator=gen)  # (N, C, H, W)
     was_training = model.training
     model.eval()

@@ -37,8 +37,8 @@ class FileEntry:
     Attributes:
         path: relative to the bundle directory, e.g. "model.int8.onnx".
         sha256, size: of the file's bytes.
-        precision: "fp32", "fp16", "int8".
-        format: "onnx" or "engine" (TensorRT).
+        precision: "fp32", "fp16", "int8"; "none" for the text files (config.yaml, export.log).
+        format: "onnx", "engine" (TensorRT) or "text".
         target: who the file is for: "any" (fp32/fp16 ONNX), "cpu" (ORT int8 QDQ U8S8) or "trt" (symmetric INT8 QDQ,
             or a TensorRT engine).
         info: extra facts; for engines: tensorrt_version, gpu, compute_capability.
