@@ -186,6 +186,8 @@ def report(bundle: str) -> None:
 
     from resnet_deploy.validate import report as rep
 
+    if not Path(bundle).is_dir():
+        raise UserError(f"bundle directory not found: {bundle}")
     d = Path(bundle) / "reports"
     v, b = rep._read(d / rep.VALIDATE_JSON), rep._read(d / rep.BENCH_JSON)
     if v is None and b is None:

@@ -84,8 +84,8 @@ def run_checks() -> list[Check]:
                               "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"))
     rows.append(_module_check("cuda-python", "cuda.bindings.runtime", "cuda-python|cuda-bindings",
                               "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
-    rows.append(_module_check("OpenVINO", "openvino", "openvino", "optional: OpenVINO comparisons in benchmarks",
-                              "pip install openvino"))
+    rows.append(_module_check("OpenVINO", "openvino", "openvino",
+                              "nothing yet: detected for reference (REFERENCE.md compares it)", "pip install openvino"))
     return rows
 
 

@@ -124,6 +124,8 @@ def test_report_command_prints_the_table_or_says_what_is_missing(tmp_path):
 
     from resnet_deploy.cli import main
 
+    r = CliRunner().invoke(main, ["report", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and r.output.strip() == f"Error: bundle directory not found: {tmp_path / 'nowhere'}"
     r = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert r.exit_code == 2
     assert r.output.strip() == (f"Error: {tmp_path / 'reports'} holds no validate.json or bench.json; run "
