@@ -21,8 +21,8 @@ import torch
 
 from resnet_deploy import models
 from resnet_deploy.export import export_bundle, quantize
-from resnet_deploy.export.onnx import ort_session, run_onnx
 from resnet_deploy.runtime.manifest import read_manifest
+from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.validate.latency import measure_latency, summarize
 
 
@@ -53,8 +53,8 @@ def int8_latency(bundle: Path, threads: int, duration_s: float) -> None:
     for name, path in (("fp32 model.onnx", bundle / "model.onnx"), ("fp16 model.fp16.onnx", bundle / "model.fp16.onnx"),
                        ("int8 U8S8 model.int8.onnx", bundle / "model.int8.onnx"),
                        ("int8 S8S8 model.int8-trt.onnx", trt_path)):
-        sess = ort_session(path, threads)
-        stats = summarize(measure_latency(lambda s=sess: run_onnx(s, x), warmup_s=1.0, duration_s=duration_s).host_s)
+        run = OrtBackend(Path(path), threads=threads).run
+        stats = summarize(measure_latency(lambda r=run: r(x), warmup_s=1.0, duration_s=duration_s).host_s)
         print(f"| {name} | {stats.p50_ms:.1f} |")
 
 

@@ -20,9 +20,9 @@ from PIL import Image
 from resnet_deploy import models
 from resnet_deploy.checkpoint import save_checkpoint
 from resnet_deploy.cli import main
-from resnet_deploy.export.onnx import ort_session, run_onnx
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import read_manifest, verify_files
+from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 PRE = Preprocess(input_size=(28, 28), channels=1, mean=(0.29,), std=(0.35,))
@@ -123,12 +123,12 @@ def test_onnx_metadata_and_parity_with_the_checkpoint(bundle, src):
     assert props["source_sha256"] == hashlib.sha256(src.ckpt.read_bytes()).hexdigest()
     assert props["tool_version"].startswith("resnet-deploy ")
     assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
-    sess = ort_session(bundle.path / "model.onnx")
+    sess = OrtBackend(bundle.path / "model.onnx")
     for n in (1, 3):
         x = np.random.default_rng().standard_normal((n, 1, 28, 28), dtype=np.float32)
         with torch.no_grad():
             ref = src.model(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(run_onnx(sess, x), ref, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(sess.run(x), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_torchvision_weights(tmp_path):
@@ -148,7 +148,7 @@ def test_torchvision_weights(tmp_path):
     x = np.random.default_rng().standard_normal((2, 3, 64, 64), dtype=np.float32)
     with torch.no_grad():
         ref = tv(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(run_onnx(ort_session(out / "model.onnx"), x), ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(OrtBackend(out / "model.onnx").run(x), ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from torch import nn
 from resnet_deploy import models
 from resnet_deploy.export import quantize
 from resnet_deploy.export.fold import check_fold, count_batchnorms, fold_batchnorm
-from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx, ort_session, run_onnx
+from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.onnx_backend import OrtBackend
 
 SHAPE = (1, 28, 28)  # (C, H, W): Fashion-MNIST-sized grey input
 
@@ -100,7 +101,7 @@ def test_onnx_parity_and_dynamic_batch(model, onnx_path):
     x = np.random.default_rng().standard_normal((5, *SHAPE), dtype=np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    got = run_onnx(ort_session(onnx_path), x)
+    got = OrtBackend(onnx_path).run(x)
     assert got.shape == (5, 4)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME
+from resnet_deploy.runtime.onnx_backend import OrtBackend
 
 # The issue asked for 17, but torch's current exporter cannot write 17 (see the module docstring); TensorRT 10 and 11
 # and ONNX Runtime all read 18, so 18 is the oldest opset the maintained exporter writes.
@@ -94,22 +95,6 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
     return proto
 
 
-def ort_session(path: str | Path, threads: int | None = None):  # -> onnxruntime.InferenceSession
-    """A CPU ONNX Runtime session for checks during export."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3  # errors only: the checks report their own figures
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session, x: np.ndarray) -> np.ndarray:
-    """Logits (N, K) of `session` for a float32 (N, C, H, W) batch."""
-    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
 @torch.no_grad()
 def check_onnx_parity(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int],
                       batches: tuple[int, ...] = (1, 3), atol: float = 1e-4, rtol: float = 1e-4,
@@ -122,14 +107,14 @@ def check_onnx_parity(model: nn.Module, path: str | Path, input_shape: tuple[int
         ResnetDeployError: a batch size differs by more than the tolerance, or fails to run (no dynamic batch).
     """
     rng = np.random.default_rng(seed)
-    sess = ort_session(path)
+    sess = OrtBackend(Path(path))  # the runtime's own ONNX Runtime backend: what edge apps will run
     model.eval()
     out = {}
     for n in batches:
         x = rng.standard_normal((n, *input_shape), dtype=np.float32)  # (N, C, H, W)
         ref = model(torch.from_numpy(x)).numpy()
         try:
-            got = run_onnx(sess, x)
+            got = sess.run(x)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument types
             raise ResnetDeployError(f"{Path(path).name} does not run at batch {n}: {_first_line(e)}") from None
         diff = float(np.abs(ref - got).max())

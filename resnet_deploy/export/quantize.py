@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from resnet_deploy.export.onnx import ort_session, run_onnx
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME
+from resnet_deploy.runtime.onnx_backend import OrtBackend
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("cpu", "trt")
@@ -121,9 +121,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
 
 def compare_onnx(ref: str | Path, other: str | Path, x: np.ndarray, batch: int = 32) -> dict[str, float]:
     """How far `other`'s logits are from `ref`'s on `x`: max abs, relative (max abs / max |ref|), top-1 agreement."""
-    a_sess, b_sess = ort_session(ref), ort_session(other)
-    a = np.concatenate([run_onnx(a_sess, x[i:i + batch]) for i in range(0, len(x), batch)])
-    b = np.concatenate([run_onnx(b_sess, x[i:i + batch]) for i in range(0, len(x), batch)])
+    a_run, b_run = OrtBackend(Path(ref)).run, OrtBackend(Path(other)).run
+    a = np.concatenate([a_run(x[i:i + batch]) for i in range(0, len(x), batch)])
+    b = np.concatenate([b_run(x[i:i + batch]) for i in range(0, len(x), batch)])
     max_abs = float(np.abs(a - b).max())
     return {"max_abs": max_abs, "rel": max_abs / max(float(np.abs(a).max()), 1e-12),
             "top1_agree": float((a.argmax(1) == b.argmax(1)).mean()), "n": len(x)}
