@@ -189,7 +189,7 @@ def report(bundle: str) -> None:
     if not Path(bundle).is_dir():
         raise UserError(f"bundle directory not found: {bundle}")
     d = Path(bundle) / "reports"
-    v, b = rep._read(d / rep.VALIDATE_JSON), rep._read(d / rep.BENCH_JSON)
+    v, b = rep.read_report(d / rep.VALIDATE_JSON), rep.read_report(d / rep.BENCH_JSON)
     if v is None and b is None:
         raise UserError(f"{d} holds no validate.json or bench.json; run `resnet-deploy validate` and `bench` first")
     written = rep.write_reports(d)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.validate import latency
-from resnet_deploy.validate.parity import PRECISION, open_bundle, reference_model, select_backends
+from resnet_deploy.validate.parity import PRECISION, architecture, open_bundle, reference_model, select_backends
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
 
 
@@ -24,12 +24,7 @@ def _eager_model(bundle: str | Path, manifest: Any, checkpoint: str | Path | Non
     model, info = reference_model(bundle, manifest, checkpoint)
     if model is not None:
         return model, None
-    from resnet_deploy import models
-
-    options = manifest.source.get("model_options") or manifest.export_args.get("model_options") or {}
-    model = models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels,
-                         **options).eval()
-    return model, "pytorch timed with random weights: " + info["note"].split(": ", 1)[-1]
+    return architecture(manifest).eval(), "pytorch timed with random weights: " + info["note"].split(": ", 1)[-1]
 
 
 def _torch_fn(model: Any, x: np.ndarray, device: str) -> Callable[[], Any]:

@@ -85,10 +85,9 @@ def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Pa
     manifest's is refused (the bundle was not made from it). When no file is at hand the model is None and the
     caller falls back to the fp32 ONNX model as the reference.
     """
-    src = manifest.source
-    # `--arch/--weights` bundles record a torchvision state dict ("kind": "torchvision"), others a checkpoint.
-    kind = "weights" if src.get("kind") in ("torchvision", "weights") or "weights" in src else "checkpoint"
-    named = src.get("weights") or src.get("checkpoint") or src.get("path")
+    src = manifest.source  # as export writes it: {"kind": "checkpoint" | "torchvision", "path", "sha256"}
+    kind = "weights" if src.get("kind") == "torchvision" else "checkpoint"
+    named = src.get("path")
     path = Path(checkpoint) if checkpoint else (Path(named) if named else None)
     if path is not None and not path.is_absolute() and not path.is_file():
         path = Path(bundle) / path  # a path relative to the bundle
@@ -109,12 +108,14 @@ def _load_reference(path: Path, kind: str, manifest: Manifest) -> Any:
 
     if kind == "checkpoint":
         return model_from_checkpoint(load_checkpoint(path))
-    state = load_state_dict_file(path)
-    options = manifest.source.get("model_options") or manifest.export_args.get("model_options") or {}
-    model = models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels,
-                         **options)
-    models.load_torchvision(model, state)
-    return model.eval()
+    return models.load_torchvision(architecture(manifest), load_state_dict_file(path)).eval()
+
+
+def architecture(manifest: Manifest) -> Any:
+    """The bundle's network, freshly initialised: torchvision-weights bundles use the family's default structure."""
+    from resnet_deploy import models
+
+    return models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels)
 
 
 def torch_logits(model: Any, x: np.ndarray, batch_size: int = 64, threads: int | None = None) -> np.ndarray:

@@ -70,7 +70,8 @@ def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = N
     return write_reports(reports)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A report JSON from the reports folder, or None when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -205,7 +206,7 @@ def write_reports(reports_dir: str | Path) -> list[Path]:
         The files written (JSON files excluded).
     """
     d = Path(reports_dir)
-    v, b = _read(d / VALIDATE_JSON), _read(d / BENCH_JSON)
+    v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
     title = (v or b or {}).get("arch", "model")
     parts = [f"# {title}: validation report\n", f"Bundle `{(v or b or {}).get('bundle')}`.\n"]
     written: list[Path] = []
