@@ -66,7 +66,7 @@ def parse_args(doc: str, default_backends: str, bundle_help: str, positional: bo
 def run(args: argparse.Namespace, bundle: Path, targets: dict[str, float]) -> None:
     """Bench the bundle at batch 1, store the reports in it, and print the figures against the targets."""
     result = bench_bundle(bundle, backends=args.backends.split(","), batches=[1], warmup_s=args.warmup_s,
-                          duration_s=args.duration_s, threads=args.threads, rounds=args.rounds)
+                          duration_s=args.duration_s, threads=args.threads, rounds=args.rounds).to_dict()
     report.save(result, bundle)
     met = print_targets(result, targets)
     print(f"\nbundle {bundle}; targets {'met' if met else 'NOT met'}")

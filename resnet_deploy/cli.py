@@ -129,17 +129,10 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: str | Non
     """Check every backend of BUNDLE against the PyTorch reference on real images; exit 1 if any fails."""
 
     from resnet_deploy.validate import report
-    from resnet_deploy.validate.parity import Tolerances, check_parity
+    from resnet_deploy.validate.parity import check_parity, parse_tolerances
 
-    pairs = [t.partition("=") for t in tolerances]
-    if any(not sep or not v.strip() for _, sep, v in pairs):
-        raise UserError(f"--tolerance takes KEY=VALUE, found {', '.join(tolerances)}")
-    try:
-        tol = Tolerances().override({k.strip(): float(v) for k, _, v in pairs})
-    except ValueError:
-        raise UserError(f"--tolerance values must be numbers, found {', '.join(tolerances)}") from None
-    result = check_parity(bundle, data_spec, limit, _csv(backends), tol, device=device, threads=threads,
-                          checkpoint=checkpoint)
+    result = check_parity(bundle, data_spec, limit, _csv(backends), parse_tolerances(tolerances), device=device,
+                          threads=threads, checkpoint=checkpoint).to_dict()
     report.save(result, bundle, json_file)
     click.echo("\n".join(report.validate_summary(result)))
     if not result["passed"]:
@@ -169,7 +162,7 @@ def bench(bundle: str, backends: str | None, batches: str, warmup_s: float, dura
 
     result = bench_bundle(bundle, backends=_csv(backends), batches=_numbers(batches, "--batch"), warmup_s=warmup_s,
                           duration_s=duration_s, threads=threads, device=device, checkpoint=checkpoint,
-                          pytorch=not no_pytorch, rounds=rounds)
+                          pytorch=not no_pytorch, rounds=rounds).to_dict()
     written = report.save(result, bundle, json_file)
     click.echo("\n".join(report.bench_summary(result)))
     click.echo(f"reports: {', '.join(str(p) for p in written)}")

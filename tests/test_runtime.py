@@ -125,7 +125,7 @@ def test_predictions_are_softmax_topk(predictor: Predictor) -> None:
         np.testing.assert_allclose([s for _, _, s in pred.topk], np.sort(probs)[::-1], rtol=1e-5, atol=1e-9)
         assert (pred.class_id, pred.label, pred.score) == pred.topk[0]
     assert len(predictor.predict(images[0], topk=2)[0].topk) == 2  # one image, not a list
-    with pytest.raises(ResnetDeployError, match="topk must be at least 1"):
+    with pytest.raises(ResnetDeployError, match="topk must be a positive integer, found 0"):
         predictor.predict(images, topk=0)
 
 
@@ -168,7 +168,7 @@ def test_unusable_backends_say_why(bundle: Path, tmp_path: Path) -> None:
     reasons = available_backends(bundle, device="cuda")
     if reasons["onnx"] is not None:  # CPU-only onnxruntime (this project's machines)
         assert "onnxruntime-gpu" in reasons["onnx"]
-    assert "for CPUs" in reasons["int8"]
+    assert reasons["int8"] == "the int8 model runs on cpu only; on cuda use int8-trt or trt-int8"
     small = tmp_path / "small"
     shutil.copytree(bundle, small)
     m = json.loads((small / "manifest.json").read_text())
@@ -265,6 +265,8 @@ def test_wrong_arrays_are_clear_errors_and_predictor_keeps_working(predictor: Pr
 
 class _CountingRunner:
     """Wraps a backend and records the batch sizes it was given."""
+
+    max_batch = None
 
     def __init__(self, inner: object) -> None:
         self.inner, self.sizes = inner, []

@@ -165,7 +165,7 @@ def engine_bundle(tmp_path: Path) -> Path:
 
 def test_engines_need_cuda_and_tensorrt(engine_bundle: Path) -> None:
     reasons = available_backends(engine_bundle, device="cpu")
-    assert reasons["trt-fp32"] == "TensorRT engines need device='cuda'"
+    assert reasons["trt-fp32"] == "the trt-fp32 model runs on cuda only; on cpu use onnx"
     assert "--int8 --trt" in reasons["trt-int8"]
     try:
         import tensorrt  # noqa: F401
@@ -181,7 +181,7 @@ def test_trt_backend_runs_splits_and_locks(fake_gpu: types.SimpleNamespace, engi
         Predictor.from_bundle(engine_bundle, backend="trt-fp16", device="cuda")
     p = Predictor.from_bundle(engine_bundle, backend="trt", device="cuda")
     assert p.backend == "trt-fp32" and "skipped trt-fp16: model.fp16.engine cannot run here" in p.why
-    assert f"`resnet-deploy export CHECKPOINT --out {engine_bundle.name}-trt --trt`" in p.why
+    assert f"`resnet-deploy export CHECKPOINT --out {engine_bundle.name}-trt --trt --fp16`" in p.why
     assert Predictor.from_bundle(engine_bundle, device="cuda").backend == "trt-fp32"  # auto
     x = np.random.default_rng().standard_normal((37, *SHAPE), dtype=np.float32)
     want = x.reshape(37, -1) @ W.T

@@ -5,15 +5,17 @@
     for p in predictor.predict(["cat.jpg", "dog.png"], topk=5):
         print(p.label, p.score)
 
-Everything here imports only from `resnet_deploy.runtime` (ARCHITECTURE.md, "Rules of the house").
+Everything here imports only from `resnet_deploy.runtime` (docs/architecture.md, "Floors").
 """
 
+from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.backend import Backend, LoadOptions
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
-from resnet_deploy.runtime.predictor import BACKENDS, Prediction, Predictor, available_backends, choose_backend
+from resnet_deploy.runtime.predictor import Prediction, Predictor, available_backends, choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
 
 __all__ = [
-    "BACKENDS", "BundleError", "FileEntry", "Manifest", "Prediction", "Predictor", "Preprocess", "ResnetDeployError",
-    "available_backends", "choose_backend", "read_manifest", "verify_files",
+    "Backend", "BundleError", "FileEntry", "LoadOptions", "Manifest", "Prediction", "Predictor", "Preprocess",
+    "ResnetDeployError", "available_backends", "choose_backend", "read_manifest", "variants", "verify_files",
 ]

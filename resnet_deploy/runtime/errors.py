@@ -11,3 +11,11 @@ class ResnetDeployError(Exception):
 
 class BundleError(ResnetDeployError):
     """A bundle directory is missing, incomplete, tampered with, or built for another machine."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's message (library messages can span pages), or its type name when empty."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""

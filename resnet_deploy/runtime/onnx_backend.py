@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -21,7 +21,7 @@ CUDA_EP = "CUDAExecutionProvider"
 # CPU features with int8 dot-product instructions. ONNX Runtime's U8S8 QLinearConv / MatMulInteger kernels (MLAS) use
 # them: VPDPBUSD (AVX-512 VNNI, AVX-VNNI), AMX tiles, and SDOT/UDOT/SMMLA on Arm (asimddp, i8mm). Without them the
 # int8 kernels fall back to 16-bit multiply-add sequences whose speed-up over fp32 is small or negative, so fp32 is
-# the safe choice there. Measured here (REFERENCE.md, AVX-512 VNNI): ResNet-50 int8 12.3 ms vs fp32 40 ms.
+# the safe choice there (figures in benchmarks/RESULTS.md: int8 about 3x faster than fp32 on an AVX-512 VNNI CPU).
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
@@ -73,7 +73,9 @@ def cpu_int8_is_fast(flags: set[str] | None = None) -> tuple[bool, str]:
 
 
 class OrtBackend:
-    """Runs one ONNX file with ONNX Runtime on the CPU or, with onnxruntime-gpu, on a CUDA GPU."""
+    """Runs one ONNX file with ONNX Runtime on the CPU or, with onnxruntime-gpu, on a CUDA GPU (a `Backend`)."""
+
+    max_batch: int | None = None  # ONNX Runtime takes any batch the graph's dynamic axis allows
 
     def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
                  input_name: str = "input", output_name: str = "logits") -> None:
@@ -89,7 +91,7 @@ class OrtBackend:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            raise BundleError(f"ONNX Runtime could not load {path.name}: {str(e).splitlines()[0]}") from None
+            raise BundleError(f"ONNX Runtime could not load {path.name}: {first_line(e)}") from None
         if device == "cuda" and CUDA_EP not in self.session.get_providers():
             # ORT falls back to the CPU silently when the CUDA libraries are missing; say so instead.
             raise ResnetDeployError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?); "
@@ -98,7 +100,7 @@ class OrtBackend:
         if input_name not in names:
             raise BundleError(f"{path.name} has inputs {sorted(names)}; the manifest expects {input_name!r}")
         self.input_name, self.output_name = input_name, output_name
-        self.providers: list[str] = self.session.get_providers()
+        self._version = ort.__version__
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) -> float32 logits (N, K)."""
@@ -106,8 +108,17 @@ class OrtBackend:
             (out,) = self.session.run([self.output_name], {self.input_name: batch})
         except Exception as e:
             raise ResnetDeployError(f"ONNX Runtime failed on a batch of shape {batch.shape}: "
-                                    f"{str(e).splitlines()[0]}") from None
+                                    f"{first_line(e)}") from None
         return np.asarray(out, dtype=np.float32)
+
+    def device_time_s(self) -> float | None:
+        """ONNX Runtime does not report device time per run."""
+        return None
+
+    def describe(self) -> dict[str, str]:
+        """The runtime, its version and the execution providers in use."""
+        providers = ", ".join(self.session.get_providers())
+        return {"runtime": "onnxruntime", "version": self._version, "providers": providers}
 
     def close(self) -> None:
         """Drop the session (ORT frees its memory when the last reference goes)."""

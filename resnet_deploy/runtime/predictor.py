@@ -2,9 +2,8 @@
 
 Edge apps use only this module (numpy, PIL, and onnxruntime or TensorRT + cuda-python): no torch, no click.
 
-Backends, by name (the bundle contract): "onnx" (model.onnx), "fp16", "int8" (U8S8 QDQ for CPUs), "int8-trt"
-(symmetric QDQ run on ONNX Runtime), "trt-fp32", "trt-fp16", "trt-int8" (TensorRT engines); "trt" is the best engine
-present, "auto" the best backend this machine can run.
+Backends are the variants of the registry (`variants.py`) by name ("onnx", "fp16", "int8", "int8-trt", "trt-fp32",
+...); "trt" is the best engine present, "auto" the best variant this machine can run.
 """
 
 from __future__ import annotations
@@ -17,25 +16,14 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
-from resnet_deploy.runtime.onnx_backend import OrtBackend, cpu_int8_is_fast, ort_has_cuda, ort_installed
+from resnet_deploy.runtime.onnx_backend import cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import ImageInput
 
-# backend name -> (format, precision, target) of the manifest's FileEntry it runs.
-BACKENDS: dict[str, tuple[str, str, str]] = {
-    "onnx": ("onnx", "fp32", "any"),
-    "fp16": ("onnx", "fp16", "any"),
-    "int8": ("onnx", "int8", "cpu"),
-    "int8-trt": ("onnx", "int8", "trt"),
-    "trt-fp32": ("engine", "fp32", "trt"),
-    "trt-fp16": ("engine", "fp16", "trt"),
-    "trt-int8": ("engine", "int8", "trt"),
-}
-ENGINES = ("trt-int8", "trt-fp16", "trt-fp32")  # fastest first
-DEVICES = ("cpu", "cuda")
-_EXPORT_FLAGS = {"onnx": "", "fp16": " --fp16", "int8": " --int8", "int8-trt": " --int8 --trt", "trt-fp32": " --trt",
-                 "trt-fp16": " --fp16 --trt", "trt-int8": " --int8 --trt"}
+DEVICES = variants.DEVICES
 
 Images = Union[ImageInput, Iterable[ImageInput]]
 
@@ -63,62 +51,40 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def find_entry(manifest: Manifest, name: str) -> FileEntry | None:
-    """The manifest's file that backend `name` runs, or None when the bundle has none."""
-    fmt, precision, target = BACKENDS[name]
-    return next((f for f in manifest.files if (f.format, f.precision, f.target) == (fmt, precision, target)), None)
+    """The manifest's file that variant `name` runs, or None when the bundle has none."""
+    key = variants.get(name).key
+    return next((f for f in manifest.files if (f.format, f.precision, f.target) == key), None)
 
 
-@dataclass(frozen=True)
-class _Machine:
-    """What this machine offers, probed once per call: ORT, its CUDA provider, TensorRT's facts or why it is absent."""
-
-    ort: bool
-    ort_cuda: bool
-    trt: dict[str, str] | str
-
-    @classmethod
-    def probe(cls, device: str) -> _Machine:
-        trt: dict[str, str] | str = "TensorRT engines need device='cuda'"
-        if device == "cuda":
-            from resnet_deploy.runtime.tensorrt_backend import running_info
-
-            try:
-                trt = running_info()
-            except ResnetDeployError as e:
-                trt = str(e)
-        return cls(ort_installed(), device == "cuda" and ort_has_cuda(), trt)
+def present(manifest: Manifest) -> tuple[str, ...]:
+    """The variants whose file the bundle has, in registry order."""
+    return tuple(v.name for v in variants.variants() if find_entry(manifest, v.name) is not None)
 
 
-def _reason(bundle: Path, manifest: Manifest, name: str, device: str, machine: _Machine) -> str | None:
-    """Why backend `name` cannot run here, or None when it can."""
+def _reason(bundle: Path, manifest: Manifest, name: str, device: str) -> str | None:
+    """Why variant `name` cannot run here, or None when it can."""
+    variant = variants.get(name)
     entry = find_entry(manifest, name)
     if entry is None:
-        return f"the bundle has no {name} model (export it with `resnet-deploy export ...{_EXPORT_FLAGS[name]}`)"
+        return f"the bundle has no {name} model (export it with `resnet-deploy export ... {' '.join(variant.flags)}`)"
     if not (bundle / entry.path).is_file():
         return f"{entry.path} is listed in the manifest but missing from {bundle}"
-    if entry.format == "engine":
-        if isinstance(machine.trt, str):
-            return machine.trt
-        from resnet_deploy.runtime.tensorrt_backend import engine_mismatch
-
-        return engine_mismatch(entry.path, entry.info, machine.trt, rebuild_command(bundle, manifest))
-    if not machine.ort:
-        return "onnxruntime is not installed (pip install onnxruntime)"
-    if device == "cuda" and name == "int8":
-        return "the U8S8 int8 model is for CPUs; on a GPU use trt-int8 or int8-trt"
-    if device == "cuda" and not machine.ort_cuda:
-        return "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)"
-    return None
+    if device not in variant.devices:
+        instead = [v.name for v in variants.variants() if v.precision == variant.precision and device in v.devices]
+        return (f"the {name} model runs on {' or '.join(variant.devices)} only"
+                + (f"; on {device} use {' or '.join(instead)}" if instead else ""))
+    return loader(variant.loader).refuse(entry, device, rebuild_command(bundle, manifest))
 
 
 def rebuild_command(bundle: Path, manifest: Manifest) -> str:
-    """The `resnet-deploy export` command that rebuilds this bundle's engines, from the manifest's source and args."""
-    args, src = manifest.export_args, manifest.source
-    flags = "".join(f" --{k}" for k in ("fp16", "int8") if args.get(k))
-    if args.get("int8") and args.get("calib_data"):
-        flags += f" --calib-data {args['calib_data']}"
+    """The `resnet-deploy export` command that rebuilds this bundle with engines, from its manifest."""
+    flags = {"--trt": None} | dict.fromkeys(f for name in present(manifest) for f in variants.get(name).flags)
+    calib = manifest.export_args.get("calib_data")
+    if "--int8" in flags and calib:
+        flags[f"--calib-data {calib}"] = None
+    src = manifest.source
     where = src["path"] if src.get("kind", "checkpoint") == "checkpoint" and src.get("path") else "CHECKPOINT"
-    return f"resnet-deploy export {where} --out {bundle.name}-trt --trt{flags}"
+    return f"resnet-deploy export {where} --out {bundle.name}-trt {' '.join(flags)}"
 
 
 def _check_device(device: str) -> None:
@@ -127,46 +93,55 @@ def _check_device(device: str) -> None:
 
 
 def available_backends(bundle_path: str | Path, device: str = "cpu") -> dict[str, str | None]:
-    """Every backend name -> None if this bundle can run it here on `device`, else the reason it cannot."""
+    """Every variant name -> None if this bundle can run it here on `device`, else the reason it cannot."""
     _check_device(device)
     bundle = Path(bundle_path)
     manifest = read_manifest(bundle)
-    machine = _Machine.probe(device)
-    return {name: _reason(bundle, manifest, name, device, machine) for name in BACKENDS}
+    return {name: _reason(bundle, manifest, name, device) for name in variants.names()}
 
 
 def _candidates(backend: str, device: str) -> tuple[tuple[str, ...], str]:
-    """Backends to try in order for `backend`, and why that order."""
+    """Variants to try in order for `backend`, and why that order."""
     if backend == "trt":
-        return ENGINES, "best TensorRT engine present"
-    if backend in BACKENDS:
-        return (backend,), "asked for"
+        return tuple(v.name for v in variants.engines()), "best TensorRT engine present"
     if backend != "auto":
-        raise ResnetDeployError(f"unknown backend {backend!r}; choose one of: auto, trt, {', '.join(BACKENDS)}")
-    if device == "cuda":  # engines first; then ORT's CUDA provider, where fp16 uses the tensor cores
-        return ENGINES + ("fp16", "onnx", "int8-trt"), "fastest usable on the GPU"
+        return (variants.get(backend).name,), "asked for"
+    order = [v.name for v in variants.ranked(device)]
+    if device == "cuda":
+        return tuple(order), "fastest usable on the GPU"
     fast, why = cpu_int8_is_fast()
-    # fp16 ONNX runs slower than fp32 on CPUs (REFERENCE.md: 51 vs 40 ms), so it is only a last resort.
-    return (("int8", "onnx") if fast else ("onnx", "int8")) + ("fp16", "int8-trt"), why
+    if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
+        first_fp32 = next(i for i, n in enumerate(order) if variants.get(n).precision == "fp32")
+        slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
+        order = [n for n in order if n not in slow]
+        order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
+    return tuple(order), why
 
 
 def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto",
                    device: str = "cpu") -> tuple[str, FileEntry, str]:
-    """(backend name, its file, why it was chosen) for a backend request; the reasons of all refusals otherwise."""
+    """(variant name, its file, why it was chosen) for a backend request; the reasons of all refusals otherwise."""
     _check_device(device)
     candidates, why = _candidates(backend, device)
-    machine = _Machine.probe(device)
     refused = {}
     for name in candidates:
-        reason = _reason(Path(bundle), manifest, name, device, machine)
+        reason = _reason(Path(bundle), manifest, name, device)
         if reason is None:
             skipped = "".join(f"; skipped {n}: {r}" for n, r in refused.items() if find_entry(manifest, n))
             return name, find_entry(manifest, name), why + skipped  # type: ignore[return-value]
         refused[name] = reason
     if len(candidates) == 1:
-        raise ResnetDeployError(f"backend {backend!r} cannot run on device={device}: {refused[backend]}")
+        raise ResnetDeployError(f"backend {backend!r} cannot run on device={device}: {refused[candidates[0]]}")
     detail = "; ".join(f"{n}: {r}" for n, r in refused.items())
     raise ResnetDeployError(f"no backend for {backend!r} can run on device={device} ({detail})")
+
+
+def _check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ResnetDeployError(f"threads must be a positive integer or None, found {threads!r}")
+    return int(threads)
 
 
 def _as_list(images: Images) -> list[ImageInput]:
@@ -191,16 +166,15 @@ class Predictor:
     to a 1-channel model is converted to luma (PIL `convert("L")`, ITU-R 601-2), and RGBA loses its alpha channel.
     """
 
-    def __init__(self, manifest: Manifest, backend: str, runner: Any, *, device: str = "cpu",
-                 bundle: Path | None = None, why: str = "") -> None:
+    def __init__(self, manifest: Manifest, backend: str, runner: Backend, *, device: str = "cpu",
+                 why: str = "") -> None:
         self.manifest = manifest
         self.backend = backend
         self.device = device
-        self.bundle = bundle
         self.why = why
         self.preprocess = manifest.preprocess
-        self.max_batch = min(manifest.batch[2], getattr(runner, "max_batch", manifest.batch[2]))
-        self._runner = runner
+        self.max_batch = min(manifest.batch[2], runner.max_batch or manifest.batch[2])
+        self._runner: Backend | None = runner
 
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = "auto", device: str = "cpu",
@@ -209,32 +183,46 @@ class Predictor:
 
         Args:
             path: the bundle directory (with manifest.json).
-            backend: "auto", "trt", or a backend name ("onnx", "fp16", "int8", "int8-trt", "trt-fp32", ...).
+            backend: "auto", "trt", or a variant name ("onnx", "fp16", "int8", "int8-trt", "trt-fp32", ...).
             device: "cpu" or "cuda".
-            threads: ONNX Runtime intra-op threads; None lets ONNX Runtime use one per physical core.
+            threads: intra-op threads; None lets the runtime use one per physical core.
 
         Raises:
             BundleError: missing/truncated/foreign manifest, or the model file differs from its sha256.
             ResnetDeployError: the backend cannot run here (says why: missing file, engine built for another
                 TensorRT or GPU, provider not installed).
         """
+        if not isinstance(path, (str, Path)):
+            raise ResnetDeployError(f"expected a bundle directory path, found {type(path).__name__}")
         _check_device(device)
-        if threads is not None and int(threads) < 1:
-            raise ResnetDeployError(f"threads must be a positive number or None, found {threads}")
+        threads = _check_threads(threads)
         bundle = Path(path)
         manifest = read_manifest(bundle)
         name, entry, why = choose_backend(bundle, manifest, backend, device)
         verify_files(bundle, manifest, [entry.path])  # refuse a tampered file before any library parses it
-        file = bundle / entry.path
-        if entry.format == "engine":
-            from resnet_deploy.runtime.tensorrt_backend import TrtBackend
+        variant = variants.get(name)
+        opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,
+                           output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options)
+        runner = loader(variant.loader).load(bundle / entry.path, opts)
+        return cls(manifest, name, runner, device=device, why=why)
 
-            runner: Any = TrtBackend(file, max_batch=manifest.batch[2], input_name=manifest.input_name,
-                                     output_name=manifest.output_name)
-        else:
-            runner = OrtBackend(file, device=device, threads=threads, input_name=manifest.input_name,
-                                output_name=manifest.output_name)
-        return cls(manifest, name, runner, device=device, bundle=bundle, why=why)
+    @property
+    def variant(self) -> variants.Variant:
+        """The registry row of the variant this predictor runs."""
+        return variants.get(self.backend)
+
+    def device_time_s(self) -> float | None:
+        """Device time of this thread's last backend call (engines time their kernels), None where not measured."""
+        return self._backend().device_time_s()
+
+    def describe(self) -> dict[str, str]:
+        """What runs the model: the variant, then the backend's runtime, version and device facts."""
+        return {"variant": self.backend, "device": self.device, **self._backend().describe()}
+
+    def _backend(self) -> Backend:
+        if self._runner is None:
+            raise ResnetDeployError("this Predictor is closed; load the bundle again with Predictor.from_bundle")
+        return self._runner
 
     @property
     def classes(self) -> list[str]:
@@ -243,6 +231,7 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits for preprocessed images: float32 (N, C, H, W) -> float32 (N, K), any N (split to the profile)."""
+        runner = self._backend()
         x = self._check_batch(batch)
         low = self.manifest.batch[0]
         parts = []
@@ -251,7 +240,7 @@ class Predictor:
             n = len(chunk)
             if n < low:  # the engine profile's smallest batch: pad with zeros, keep the first n rows
                 chunk = np.concatenate([chunk, np.zeros((low - n, *chunk.shape[1:]), np.float32)])
-            parts.append(self._runner.run(chunk)[:n])
+            parts.append(runner.run(chunk)[:n])
         k = len(self.manifest.classes)
         out = np.concatenate(parts) if parts else np.empty((0, k), np.float32)
         if out.shape[1:] != (k,):
@@ -290,8 +279,8 @@ class Predictor:
         Returns:
             One Prediction per image, in order, with softmax scores of the `topk` best classes (capped at K).
         """
-        if int(topk) < 1:
-            raise ResnetDeployError(f"topk must be at least 1, found {topk}")
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise ResnetDeployError(f"topk must be a positive integer, found {topk!r}")
         probs = softmax(self.run(self.preprocess_images(images)))
         k = min(int(topk), len(self.classes))
         results = []
@@ -302,8 +291,10 @@ class Predictor:
         return results
 
     def close(self) -> None:
-        """Release the backend (device memory for TensorRT)."""
-        self._runner.close()
+        """Release the backend (device memory for TensorRT); closing twice is harmless."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
 
     def __enter__(self) -> Predictor:
         return self

@@ -172,6 +172,14 @@ class TrtBackend:
             _check(cudart, cudart.cudaStreamSynchronize(self._stream))
         return out.astype(np.float32, copy=False)
 
+    def device_time_s(self) -> float | None:
+        """Not measured yet: the engine's kernels are not timed with CUDA events."""
+        return None
+
+    def describe(self) -> dict[str, str]:
+        """TensorRT's version and the GPU the engine runs on."""
+        return {"runtime": "tensorrt", "version": str(_import_trt().__version__), **running_info()}
+
     def close(self) -> None:
         """Free the device buffers and the stream; the context goes before the engine (TensorRT's order)."""
         cudart = getattr(self, "_cudart", None)

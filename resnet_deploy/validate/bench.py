@@ -2,20 +2,70 @@
 
 Every point is measured by the one timing routine (`latency.measure_latency`); speed-ups are ratios of numbers taken
 side by side on the same machine, and the achieved FLOP rate is set beside the machine's fp32 ceiling measured in the
-same run (a roofline ratio). The report dict follows the schema in `report.py`.
+same run (a roofline ratio).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runtime import variants
 from resnet_deploy.validate import latency
-from resnet_deploy.validate.parity import PRECISION, architecture, open_bundle, reference_model, select_backends
+from resnet_deploy.validate.parity import open_bundle, select_backends
+from resnet_deploy.validate.reference import architecture, reference_model
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
+
+BENCH_SCHEMA = "resnet-deploy/bench"
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One backend at one batch size. Latencies in ms, throughput in images/s; ratios against PyTorch eager."""
+
+    backend: str  # "pytorch" is the eager reference
+    precision: str
+    batch: int
+    iterations: int
+    total_s: float
+    throughput_ips: float
+    latency_ms: dict[str, float]  # min, mean, p50, p90, p95, p99, max
+    device_latency_ms: dict[str, float] | None  # the same keys, from the backend's own device timing
+    achieved_gflops: float
+    roofline_ratio: float  # achieved / ceiling
+    latency_ratio: float | None = None  # p50 / pytorch's p50 at the same batch
+    speedup: float | None = None  # its inverse
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (a bench.json `results` entry)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """The result of `bench_bundle` (`to_dict()`: bench.json, schema in `report.py`)."""
+
+    bundle: str
+    arch: str
+    input_shape: list[int]
+    macs_per_image: int
+    settings: dict[str, Any]
+    ceiling: dict[str, Any]
+    results: list[BenchRow]
+    skipped: list[dict[str, str]]
+    notes: list[str]
+    environment: dict[str, Any]
+    created: str = field(default_factory=now_utc)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["results"] = [r.to_dict() for r in self.results]
+        return {"schema": BENCH_SCHEMA, "schema_version": SCHEMA_VERSION, **d}
 
 
 def _eager_model(bundle: str | Path, manifest: Any, checkpoint: str | Path | None) -> tuple[Any, str | None]:
@@ -45,11 +95,11 @@ def _torch_fn(model: Any, x: np.ndarray, device: str) -> Callable[[], Any]:
 
 
 def _predictor_fn(predictor: Any, x: np.ndarray) -> Callable[[], Any]:
-    # A backend that times its own device work (CUDA events around the engine) exposes `last_device_s` after a run;
-    # then host time (with copies) and device time are reported apart.
+    # A backend that times its own device work (CUDA events around an engine) reports it after each run; then host
+    # time (with copies) and device time are reported apart.
     def run() -> float | None:
         predictor.run(x)
-        return getattr(predictor, "last_device_s", None)
+        return predictor.device_time_s()
     return run
 
 
@@ -63,30 +113,25 @@ def _workloads(model: Any, predictors: dict[str, Any], batches: Sequence[int], s
         yield b, fns | {name: _predictor_fn(predictor, x) for name, predictor in predictors.items()}
 
 
-def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: float) -> dict[str, Any]:
+def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: float) -> BenchRow:
     s = latency.summarize(samples.host_s, batch)
     dev = latency.summarize(samples.device_s, batch) if samples.device_s else None
-    stats = {k: getattr(s, f"{k}_ms") for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")}
     gflops = latency.achieved_gflops(macs, s.throughput_ips)
-    return {"backend": backend, "precision": PRECISION.get(backend, "fp32"), "batch": batch,
-            "iterations": s.iterations, "total_s": s.total_s, "throughput_ips": s.throughput_ips,
-            "latency_ms": stats,
-            "device_latency_ms": {k: getattr(dev, f"{k}_ms") for k in stats} if dev else None,
-            "latency_ratio": None, "speedup": None, "achieved_gflops": gflops, "roofline_ratio": gflops / ceiling}
+    precision = "fp32" if backend == "pytorch" else variants.get(backend).precision
+    return BenchRow(backend, precision, batch, s.iterations, s.total_s, s.throughput_ips, s.stats_ms(),
+                    dev.stats_ms() if dev else None, gflops, gflops / ceiling)
 
 
-def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    base = {r["batch"]: r["latency_ms"]["p50"] for r in rows if r["backend"] == "pytorch"}
-    for r in rows:
-        if r["batch"] in base:
-            r["latency_ratio"] = r["latency_ms"]["p50"] / base[r["batch"]]
-            r["speedup"] = 1 / r["latency_ratio"]
+def _with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
+    base = {r.batch: r.latency_ms["p50"] for r in rows if r.backend == "pytorch"}
+    return [replace(r, latency_ratio=r.latency_ms["p50"] / base[r.batch], speedup=base[r.batch] / r.latency_ms["p50"])
+            if r.batch in base else r for r in rows]
 
 
 def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batches: Sequence[int] = (1, 8, 32),
                  warmup_s: float = 2.0, duration_s: float = 10.0, min_iters: int = 10, threads: int | None = None,
                  device: str = "cpu", checkpoint: str | Path | None = None, pytorch: bool = True,
-                 ceiling_n: int = 2048, rounds: int = 1) -> dict[str, Any]:
+                 ceiling_n: int = 2048, rounds: int = 1) -> BenchReport:
     """Time every backend of a bundle at each batch size, and the PyTorch eager model beside them.
 
     Args:
@@ -103,16 +148,15 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
             (`latency.measure_interleaved`); more than 1 keeps ratios fair on a shared machine.
 
     Returns:
-        The report dict (schema in `report.py`).
+        The report (`to_dict()`: bench.json, schema in `report.py`).
 
     Raises:
         ResnetDeployError: a changed bundle, unknown backend names, or a batch size below 1.
     """
-    import torch
-
     from resnet_deploy import models
     from resnet_deploy.runtime import Predictor
     from resnet_deploy.runtime.errors import ResnetDeployError
+    from resnet_deploy.system import torch_threads
     from resnet_deploy.validate.env import environment
 
     if not batches or min(batches) < 1:
@@ -124,31 +168,25 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
     # count_macs takes a square side; a conv net's multiply-adds scale with H*W, so a non-square input is scaled.
     side = max(h, w)
     macs = models.count_macs(model, side, c) * h * w // side**2
-    old_threads, predictors = torch.get_num_threads(), {}
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
-                                         device=device)
-        for name in run:
-            predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
-        timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
-        rows = [_row(name, b, samples, macs, ceiling["gflops"])
-                for b, fns in _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
-                for name, samples in latency.measure_interleaved(fns, **timing).items()]
-    finally:
-        torch.set_num_threads(old_threads)
-        for predictor in predictors.values():
-            predictor.close()
-    _add_ratios(rows)
+    predictors = {}
+    with torch_threads(threads):
+        try:
+            ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
+                                             device=device)
+            for name in run:
+                predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
+            timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
+            rows = [_row(name, b, samples, macs, ceiling["gflops"])
+                    for b, fns in _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
+                    for name, samples in latency.measure_interleaved(fns, **timing).items()]
+        finally:
+            for predictor in predictors.values():
+                predictor.close()
     notes = [note] if note else []
     notes.append("int8 and fp16 rows count the same multiply-adds as fp32; their roofline ratio is against the fp32 "
                  "ceiling")
-    return {"schema": "resnet-deploy/bench", "schema_version": SCHEMA_VERSION, "created": now_utc(),
-            "bundle": str(bundle), "arch": manifest.arch, "input_shape": [c, h, w], "macs_per_image": macs,
-            "settings": {"backends": ["pytorch"] * pytorch + run, "batches": sorted(set(batches)),
-                         "warmup_s": warmup_s, "duration_s": duration_s, "rounds": rounds, "threads": threads,
-                         "device": device},
-            "ceiling": ceiling, "results": rows,
-            "skipped": [{"backend": k, "reason": v} for k, v in skipped.items()], "notes": notes,
-            "environment": environment(threads)}
+    return BenchReport(str(bundle), manifest.arch, [c, h, w], macs,
+                       {"backends": ["pytorch"] * pytorch + run, "batches": sorted(set(batches)), "warmup_s": warmup_s,
+                        "duration_s": duration_s, "rounds": rounds, "threads": threads, "device": device},
+                       ceiling, _with_ratios(rows), [{"backend": k, "reason": v} for k, v in skipped.items()], notes,
+                       environment(threads))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,9 @@ class LatencyStats:
     max_ms: float
     throughput_ips: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (keys as the attribute names)."""
-        return asdict(self)
+    def stats_ms(self) -> dict[str, float]:
+        """{min, mean, p50, p90, p95, p99, max} in milliseconds, as reports store them."""
+        return {k: getattr(self, f"{k}_ms") for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")}
 
 
 def summarize(samples_s: Sequence[float], batch: int = 1) -> LatencyStats:
@@ -166,10 +166,9 @@ def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | Non
     """
     import torch
 
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    from resnet_deploy.system import torch_threads
+
+    with torch_threads(threads):
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(n, n, generator=gen).to(device)
         b = torch.randn(n, n, generator=gen).to(device)
@@ -191,8 +190,6 @@ def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | Non
             library, seconds = "torch", summarize(samples.device_s or samples.host_s).p50_ms / 1e3
         return {"gflops": 2 * n**3 / seconds / 1e9, "n": n, "dtype": "float32", "threads": torch.get_num_threads(),
                 "device": device, "p50_ms": seconds * 1e3, "library": library}
-    finally:
-        torch.set_num_threads(old)
 
 
 def achieved_gflops(macs_per_image: int, images_per_s: float) -> float:

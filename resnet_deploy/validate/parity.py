@@ -4,43 +4,87 @@ The reference is the PyTorch model the bundle was exported from (the checkpoint 
 verified by sha256). Every backend runs through the lean runtime (`Predictor.run`) on the SAME preprocessed arrays, so
 what is validated is what edge apps run. Per backend: top-1/top-5, top-1 agreement with the reference, max/mean
 absolute logit difference, and PASS/FAIL against per-precision tolerances (comparisons with explicit tolerances, as
-Polygraphy's comparator does). The report dict follows the schema in `report.py`.
+Polygraphy's comparator does). The gates are the variant registry's, per precision.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
-from resnet_deploy.runtime.manifest import Manifest, read_manifest, sha256_file, verify_files
+from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.manifest import Manifest, read_manifest, verify_files
+from resnet_deploy.runtime.variants import Gate
+from resnet_deploy.validate.reference import reference_model, torch_logits
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
 
-PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "int8-trt": "int8",
-             "trt-fp32": "fp32", "trt-fp16": "fp16", "trt-int8": "int8"}
 SHOW_DISAGREEMENTS = 10
+VALIDATE_SCHEMA = "resnet-deploy/validate"
 
 
 @dataclass(frozen=True)
-class Tolerances:
-    """PASS thresholds per precision. Agreement is top-1 agreement with the reference in percent; the int8 limit is
-    the top-1 accuracy drop against the reference in percentage points."""
+class BackendParity:
+    """One backend's entry of a validate report (figures None when SKIPPED). Percentages for accuracy/agreement."""
 
-    fp32_agreement: float = 99.9
-    fp32_max_abs: float = 1e-3
-    fp16_agreement: float = 99.5
-    int8_top1_drop: float = 1.0
+    backend: str
+    precision: str
+    status: str  # "PASS", "FAIL" or "SKIPPED"
+    reason: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    first_disagreements: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
-    def override(self, values: dict[str, float]) -> Tolerances:
-        """A copy with some thresholds changed; unknown names are a ResnetDeployError naming the valid ones."""
-        names = [f.name for f in fields(self)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ResnetDeployError(f"unknown tolerance {', '.join(unknown)}; choose from: {', '.join(names)}")
-        return replace(self, **{k: float(v) for k, v in values.items()})
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the validate.json `backends` entry)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """The result of `check_parity`: what was compared, against which reference, and PASS/FAIL per backend."""
+
+    bundle: str
+    arch: str
+    data: str
+    num_samples: int
+    num_classes: int
+    reference: dict[str, Any]  # {kind: "checkpoint" | "weights" | "onnx", path, note, top1, top5}
+    tolerances: dict[str, float]  # {<precision>_<threshold>: value}, e.g. fp32_max_abs
+    backends: list[BackendParity]
+    passed: bool  # every backend that ran passed, and at least one ran
+    environment: dict[str, Any]
+    created: str = field(default_factory=now_utc)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (validate.json, schema in `report.py`)."""
+        d = asdict(self)
+        d["backends"] = [b.to_dict() for b in self.backends]
+        return {"schema": VALIDATE_SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+
+
+def parse_tolerances(pairs: list[str] | tuple[str, ...]) -> dict[str, Gate]:
+    """`["fp32_max_abs=1e-4", ...]` -> the parity gates with those thresholds changed; bad input is one error."""
+    values = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        try:
+            values[key.strip()] = float(value if sep else "")
+        except ValueError:
+            raise ResnetDeployError(f"--tolerance takes KEY=NUMBER, found {text!r}") from None
+    return variants.override_gates(values)
+
+
+def tolerance_values(gates: dict[str, Gate]) -> dict[str, float]:
+    """The gates as the flat {<precision>_<threshold>: value} dict reports show."""
+    return {f"{p}_{k}": v for p, g in gates.items() for k, v in asdict(g).items() if v is not None}
 
 
 def open_bundle(bundle: str | Path) -> Manifest:
@@ -55,82 +99,25 @@ def select_backends(bundle: str | Path, requested: list[str] | None, device: str
     """Split the backends to run from those skipped here (with the reason).
 
     Args:
-        requested: backend names, or None for every backend whose model file the bundle has.
+        requested: variant names, or None for every variant whose model file the bundle has.
 
     Raises:
-        ResnetDeployError: a requested name is not a backend name.
+        ResnetDeployError: a requested name is not a variant name.
     """
-    from resnet_deploy.runtime import BACKENDS, available_backends, read_manifest
-    from resnet_deploy.runtime.predictor import find_entry
+    from resnet_deploy.runtime import available_backends
+    from resnet_deploy.runtime.predictor import present
 
     if requested:
-        unknown = [n for n in requested if n not in BACKENDS]
+        unknown = [n for n in requested if n not in variants.names()]
         if unknown:
             raise ResnetDeployError(f"unknown backend {', '.join(map(repr, unknown))}; choose from: "
-                                    f"{', '.join(BACKENDS)}")
+                                    f"{', '.join(variants.names())}")
         names = list(dict.fromkeys(requested))
     else:
-        manifest = read_manifest(bundle)
-        names = [n for n in BACKENDS if find_entry(manifest, n) is not None]
+        names = list(present(read_manifest(bundle)))
     available = available_backends(bundle, device=device)
     skipped = {n: str(available[n]) for n in names if available[n] is not None}
     return [n for n in names if n not in skipped], skipped
-
-
-def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Path | None = None
-                    ) -> tuple[Any, dict[str, Any]]:
-    """The PyTorch model the bundle was exported from, and {kind, path, note}.
-
-    The path is `checkpoint` when given, else the manifest's `source`. A file whose sha256 differs from the
-    manifest's is refused (the bundle was not made from it). When no file is at hand the model is None and the
-    caller falls back to the fp32 ONNX model as the reference.
-    """
-    src = manifest.source  # as export writes it: {"kind": "checkpoint" | "torchvision", "path", "sha256"}
-    kind = "weights" if src.get("kind") == "torchvision" else "checkpoint"
-    named = src.get("path")
-    path = Path(checkpoint) if checkpoint else (Path(named) if named else None)
-    if path is not None and not path.is_absolute() and not path.is_file():
-        path = Path(bundle) / path  # a path relative to the bundle
-    if path is None or not path.is_file():
-        return None, {"kind": "onnx", "path": None,
-                      "note": f"reference is the fp32 ONNX model: the source {kind} {path or '(none named)'} is not "
-                              "at hand (pass --checkpoint PATH)"}
-    expected = src.get("sha256")
-    if expected and sha256_file(path) != expected:
-        raise BundleError(f"{path} is not the file this bundle was exported from (its sha256 differs from the "
-                          f"manifest's source sha256 {expected[:12]}...); pass the original with --checkpoint")
-    return _load_reference(path, kind, manifest), {"kind": kind, "path": str(path), "note": None}
-
-
-def _load_reference(path: Path, kind: str, manifest: Manifest) -> Any:
-    from resnet_deploy import models
-    from resnet_deploy.checkpoint import load_checkpoint, load_state_dict_file, model_from_checkpoint
-
-    if kind == "checkpoint":
-        return model_from_checkpoint(load_checkpoint(path))
-    return models.load_torchvision(architecture(manifest), load_state_dict_file(path)).eval()
-
-
-def architecture(manifest: Manifest) -> Any:
-    """The bundle's network, freshly initialised: torchvision-weights bundles use the family's default structure."""
-    from resnet_deploy import models
-
-    return models.build(manifest.arch, num_classes=len(manifest.classes), in_channels=manifest.preprocess.channels)
-
-
-def torch_logits(model: Any, x: np.ndarray, batch_size: int = 64, threads: int | None = None) -> np.ndarray:
-    """Logits of a PyTorch model on float32 NCHW arrays, in batches, without gradients."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).numpy()
-                                   for i in range(0, len(x), batch_size)]).astype(np.float32)
-    finally:
-        torch.set_num_threads(old)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -141,45 +128,37 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def compare(backend: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, ref_top1: float,
-            tol: Tolerances) -> dict[str, Any]:
-    """One backend's entry of the report: accuracy, agreement, logit differences, PASS/FAIL and why."""
-    precision = PRECISION.get(backend, "fp32")
+            gates: dict[str, Gate] | None = None) -> BackendParity:
+    """One backend's entry of the report: accuracy, agreement, logit differences, PASS/FAIL against its gate."""
+    precision = variants.get(backend).precision
+    gate = (gates or variants.GATES).get(precision, Gate())
     differs = np.flatnonzero(logits.argmax(1) != ref.argmax(1))
     agreement = float(100 - 100 * len(differs) / len(labels))
     diff = np.abs(logits.astype(np.float64) - ref)
     top1 = topk_accuracy(logits, labels, 1)
     failures = []
-    if precision == "fp32" and agreement < tol.fp32_agreement:
-        failures.append(f"agreement {agreement:.3f}% < {tol.fp32_agreement}%")
-    if precision == "fp32" and diff.max() > tol.fp32_max_abs:
-        failures.append(f"max abs logit diff {diff.max():.3g} > {tol.fp32_max_abs:g}")
-    if precision == "fp16" and agreement < tol.fp16_agreement:
-        failures.append(f"agreement {agreement:.3f}% < {tol.fp16_agreement}%")
-    if precision == "int8" and ref_top1 - top1 > tol.int8_top1_drop:
-        failures.append(f"top-1 drop {ref_top1 - top1:.2f} points > {tol.int8_top1_drop}")
+    if gate.agreement is not None and agreement < gate.agreement:
+        failures.append(f"agreement {agreement:.3f}% < {gate.agreement}%")
+    if gate.max_abs is not None and diff.max() > gate.max_abs:
+        failures.append(f"max abs logit diff {diff.max():.3g} > {gate.max_abs:g}")
+    if gate.top1_drop is not None and ref_top1 - top1 > gate.top1_drop:
+        failures.append(f"top-1 drop {ref_top1 - top1:.2f} points > {gate.top1_drop}")
     if failures and len(differs):
         failures.append("first disagreeing samples: " + ", ".join(map(str, differs[:SHOW_DISAGREEMENTS])))
-    return {"backend": backend, "precision": precision, "status": "FAIL" if failures else "PASS", "reason": None,
-            "top1": top1, "top5": topk_accuracy(logits, labels, 5), "agreement": agreement,
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "first_disagreements": differs[:SHOW_DISAGREEMENTS].tolist(), "failures": failures}
-
-
-def _skipped(backend: str, reason: str) -> dict[str, Any]:
-    return {"backend": backend, "precision": PRECISION.get(backend, "fp32"), "status": "SKIPPED", "reason": reason,
-            "top1": None, "top5": None, "agreement": None, "max_abs_diff": None, "mean_abs_diff": None,
-            "first_disagreements": [], "failures": []}
+    return BackendParity(backend, precision, "FAIL" if failures else "PASS", None, top1,
+                         topk_accuracy(logits, labels, 5), agreement, float(diff.max()), float(diff.mean()),
+                         differs[:SHOW_DISAGREEMENTS].tolist(), failures)
 
 
 def check_parity_arrays(bundle: str | Path, x: np.ndarray, labels: np.ndarray, classes: list[str], *,
-                        backends: list[str] | None = None, tolerances: Tolerances | None = None,
+                        backends: list[str] | None = None, tolerances: dict[str, Gate] | None = None,
                         device: str = "cpu", threads: int | None = None, checkpoint: str | Path | None = None,
-                        data: str = "arrays") -> dict[str, Any]:
+                        data: str = "arrays") -> ParityReport:
     """`check_parity` on arrays already preprocessed with the bundle's preprocessing (see `check_parity`)."""
     from resnet_deploy.runtime import Predictor
     from resnet_deploy.validate.env import environment
 
-    tol = tolerances or Tolerances()
+    gates = tolerances or dict(variants.GATES)
     manifest = open_bundle(bundle)
     _check_data(manifest, x, labels, classes)
     run, skipped = select_backends(bundle, backends, device)
@@ -197,15 +176,13 @@ def check_parity_arrays(bundle: str | Path, x: np.ndarray, labels: np.ndarray, c
     for name in run:
         with Predictor.from_bundle(bundle, backend=name, device=device, threads=threads) as predictor:
             logits = predictor.run(x)
-        entries.append(compare(name, np.asarray(logits, dtype=np.float32), ref, labels, ref_top1, tol))
-    entries += [_skipped(n, r) for n, r in skipped.items()]
-    return {"schema": "resnet-deploy/validate", "schema_version": SCHEMA_VERSION, "created": now_utc(),
-            "bundle": str(bundle), "arch": manifest.arch, "data": data, "num_samples": int(len(labels)),
-            "num_classes": len(manifest.classes),
-            "reference": {**ref_info, "top1": ref_top1, "top5": topk_accuracy(ref, labels, 5)},
-            "tolerances": asdict(tol), "backends": entries,
-            "passed": bool(run) and all(e["status"] == "PASS" for e in entries if e["status"] != "SKIPPED"),
-            "environment": environment(threads)}
+        entries.append(compare(name, np.asarray(logits, dtype=np.float32), ref, labels, ref_top1, gates))
+    entries += [BackendParity(n, variants.get(n).precision, "SKIPPED", r) for n, r in skipped.items()]
+    return ParityReport(str(bundle), manifest.arch, data, int(len(labels)), len(manifest.classes),
+                        {**ref_info, "top1": ref_top1, "top5": topk_accuracy(ref, labels, 5)},
+                        tolerance_values(gates), entries,
+                        bool(run) and all(e.status == "PASS" for e in entries if e.status != "SKIPPED"),
+                        environment(threads))
 
 
 def _check_data(manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
@@ -220,8 +197,8 @@ def _check_data(manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: 
 
 
 def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, backends: list[str] | None = None,
-                 tolerances: Tolerances | None = None, *, device: str = "cpu", threads: int | None = None,
-                 checkpoint: str | Path | None = None) -> dict[str, Any]:
+                 tolerances: dict[str, Gate] | None = None, *, device: str = "cpu", threads: int | None = None,
+                 checkpoint: str | Path | None = None) -> ParityReport:
     """Run the reference and every backend of a bundle on real evaluation images; compare them.
 
     Args:
@@ -230,13 +207,13 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
             bundle's own preprocessing.
         limit: validate on a seeded random subset of `limit` images (None: all).
         backends: backend names to check (None: every one the bundle has; those that cannot run here are skipped).
-        tolerances: PASS thresholds (default `Tolerances()`).
+        tolerances: parity gates per precision (default the registry's `GATES`; see `parse_tolerances`).
         device: "cpu" or "cuda".
         threads: intra-op threads for the reference and the backends.
         checkpoint: the source checkpoint/weights when not where the manifest says.
 
     Returns:
-        The report dict (schema in `report.py`); `passed` is True only when every backend that ran passed.
+        The report; `passed` is True only when every backend that ran passed (`to_dict()`: schema in `report.py`).
 
     Raises:
         ResnetDeployError: a changed bundle, unknown backend names, missing data, or data whose number of classes

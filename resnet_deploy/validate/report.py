@@ -7,26 +7,9 @@ Files (names fixed):
     latency_vs_batch.png      p50 latency and throughput against batch size, one line per backend (needs bench)
     accuracy_vs_latency.png   top-1 against p50 latency at the smallest batch, per backend (needs both)
 
-validate.json (schema "resnet-deploy/validate", schema_version 1). Accuracies and agreement are percentages.
-    schema, schema_version, created (ISO-8601 UTC), bundle (path), arch, data (spec), num_samples, num_classes,
-    reference: {kind: "checkpoint" | "weights" | "onnx", path, note, top1, top5}
-    tolerances: {fp32_agreement, fp32_max_abs, fp16_agreement, int8_top1_drop}
-    backends: [{backend, precision, status: "PASS" | "FAIL" | "SKIPPED", reason, top1, top5, agreement,
-                max_abs_diff, mean_abs_diff, first_disagreements: [sample index, ...], failures: [text, ...]}]
-              (a SKIPPED entry has reason set and the figures null; sample indices count the validated images in
-              load order, which with --limit are a seeded random subset)
-    passed (bool: every backend that ran passed, and at least one ran), environment (see env.environment)
-
-bench.json (schema "resnet-deploy/bench", schema_version 1). Latencies in ms, throughput in images/s.
-    schema, schema_version, created, bundle, arch, input_shape [C, H, W], macs_per_image,
-    settings: {backends, batches, warmup_s, duration_s, rounds, threads, device}
-    ceiling: {gflops, n, dtype, threads, device, p50_ms, library}   (fp32 matmul, same run, faster of
-             torch and numpy on the CPU)
-    results: [{backend ("pytorch" is the eager reference), precision, batch, iterations, total_s, throughput_ips,
-               latency_ms: {min, mean, p50, p90, p95, p99, max}, device_latency_ms: same keys or null,
-               latency_ratio (p50 / pytorch's p50 at the same batch), speedup (its inverse),
-               achieved_gflops, roofline_ratio (achieved / ceiling)}]
-    skipped: [{backend, reason}], notes: [text], environment
+validate.json and bench.json are the `to_dict()` of `parity.ParityReport` and `bench.BenchReport` (their fields,
+with `schema` and `schema_version` first): the schema lives in those dataclasses. Accuracies and agreement are
+percentages, latencies milliseconds, throughput images per second.
 """
 
 from __future__ import annotations

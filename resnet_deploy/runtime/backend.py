@@ -1,0 +1,106 @@
+"""The `Backend` protocol and one loader per runtime that runs bundle files (ONNX Runtime, TensorRT).
+
+A variant of the registry (`variants.py`) names its loader; `load_backend` turns the variant's file into a running
+`Backend`, and `Loader.refuse` says, before anything is loaded, why that cannot happen on this machine. Heavy runtimes
+are imported inside the loaders, so the runtime imports on machines that have only one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a backend is loaded: the device, threads, the bundle's tensor names and batch limit, variant options."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    max_batch: int = 32
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A loaded model file: float32 (N, C, H, W) in, float32 logits (N, K) out. Safe to call from several threads."""
+
+    max_batch: int | None  # the largest batch one `run` takes (None: any)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a preprocessed batch of at most `max_batch` images."""
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, device memory); later calls are errors."""
+
+    def device_time_s(self) -> float | None:
+        """Device time of the calling thread's last `run` (kernels only, no copies), or None if not measured."""
+
+    def describe(self) -> dict[str, str]:
+        """What runs the model, for logs and reports: runtime, version, provider or GPU."""
+
+
+class Loader(Protocol):
+    """Loads one runtime's files; `refuse` says why it cannot here, before loading."""
+
+    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
+        """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild."""
+
+    def load(self, path: Path, opts: LoadOptions) -> Backend:
+        """The running backend for the file at `path`."""
+
+
+class OrtLoader:
+    """ONNX files on ONNX Runtime: the CPU provider, or CUDA with onnxruntime-gpu."""
+
+    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
+        from resnet_deploy.runtime.onnx_backend import ort_has_cuda, ort_installed
+
+        if not ort_installed():
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        if device == "cuda" and not ort_has_cuda():
+            return "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)"
+        return None
+
+    def load(self, path: Path, opts: LoadOptions) -> Backend:
+        from resnet_deploy.runtime.onnx_backend import OrtBackend
+
+        return OrtBackend(path, device=opts.device, threads=opts.threads, input_name=opts.input_name,
+                          output_name=opts.output_name)
+
+
+class TrtLoader:
+    """TensorRT engines, refused unless built for this machine's TensorRT and GPU (or compatible with them)."""
+
+    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
+        from resnet_deploy.runtime.tensorrt_backend import engine_mismatch, running_info
+
+        if device != "cuda":
+            return "TensorRT engines need device='cuda'"
+        try:
+            here = running_info()
+        except ResnetDeployError as e:
+            return str(e)
+        return engine_mismatch(entry.path, entry.info, here, rebuild)
+
+    def load(self, path: Path, opts: LoadOptions) -> Backend:
+        from resnet_deploy.runtime.tensorrt_backend import TrtBackend
+
+        return TrtBackend(path, max_batch=opts.max_batch, input_name=opts.input_name, output_name=opts.output_name)
+
+
+LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "tensorrt": TrtLoader()}
+
+
+def loader(name: str) -> Loader:
+    """The loader registered as `name` (a variant's `loader`)."""
+    if name not in LOADERS:
+        raise ResnetDeployError(f"no loader {name!r}; registered: {', '.join(LOADERS)}")
+    return LOADERS[name]
