@@ -59,6 +59,8 @@ class Variant:
         devices: where it can run.
         rank: order within `auto` on each device, lowest first; a device absent here is never chosen by `auto`.
         built_from: for engines, the variant whose ONNX file it is built from on strongly typed TensorRT (11.x).
+        runs: for a variant that runs another variant's file (another runtime, or a runtime option such as a lower
+            inference precision), that variant's name; export writes nothing for it.
         options: loader options that make this variant differ from another on the same file.
     """
 
@@ -73,11 +75,14 @@ class Variant:
     devices: tuple[str, ...] = ("cpu", "cuda")
     rank: dict[str, int] = field(default_factory=dict)
     built_from: str | None = None
+    runs: str | None = None
     options: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """(format, precision, target): how the manifest's file entry for this variant is found."""
+        """(format, precision, target) of the manifest's file entry this variant runs."""
+        if self.runs is not None:
+            return get(self.runs).key
         return (self.format, self.precision, self.target)
 
     @property
