@@ -1,6 +1,6 @@
 """Fashion-MNIST ResNet-20 (1x28x28), batch 1: PyTorch eager fp32 vs ONNX Runtime fp32, side by side.
 
-Target (issue 6): ONNX fp32 p50 <= 0.25x eager. Give the trained demo model's bundle; without one, an untrained
+Target: ONNX fp32 p50 <= 0.25x eager. Give the trained demo model's bundle; without one, an untrained
 ResNet-20 is exported (latency does not depend on the weights' values).
 
     .venv/bin/python benchmarks/bench_fashion.py [BUNDLE] [--duration-s 3] [--threads 2] [--rounds 5]
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_resnet50 import parse_args, run  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from resnet_deploy import models  # noqa: E402
-from resnet_deploy.checkpoint import save_checkpoint  # noqa: E402
+from resnet_deploy.checkpoint import save_model  # noqa: E402
 from resnet_deploy.runtime.preprocess import Preprocess  # noqa: E402
 
 TARGETS = {"onnx": 0.25}
@@ -32,9 +32,7 @@ def make_bundle(out: Path) -> Path:
     torch.manual_seed(0)
     model = models.build("cifar_resnet20", num_classes=10, in_channels=1)
     pp = Preprocess(input_size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
-    ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 10,
-                            "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
-                            "preprocess": pp.to_dict(), "config": {}, "iteration": 0}, out.parent / "untrained.pt")
+    ckpt = save_model(out.parent / "untrained.pt", model, "cifar_resnet20", CLASSES, pp, shortcut="A")
     return Path(export_bundle(out, checkpoint=ckpt, force=True))
 
 

@@ -1,6 +1,6 @@
 """ResNet-50 at 224x224, batch 1, on this machine: PyTorch eager fp32 vs the bundle's ONNX Runtime backends.
 
-Targets (issue 6): int8 p50 <= 0.25x eager fp32 and ONNX fp32 p50 <= 0.8x eager, measured side by side in one run.
+Targets: int8 p50 <= 0.25x eager fp32 and ONNX fp32 p50 <= 0.8x eager, measured side by side in one run.
 The weights are random in torchvision's layout (latency does not depend on their values); INT8 is calibrated on
 Fashion-MNIST images through the bundle's ImageNet preprocessing (real images, any will do for timing).
 
@@ -23,14 +23,14 @@ TARGETS = {"int8": 0.25, "onnx": 0.8}
 
 
 def make_bundle(out: Path) -> Path:
-    """Export random torchvision-layout ResNet-50 weights with fp16 and int8 (the export engineer's export_bundle)."""
-    from resnet_deploy.export import export_bundle
+    """Export random torchvision-layout ResNet-50 weights with fp16 and int8 with export_bundle."""
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     torch.manual_seed(0)
     weights = out.parent / "resnet50_random.pth"
     torch.save(models.build("resnet50").state_dict(), weights)
-    return Path(export_bundle(out, arch="resnet50", weights=weights, fp16=True, int8=True,
-                              calib_data="fashion-mnist", calib_size=32, force=True))
+    return Path(export_bundle(out, ExportOptions(("fp16", "int8"), calib_data="fashion-mnist", calib_size=32),
+                              arch="resnet50", weights=weights, force=True))
 
 
 def print_targets(result: dict, targets: dict[str, float]) -> bool:

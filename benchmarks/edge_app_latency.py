@@ -47,17 +47,15 @@ def export(out: Path, arch: str, pre: Preprocess, num_classes: int) -> Path:
     import torch
 
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.checkpoint import save_model
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     torch.manual_seed(0)
     model = models.build(arch, num_classes=num_classes, in_channels=pre.channels)
     ckpt = out.parent / f"{arch}.pt"
-    save_checkpoint({"arch": arch, "model_options": {}, "num_classes": num_classes, "in_channels": pre.channels,
-                     "model": model.state_dict(), "classes": [f"class {i}" for i in range(num_classes)],
-                     "preprocess": pre.to_dict(), "config": {}, "iteration": 0}, ckpt)
+    save_model(ckpt, model, arch, [f"class {i}" for i in range(num_classes)], pre)
     calib = np.stack([pre(im) for im in fashion_images("train", 64)])
-    return export_bundle(out, checkpoint=ckpt, int8=True, calib_arrays=calib, calib_size=64, echo=print)
+    return export_bundle(out, ExportOptions(("int8",), calib_size=64), checkpoint=ckpt, calib_arrays=calib, echo=print)
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] | None) -> Path:

@@ -32,7 +32,7 @@ from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
 from resnet_deploy.config import TrainConfig, apply_overrides
 from resnet_deploy.data.pipeline import InMemoryData
 from resnet_deploy.data.stats import make_preprocess, mean_std
-from resnet_deploy.export import export_bundle
+from resnet_deploy.export import ExportOptions, export_bundle
 from resnet_deploy.runtime import Predictor
 from resnet_deploy.train import train
 from resnet_deploy.validate.latency import measure_latency, summarize, torch_cuda_timed
@@ -78,7 +78,7 @@ def ddp_check(out: Path, data_spec: str | None) -> dict:
 def parity_check(checkpoint: Path, bundle: Path, device: str) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False  # TF32 would put ~1e-3 between the GPU and the fp32 ONNX model
-    export_bundle(bundle, checkpoint=checkpoint, fp16=True, force=True)
+    export_bundle(bundle, ExportOptions(("fp16",)), checkpoint=checkpoint, force=True)
     model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device)
     ort = Predictor.from_bundle(bundle, backend="onnx", device="cpu")
     c, h, w = ort.manifest.input_shape

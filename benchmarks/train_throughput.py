@@ -3,7 +3,7 @@ checks) beside a minimal hand-written PyTorch loop on the same model and batch, 
 
     .venv/bin/python benchmarks/train_throughput.py [--iters 40] [--r50-iters 6] [--skip-r50]
 
-Prints img/s per case and the ratios the issue asks about: project / hand (goal >= 0.95 in fp32) and bf16 / fp32
+Prints img/s per case and the ratios that matter: project / hand (goal >= 0.95 in fp32) and bf16 / fp32
 (goal >= 1.6). Synthetic uint8 images, so no data set is needed; the first iterations (allocations, kernel
 selection) are left out of every figure.
 """

@@ -50,6 +50,14 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     return atomic_save({"format": CHECKPOINT_FORMAT, **ckpt}, path)
 
 
+def save_model(path: str | Path, model: nn.Module, arch: str, classes: list[str], preprocess: Preprocess,
+               **model_options: Any) -> Path:
+    """Write a checkpoint holding only a model (no training state): what export and validate need of one."""
+    return save_checkpoint({"arch": arch, "model_options": model_options, "num_classes": len(classes),
+                            "in_channels": preprocess.channels, "model": model.state_dict(), "classes": list(classes),
+                            "preprocess": preprocess.to_dict(), "config": {}, "iteration": 0}, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`; a missing, corrupt or foreign file is a one-line error."""
     path = Path(path)

@@ -85,7 +85,7 @@ def run_checks() -> list[Check]:
     rows.append(_module_check("cuda-python", "cuda.bindings.runtime", "cuda-python|cuda-bindings",
                               "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
     rows.append(_module_check("OpenVINO", "openvino", "openvino",
-                              "nothing yet: detected for reference (REFERENCE.md compares it)", "pip install openvino"))
+                              "nothing yet: detected for reference", "pip install openvino"))
     return rows
 
 

@@ -18,7 +18,7 @@ from helpers import randomize_bn
 from PIL import Image
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import save_checkpoint
+from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import read_manifest, verify_files
@@ -54,9 +54,7 @@ def _leftovers(parent: Path) -> list[str]:
 def src(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("export")
     model = randomize_bn(models.build("cifar_resnet20", num_classes=10, in_channels=1), seed=0)
-    ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 10,
-                            "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
-                            "preprocess": PRE.to_dict(), "config": {}, "iteration": 0}, root / "model.pt")
+    ckpt = save_model(root / "model.pt", model, "cifar_resnet20", CLASSES, PRE, shortcut="A")
     return SimpleNamespace(root=root, model=model, ckpt=ckpt, images=_write_images(root / "images"))
 
 

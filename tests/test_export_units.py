@@ -61,7 +61,7 @@ def test_fold_matches_and_leaves_no_batchnorm(shortcut):
     n_conv = sum(isinstance(m, nn.Conv2d) for m in folded.modules())
     assert n_conv == 19 + {"A": 0, "B": 2, "C": 9}[shortcut]  # the shortcut convs are still there, now with bias
     diff, bound = check_fold(model, folded, (3, 32, 32), batch=3)
-    assert diff <= 1e-4 <= bound  # the fp32 bound holds
+    assert diff <= 1e-4 <= bound  # the fp32 bound holds
     # The original is untouched: same BN count, same tensors.
     assert count_batchnorms(model) == n_bn
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

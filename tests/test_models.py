@@ -1,4 +1,4 @@
-"""The model zoo against torchvision and the paper (issue: package foundation and the paper's model zoo)."""
+"""The model zoo against torchvision and the paper ."""
 
 import pytest
 import torch

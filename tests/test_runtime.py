@@ -36,8 +36,8 @@ def _build_bundle(out: Path, trt: bool = False) -> Path:
     import torch
 
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.checkpoint import save_model
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     torch.manual_seed(0)
     model = models.build("cifar_resnet20", num_classes=len(CLASSES)).eval()
@@ -54,12 +54,10 @@ def _build_bundle(out: Path, trt: bool = False) -> Path:
         model.fc.weight.mul_(scale)
         model.fc.bias.mul_(scale)
     ckpt = out.parent / "tiny.pt"
-    save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": len(CLASSES),
-                     "in_channels": 3, "model": model.state_dict(), "classes": CLASSES,
-                     "preprocess": PRE.to_dict(), "config": {}, "iteration": 0}, ckpt)
+    save_model(ckpt, model, "cifar_resnet20", CLASSES, PRE, shortcut="A")
     calib = np.stack([PRE(im) for im in _images(np.random.default_rng(1), 16)])
-    return export_bundle(out, checkpoint=ckpt, fp16=True, int8=True, int8_target="both", calib_arrays=calib,
-                         batch=(1, 8, 16), trt=trt)
+    return export_bundle(out, ExportOptions(("fp16", "int8"), trt=trt, int8_target="both", batch=(1, 8, 16)),
+                         checkpoint=ckpt, calib_arrays=calib)
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,8 @@ def test_tf32_kept_when_asked():
 
 
 class FakeTRT:
-    """Just enough of the tensorrt module's API (REFERENCE.md's build sequence) to record what the builder is told."""
+    """Just enough of the tensorrt module's API (the documented build sequence, docs/reference.md) to record what the
+    builder is told."""
 
     def __init__(self, version: str, parse_ok: bool = True) -> None:
         self.__version__ = version
@@ -178,9 +179,11 @@ def test_missing_tensorrt_says_what_trt_needs(monkeypatch):
 
 
 def test_missing_gpu_says_what_trt_needs(monkeypatch):
-    fake = SimpleNamespace(cudaGetDeviceCount=lambda: (100, 0))  # cudaErrorNoDevice = 100
-    monkeypatch.setattr(rt, "_cudart", lambda: fake)
-    with pytest.raises(rt.TensorRTUnavailable, match="and an NVIDIA GPU; no CUDA GPU was found"):
+    fake = SimpleNamespace(cudaGetDeviceCount=lambda: (100, 0), cudaGetErrorName=lambda e: (0, b"cudaErrorNoDevice"),
+                           cudaError_t=SimpleNamespace(cudaSuccess=0))
+    monkeypatch.setattr("resnet_deploy.runtime.tensorrt_backend._import_cudart", lambda: fake)
+    with pytest.raises(rt.TensorRTUnavailable, match="and an NVIDIA GPU; no usable CUDA GPU: CUDA call failed: "
+                                                     "cudaErrorNoDevice"):
         rt.cuda_device_info()
 
 
@@ -200,19 +203,18 @@ def test_real_engines_build_and_record_the_gpu(tmp_path):
     import numpy as np
 
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.checkpoint import save_model
+    from resnet_deploy.export import ExportOptions, export_bundle
     from resnet_deploy.runtime.manifest import read_manifest, verify_files
     from resnet_deploy.runtime.preprocess import Preprocess
 
     net = models.build("cifar_resnet20", num_classes=10, in_channels=3)
     pre = Preprocess(input_size=(32, 32), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    save_checkpoint({"arch": "cifar_resnet20", "num_classes": 10, "in_channels": 3, "model": net.state_dict(),
-                     "classes": [str(i) for i in range(10)], "preprocess": pre.to_dict(), "config": {}},
-                    tmp_path / "c.pt")
+    save_model(tmp_path / "c.pt", net, "cifar_resnet20", [str(i) for i in range(10)], pre)
     calib = np.random.default_rng().standard_normal((32, 3, 32, 32), dtype=np.float32)
-    out = export_bundle(tmp_path / "b", checkpoint=tmp_path / "c.pt", fp16=True, int8=True, trt=True,
-                        calib_arrays=calib, batch="1:4:8", timing_cache=tmp_path / "tc.bin")
+    out = export_bundle(tmp_path / "b", ExportOptions(("fp16", "int8"), trt=True, batch="1:4:8",
+                                                timing_cache=tmp_path / "tc.bin"),
+                        checkpoint=tmp_path / "c.pt", calib_arrays=calib)
     m = read_manifest(out)
     verify_files(out, m)
     engines = {f.path: f for f in m.files if f.format == "engine"}
@@ -228,8 +230,8 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
     import numpy as np
 
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.checkpoint import save_model
+    from resnet_deploy.export import ExportOptions, export_bundle
     from resnet_deploy.runtime.manifest import read_manifest, verify_files
     from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -240,11 +242,10 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
         "parse_from_file": lambda self, path: parsed.append(path.rsplit("/", 1)[-1]) or True}))
     net = models.build("cifar_resnet20", num_classes=3, in_channels=1)
     pre = Preprocess(input_size=(16, 16), channels=1, mean=(0.5,), std=(0.25,))
-    save_checkpoint({"arch": "cifar_resnet20", "num_classes": 3, "in_channels": 1, "model": net.state_dict(),
-                     "classes": ["a", "b", "c"], "preprocess": pre.to_dict(), "config": {}}, tmp_path / "c.pt")
+    save_model(tmp_path / "c.pt", net, "cifar_resnet20", ["a", "b", "c"], pre)
     calib = np.random.default_rng().standard_normal((8, 1, 16, 16), dtype=np.float32)
-    out = export_bundle(tmp_path / "b", checkpoint=tmp_path / "c.pt", fp16=True, int8=True, trt=True,
-                        calib_arrays=calib, batch="2:4:8", workspace=0.5)
+    out = export_bundle(tmp_path / "b", ExportOptions(("fp16", "int8"), trt=True, batch="2:4:8", workspace_gib=0.5),
+                        checkpoint=tmp_path / "c.pt", calib_arrays=calib)
     m = read_manifest(out)
     verify_files(out, m)
     v11 = version.startswith("11")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import save_checkpoint
+from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.runtime.manifest import FileEntry, read_manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
@@ -52,9 +52,7 @@ def _balanced_model(x: np.ndarray) -> torch.nn.Module:
 
 
 def _checkpoint(model: torch.nn.Module, path: Path) -> Path:
-    return save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": len(CLASSES),
-                            "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
-                            "preprocess": PP.to_dict(), "config": {}, "iteration": 0}, path)
+    return save_model(path, model, "cifar_resnet20", CLASSES, PP, shortcut="A")
 
 
 def _write_folder(root: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Path:
@@ -76,15 +74,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     assert set(labels.tolist()) == set(range(len(CLASSES))), "every class needs an image"
     data = _write_folder(root / "data", images, labels, CLASSES)
     ckpt = _checkpoint(model, root / "model.pt")
-    bundle = export.export_bundle(root / "bundle", checkpoint=ckpt, fp16=True, int8=True,
-                                  calib_data=f"folder:{data}", calib_size=32)
+    calib = export.ExportOptions(("fp16", "int8"), calib_data=f"folder:{data}", calib_size=32)
+    bundle = export.export_bundle(root / "bundle", calib, checkpoint=ckpt)
     # The same network with two classifier rows swapped: a different model that quantizes just as well.
     bad = _balanced_model(x)
     with torch.no_grad():
         bad.fc.weight[[0, 1]] = bad.fc.weight[[1, 0]].clone()
         bad.fc.bias[[0, 1]] = bad.fc.bias[[1, 0]].clone()
-    bad_bundle = export.export_bundle(root / "bad_bundle", checkpoint=_checkpoint(bad, root / "bad.pt"), int8=True,
-                                      calib_data=f"folder:{data}", calib_size=32)
+    bad_bundle = export.export_bundle(root / "bad_bundle", dataclasses.replace(calib, precisions=("int8",)),
+                                      checkpoint=_checkpoint(bad, root / "bad.pt"))
     return SimpleNamespace(root=root, data=data, ckpt=ckpt, bundle=Path(bundle), bad_bundle=Path(bad_bundle),
                            spec=f"folder:{data}", n=len(labels))
 
@@ -138,7 +136,8 @@ def test_validate_reports_missing_backends_as_skipped(tiny):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backends", "onnx,tensorrt"], "Error: unknown backend 'tensorrt'; choose from: onnx, fp16, int8"),
+    (["--backends", "onnx,tensorrt"],
+     "Error: Invalid value for '--backends': unknown backend 'tensorrt'; choose from: onnx, fp16, int8"),
     (["--tolerance", "int8_drop=2"], "Error: unknown tolerance int8_drop; choose from: fp32_agreement"),
     (["--tolerance", "fp16_agreement"], "Error: --tolerance takes KEY=NUMBER, found 'fp16_agreement'"),
     (["--tolerance", "fp16_agreement=high"], "Error: --tolerance takes KEY=NUMBER, found 'fp16_agreement=high'"),

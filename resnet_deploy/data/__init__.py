@@ -1,4 +1,4 @@
-"""Data sets, the paper's augmentations, and evaluation arrays (see ARCHITECTURE.md, "Floors": data/ sits above
+"""Data sets, the paper's augmentations, and evaluation arrays (see docs/architecture.md, "Floors": data/ sits above
 runtime/, whose `Preprocess` is the one evaluation transform).
 
 Fashion-MNIST is used at its own 28x28, not padded to 32: the CIFAR networks of §4.2 are fully convolutional with a

@@ -1,7 +1,7 @@
 """`export_bundle`: checkpoint -> bundle directory (fold BN, ONNX, FP16, INT8, TensorRT, manifest).
 
 The bundle is built in a temporary directory beside the target and renamed into place only when complete
-(ARCHITECTURE.md, "The bundle is the contract"), so a failed export never leaves something that looks complete and
+(docs/architecture.md, "The bundle"), so a failed export never leaves something that looks complete and
 `force=True` keeps the old bundle until the new one is whole.
 """
 
@@ -15,10 +15,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from importlib import metadata
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -26,42 +25,18 @@ import yaml
 from resnet_deploy import __version__
 from resnet_deploy.export import quantize
 from resnet_deploy.export.fold import check_fold, fold_batchnorm
-from resnet_deploy.export.onnx import DEFAULT_OPSET, check_onnx, check_onnx_parity, export_onnx
+from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
+from resnet_deploy.export.options import ExportOptions
 from resnet_deploy.export.source import Source, load_calibration, load_source
-from resnet_deploy.export.tensorrt import (
-    build_engine,
-    load_tensorrt,
-    parse_batch,
-    plan_build,
-    trt_major,
-)
+from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, write_manifest
+from resnet_deploy.runtime.variants import Variant
+from resnet_deploy.system import installed_version
 
-FP16_RTOL = 1e-2  # fp16 logits within 1% (max abs / max |logit|) of fp32: the issue's bound
+FP16_RTOL = 1e-2  # fp16 logits within 1% (max abs / max |logit|) of fp32, else the network does not fit fp16
 LOG_NAME, CONFIG_NAME = "export.log", "config.yaml"
 CHECK_IMAGES = 64  # calibration images the int8 models are compared with fp32 on (figures in export.log)
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """The resolved export arguments (written to config.yaml and the manifest's export_args)."""
-
-    fp16: bool = False
-    int8: bool = False
-    trt: bool = False
-    int8_targets: tuple[str, ...] = ()
-    calib_data: str | None = None
-    calib_size: int = 256
-    calib_method: str = "minmax"
-    opset: int = DEFAULT_OPSET
-    batch: tuple[int, int, int] = (1, 8, 32)
-    input_size: int | None = None
-    workspace_gib: float = 4.0
-    timing_cache: str | None = None
-    opt_level: int | None = None
-    simplify: bool = False
-    tf32: bool = False
 
 
 class ExportLog:
@@ -77,41 +52,6 @@ class ExportLog:
         self.lines.append(line)
         if self.echo:
             self.echo(line)
-
-
-def resolve_options(fp16: bool = False, int8: bool = False, trt: bool = False, int8_target: str | None = None,
-                    calib_data: str | None = None, calib_size: int = 256, calib_method: str = "minmax",
-                    opset: int = DEFAULT_OPSET, batch: str | tuple[int, int, int] = (1, 8, 32),
-                    input_size: int | None = None, workspace: float = 4.0, timing_cache: str | Path | None = None,
-                    opt_level: int | None = None, simplify: bool = False, tf32: bool = False,
-                    calib_arrays: np.ndarray | None = None) -> ExportOptions:
-    """Check the arguments before any work starts; ResnetDeployError names the first bad one."""
-    if int8_target is not None and not int8:
-        raise ResnetDeployError(f"--int8-target {int8_target} needs --int8")
-    targets = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt"), None: ("cpu", "trt") if trt else ("cpu",)}
-    if int8_target not in targets:
-        raise ResnetDeployError(f"unknown --int8-target {int8_target!r}; choose one of: cpu, trt, both")
-    if int8 and calib_data is None and calib_arrays is None:
-        raise ResnetDeployError("--int8 needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
-                                "imagenet:/path, folder:/path)")
-    if calib_method not in quantize.CALIB_METHODS:
-        raise ResnetDeployError(f"unknown --calib-method {calib_method!r}; choose one of: "
-                                f"{', '.join(quantize.CALIB_METHODS)}")
-    for ok, name, want, found in ((calib_size >= 1, "--calib-size", "at least 1", calib_size),
-                                  (workspace > 0, "--workspace", "above 0 GiB", workspace),
-                                  (7 <= opset <= 25, "--opset", "between 7 and 25", opset),
-                                  (opt_level in (None, 0, 1, 2, 3, 4, 5), "--opt-level", "0..5", opt_level)):
-        if not ok:
-            raise ResnetDeployError(f"{name} must be {want}, found {found}")
-    if simplify:
-        try:
-            import onnxsim  # noqa: F401
-        except ImportError:
-            raise ResnetDeployError("--simplify needs onnxsim (pip install onnxsim), which is not installed; "
-                                    "the exported graph is already BN-folded and constant-folded without it") from None
-    return ExportOptions(fp16, int8, trt, targets[int8_target] if int8 else (), calib_data, int(calib_size),
-                         calib_method, int(opset), parse_batch(batch), input_size, float(workspace),
-                         None if timing_cache is None else str(timing_cache), opt_level, simplify, tf32)
 
 
 def check_destination(out: Path, force: bool) -> None:
@@ -131,28 +71,18 @@ def check_destination(out: Path, force: bool) -> None:
         raise ResnetDeployError(f"cannot write {out}: {parent} is not a writable directory")
 
 
-def export_bundle(out: Path, *, checkpoint: Path | None = None, arch: str | None = None, weights: Path | None = None,
-                  classes: Path | list[str] | None = None, fp16: bool = False, int8: bool = False, trt: bool = False,
-                  int8_target: str | None = None, calib_data: str | None = None, calib_size: int = 256,
-                  calib_method: str = "minmax", calib_arrays: np.ndarray | None = None, opset: int = DEFAULT_OPSET,
-                  batch: str | tuple[int, int, int] = (1, 8, 32), input_size: int | None = None,
-                  workspace: float = 4.0, timing_cache: Path | None = None, opt_level: int | None = None,
-                  simplify: bool = False, tf32: bool = False, force: bool = False,
+def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint: Path | None = None,
+                  arch: str | None = None, weights: Path | None = None, classes: Path | list[str] | None = None,
+                  calib_arrays: np.ndarray | None = None, force: bool = False,
                   echo: Callable[[str], None] | None = None) -> Path:
     """Export a model to a deployment bundle at `out`, written atomically.
 
     Args:
         out: the bundle directory to create.
+        options: what to write and how (default: model.onnx only); see `ExportOptions`.
         checkpoint: a resnet-deploy checkpoint; or `arch` + `weights` (a torchvision state dict), `classes` optional
             (a file with one name per line, or a list).
-        fp16, int8, trt: also write model.fp16.onnx / the INT8 QDQ models / TensorRT engines.
-        int8_target: "cpu" (model.int8.onnx), "trt" (model.int8-trt.onnx) or "both"; default cpu, both with `trt`.
-        calib_data: data SPEC of the INT8 calibration images ("fashion-mnist", "imagenet:/path", ...), or
-            `calib_arrays`: float32 (N, C, H, W) images already preprocessed (API only).
-        calib_size, calib_method: number of calibration images; "minmax", "entropy" or "percentile".
-        opset, batch, input_size: ONNX opset; "MIN:OPT:MAX" batch range; square input side (default: the model's).
-        workspace, timing_cache, opt_level, tf32: TensorRT builder settings (GiB, file, 0..5, allow TF32).
-        simplify: run onnxsim on model.onnx.
+        calib_arrays: float32 (N, C, H, W) calibration images already preprocessed, instead of `options.calib_data`.
         force: replace an existing bundle at `out` (only once the new one is complete).
         echo: called with each export.log line as it is written.
 
@@ -163,14 +93,16 @@ def export_bundle(out: Path, *, checkpoint: Path | None = None, arch: str | None
         ResnetDeployError: bad input (nothing is written); TensorRTUnavailable: --trt without TensorRT or a GPU (the
             ONNX bundle is written first).
     """
-    out = Path(out)
-    opts = resolve_options(fp16, int8, trt, int8_target, calib_data, calib_size, calib_method, opset, batch,
-                           input_size, workspace, timing_cache, opt_level, simplify, tf32, calib_arrays)
+    out, opts = Path(out), options or ExportOptions()
+    if opts.calibrated and opts.calib_data is None and calib_arrays is None:
+        raise ResnetDeployError("--int8 needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
+                                "imagenet:/path, folder:/path)")
     check_destination(out, force)
-    src = load_source(checkpoint, arch, weights, classes, input_size)
+    src = load_source(checkpoint, arch, weights, classes, opts.input_size)
     calib = None
-    if opts.int8:
-        calib = calib_arrays if calib_arrays is not None else load_calibration(calib_data, src.preprocess, calib_size)
+    if opts.calibrated:
+        calib = calib_arrays if calib_arrays is not None else load_calibration(opts.calib_data, src.preprocess,
+                                                                                opts.calib_size)
         if calib.ndim != 4 or tuple(calib.shape[1:]) != src.input_shape:
             raise ResnetDeployError(f"calibration images have shape {calib.shape}; expected (N, "
                                     f"{', '.join(map(str, src.input_shape))}) like the model's input")
@@ -178,7 +110,8 @@ def export_bundle(out: Path, *, checkpoint: Path | None = None, arch: str | None
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()  # beside the target (same file system, so the final rename is atomic), with the umask's mode
     try:
-        trt_error = _write_bundle(tmp, src, opts, calib, ExportLog(echo))
+        with tempfile.TemporaryDirectory(prefix="resnet-deploy-quant-") as work:
+            trt_error = _write_bundle(_Work(tmp, Path(work), src, opts, calib, ExportLog(echo)))
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,93 +121,116 @@ def export_bundle(out: Path, *, checkpoint: Path | None = None, arch: str | None
     return out
 
 
-def _write_bundle(tmp: Path, src: Source, opts: ExportOptions, calib: np.ndarray | None,
-                  log: ExportLog) -> ResnetDeployError | None:
+@dataclass
+class _Work:
+    """One export in progress: where it writes, what from, with which options."""
+
+    tmp: Path  # the bundle being written
+    scratch: Path  # intermediate files that do not go into the bundle
+    src: Source
+    opts: ExportOptions
+    calib: np.ndarray | None
+    log: ExportLog
+
+    @cached_property
+    def probe(self) -> np.ndarray:
+        """Images the converted models are compared with fp32 on: calibration images, else random ones."""
+        if self.calib is not None:
+            return self.calib[:16]
+        return np.random.default_rng().standard_normal((16, *self.src.input_shape), dtype=np.float32)
+
+    @cached_property
+    def quant_ready(self) -> Path:
+        """model.onnx prepared for quantization once (shape inference, optimisation), shared by every target."""
+        return quantize.preprocess_for_quantization(self.tmp / "model.onnx", self.scratch / "model.pre.onnx")
+
+
+def _write_bundle(w: _Work) -> ResnetDeployError | None:
+    src, opts, log = w.src, w.opts, w.log
     log("source", f"{src.kind} {src.path} (sha256 {src.sha256[:16]}...), {src.arch}, {len(src.classes)} classes, "
                   f"input {'x'.join(map(str, src.input_shape))}")
-    files = _onnx_stages(tmp, src, opts, calib, log)
-    trt_error = None
-    if opts.trt:
+    files, trt_error = [], None
+    for variant in opts.selected():
         try:
-            files += _trt_stage(tmp, src, opts, log)
-        except ResnetDeployError as e:  # TensorRT missing, no GPU, or a failed build: the ONNX bundle stands
+            files.append(STEPS[variant.step](w, variant))
+        except ResnetDeployError as e:
+            if variant.format != "engine":
+                raise
+            # TensorRT missing, no GPU, or a failed build: the ONNX bundle stands, the remaining engines are skipped
             trt_error = e
             log("trt", f"FAILED: {e}")
-    (tmp / CONFIG_NAME).write_text(yaml.safe_dump(_args(opts), sort_keys=False))
+            break
+    (w.tmp / CONFIG_NAME).write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
     log("bundle", f"{len(files)} model file(s): {', '.join(f.path for f in files)}")
-    (tmp / LOG_NAME).write_text("\n".join(log.lines) + "\n")
+    (w.tmp / LOG_NAME).write_text("\n".join(log.lines) + "\n")
     # The manifest lists every file of the bundle, the text ones too, so that verify_files covers them all.
-    texts = [FileEntry.for_file(tmp, name, "none", fmt="text") for name in (CONFIG_NAME, LOG_NAME)]
+    texts = [FileEntry.for_file(w.tmp, name, "none", fmt="text") for name in (CONFIG_NAME, LOG_NAME)]
     manifest = Manifest(arch=src.arch, classes=src.classes, preprocess=src.preprocess, files=files + texts,
-                        batch=opts.batch, versions=_versions(), export_args=_args(opts),
+                        batch=opts.batch, versions=_versions(), export_args=opts.to_dict(),
                         source={"kind": src.kind, "path": str(src.path), "sha256": src.sha256})
-    write_manifest(tmp, manifest)
+    write_manifest(w.tmp, manifest)
     return trt_error
 
 
-def _onnx_stages(tmp: Path, src: Source, opts: ExportOptions, calib: np.ndarray | None,
-                 log: ExportLog) -> list[FileEntry]:
+def _entry(w: _Work, variant: Variant, info: dict) -> FileEntry:
+    return FileEntry.for_file(w.tmp, variant.file, variant.precision, variant.format, variant.target, info)
+
+
+def _onnx_step(w: _Work, variant: Variant) -> FileEntry:
+    src, opts, log = w.src, w.opts, w.log
     folded = fold_batchnorm(src.model)
     diff, bound = check_fold(src.model, folded, src.input_shape)
     log("fold", f"BatchNorm folded into convolutions (0 BN left); max abs logit difference {diff:.2e} "
                 f"(<= {bound:.0e})")
-    export_onnx(folded, tmp / "model.onnx", src.input_shape, opts.opset, _onnx_metadata(src, opts))
+    path = w.tmp / variant.file
+    export_onnx(folded, path, src.input_shape, opts.opset, _onnx_metadata(src, opts))
     if opts.simplify:
-        _simplify(tmp / "model.onnx")
-    parity = check_onnx_parity(src.model, tmp / "model.onnx", src.input_shape, batches=(1, 3))
-    log("onnx", f"model.onnx opset {opts.opset}, checker (full) and shape inference pass, no BatchNormalization; "
+        _simplify(path)
+    parity = check_onnx_parity(src.model, path, src.input_shape, batches=(1, 3))
+    log("onnx", f"{variant.file} opset {opts.opset}, checker (full) and shape inference pass, no BatchNormalization; "
                 f"vs PyTorch max abs: " + ", ".join(f"batch {n}: {d:.2e}" for n, d in parity.items()))
-    files = [FileEntry.for_file(tmp, "model.onnx", "fp32", info={"opset": opts.opset, "parity_max_abs": parity})]
-    probe = calib[:16] if calib is not None else np.random.default_rng().standard_normal(
-        (16, *src.input_shape), dtype=np.float32)
-    if opts.fp16:
-        files.append(_fp16_stage(tmp, probe, log))
-    if opts.int8:
-        files += _int8_stage(tmp, calib, opts, log)
-    return files
+    return _entry(w, variant, {"opset": opts.opset, "parity_max_abs": parity})
 
 
-def _fp16_stage(tmp: Path, probe: np.ndarray, log: ExportLog) -> FileEntry:
-    quantize.convert_fp16(tmp / "model.onnx", tmp / "model.fp16.onnx")
-    cmp = quantize.compare_onnx(tmp / "model.onnx", tmp / "model.fp16.onnx", probe)
+def _fp16_step(w: _Work, variant: Variant) -> FileEntry:
+    fp32, path = w.tmp / "model.onnx", w.tmp / variant.file
+    quantize.convert_fp16(fp32, path)
+    cmp = quantize.compare_onnx(fp32, path, w.probe)
     if not cmp["rel"] <= FP16_RTOL:
         raise ResnetDeployError(f"fp16 model differs from fp32 by {cmp['rel']:.2%} of the largest logit (limit "
                                 f"{FP16_RTOL:.0%}); this network does not fit fp16: export without --fp16")
-    log("fp16", f"model.fp16.onnx (fp32 I/O) vs fp32 on {cmp['n']} images: max abs {cmp['max_abs']:.2e}, relative "
-                f"{cmp['rel']:.2e}, top-1 agreement {cmp['top1_agree']:.1%}")
-    return FileEntry.for_file(tmp, "model.fp16.onnx", "fp16", info={k: cmp[k] for k in ("max_abs", "rel")})
+    w.log("fp16", f"{variant.file} (fp32 I/O) vs fp32 on {cmp['n']} images: max abs {cmp['max_abs']:.2e}, relative "
+                  f"{cmp['rel']:.2e}, top-1 agreement {cmp['top1_agree']:.1%}")
+    return _entry(w, variant, {k: cmp[k] for k in ("max_abs", "rel")})
 
 
-def _int8_stage(tmp: Path, calib: np.ndarray, opts: ExportOptions, log: ExportLog) -> list[FileEntry]:
-    files = []
-    with tempfile.TemporaryDirectory(prefix="resnet-deploy-quant-") as work:
-        pre = quantize.preprocess_for_quantization(tmp / "model.onnx", Path(work) / "model.pre.onnx")
-        for target in opts.int8_targets:
-            name = "model.int8.onnx" if target == "cpu" else "model.int8-trt.onnx"
-            quantize.quantize_int8(pre, tmp / name, calib, target, opts.calib_method)
-            cmp = quantize.compare_onnx(tmp / "model.onnx", tmp / name, calib[:CHECK_IMAGES])
-            kind = "U8S8 for ONNX Runtime on CPUs" if target == "cpu" else "symmetric S8S8 for TensorRT"
-            log("int8", f"{name} (QDQ {kind}, per-channel, {opts.calib_method} on {len(calib)} images): on those "
-                        f"images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs {cmp['rel']:.2e}")
-            files.append(FileEntry.for_file(tmp, name, "int8", target=target, info={
-                "calib_method": opts.calib_method, "calib_images": len(calib), "calib_data": opts.calib_data,
-                "top1_agree_calib": cmp["top1_agree"]}))
-    return files
+def _int8_step(w: _Work, variant: Variant) -> FileEntry:
+    opts, calib, path = w.opts, w.calib, w.tmp / variant.file
+    assert calib is not None  # export_bundle loads calibration images whenever an int8 variant is selected
+    quantize.quantize_int8(w.quant_ready, path, calib, variant.target, opts.calib_method)
+    cmp = quantize.compare_onnx(w.tmp / "model.onnx", path, calib[:CHECK_IMAGES])
+    kind = "U8S8 for ONNX Runtime on CPUs" if variant.target == "cpu" else "symmetric S8S8 for TensorRT"
+    w.log("int8", f"{variant.file} (QDQ {kind}, per-channel, {opts.calib_method} on {len(calib)} images): on those "
+                  f"images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs {cmp['rel']:.2e}")
+    return _entry(w, variant, {"calib_method": opts.calib_method, "calib_images": len(calib),
+                               "calib_data": opts.calib_data, "top1_agree_calib": cmp["top1_agree"]})
 
 
-def _trt_stage(tmp: Path, src: Source, opts: ExportOptions, log: ExportLog) -> list[FileEntry]:
-    trt = load_tensorrt()
-    precisions = ["fp32"] + ["fp16"] * opts.fp16 + ["int8"] * ("trt" in opts.int8_targets)
+def _engine_step(w: _Work, variant: Variant) -> FileEntry:
+    opts, trt = w.opts, load_tensorrt()
+    plan = plan_build(trt_major(trt), variant.precision, opts.tf32)
     cache = Path(opts.timing_cache) if opts.timing_cache else None
-    files = []
-    for precision in precisions:
-        plan = plan_build(trt_major(trt), precision, opts.tf32)
-        info = build_engine(tmp, plan, src.input_shape, opts.batch, int(opts.workspace_gib * (1 << 30)), cache,
-                            opts.opt_level, trt)
-        log("trt", f"{plan.engine} from {plan.onnx}: TensorRT {info['tensorrt_version']}, {info['gpu']} "
-                   f"(sm {info['compute_capability']}), batch {':'.join(map(str, opts.batch))}")
-        files.append(FileEntry.for_file(tmp, plan.engine, precision, fmt="engine", target="trt", info=info))
-    return files
+    info = build_engine(w.tmp, plan, w.src.input_shape, opts.batch, int(opts.workspace_gib * (1 << 30)), cache,
+                        opts.opt_level, trt)
+    w.log("trt", f"{plan.engine} from {plan.onnx}: TensorRT {info['tensorrt_version']}, {info['gpu']} "
+                 f"(sm {info['compute_capability']}), batch {':'.join(map(str, opts.batch))}")
+    return _entry(w, variant, info)
+
+
+# Export step of each variant (the registry's `step`): a new variant with a new kind of file adds its step here.
+STEPS: dict[str, Callable[[_Work, Variant], FileEntry]] = {
+    "onnx": _onnx_step, "fp16": _fp16_step, "int8": _int8_step, "engine": _engine_step,
+}
 
 
 def _simplify(path: Path) -> None:
@@ -298,20 +254,10 @@ def _onnx_metadata(src: Source, opts: ExportOptions) -> dict[str, str]:
 
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"resnet_deploy": __version__}
-    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
+    out |= {dist: installed_version(dist) for dist in ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")}
     # JetPack installs TensorRT from a .deb without pip metadata: trust the imported module when engines were built.
     out["tensorrt"] = getattr(sys.modules.get("tensorrt"), "__version__", None) or out["tensorrt"]
     return out
-
-
-def _args(opts: ExportOptions) -> dict[str, Any]:
-    d = asdict(opts)
-    d["batch"], d["int8_targets"] = list(opts.batch), list(opts.int8_targets)
-    return d
 
 
 def _commit(tmp: Path, out: Path) -> None:

@@ -48,8 +48,8 @@ def check_fold(model: nn.Module, folded: nn.Module, input_shape: tuple[int, int,
                atol: float = 1e-4, rtol: float = 1e-5, seed: int | None = None) -> tuple[float, float]:
     """Max abs difference of the logits of `model` and `folded` on fresh random inputs (N, C, H, W).
 
-    The bound is `atol` (1e-4, the issue's figure for fp32), raised to `rtol * max|logit|` for networks whose logits
-    are in the hundreds (deep nets with random weights), where fp32 rounding alone exceeds 1e-4.
+    The bound is `atol` (1e-4, fp32 rounding over a deep network), raised to `rtol * max|logit|` for networks whose
+    logits are in the hundreds (deep nets with random weights), where fp32 rounding alone exceeds 1e-4.
 
     Returns:
         (difference, bound).

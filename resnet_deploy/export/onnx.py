@@ -2,7 +2,7 @@
 
 torch's dynamo exporter (`torch.onnx.export(dynamo=True)`, the default since torch 2.9) writes opset 18 or newer;
 opset 17 fails inside ONNX's version converter and only the deprecated TorchScript exporter (`dynamo=False`) can
-write it, so opsets below 18 are exported with that one (REFERENCE.md, "ONNX export with torch 2.14").
+write it, so opsets below 18 are exported with that one (docs/reference.md, "ONNX export with torch 2.14").
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-# The issue asked for 17, but torch's current exporter cannot write 17 (see the module docstring); TensorRT 10 and 11
-# and ONNX Runtime all read 18, so 18 is the oldest opset the maintained exporter writes.
+# Opset 17 is the common ask, but torch's current exporter cannot write 17 (see the module docstring); TensorRT 10
+# and 11 and ONNX Runtime all read 18, so 18 is the oldest opset the maintained exporter writes.
 DEFAULT_OPSET = 18
 _DYNAMO_MIN_OPSET = 18
 

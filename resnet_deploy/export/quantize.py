@@ -7,7 +7,7 @@ precision from the graph).
 INT8: `onnxruntime.quantization` static quantization in QDQ format, per-channel weights, after `quant_pre_process`
 (ORT's quantization guide: shape inference and graph optimisation first). Two flavours:
 - "cpu" (`model.int8.onnx`): unsigned 8-bit activations, signed 8-bit weights (U8S8), what ORT's x86 kernels run
-  fastest (REFERENCE.md: ResNet-50 12.3 ms U8S8 vs 33.6 ms S8S8 here).
+  fastest (benchmarks/RESULTS.md: U8S8 about 2.7x faster than S8S8 for ResNet-50 on an AVX-512 VNNI CPU).
 - "trt" (`model.int8-trt.onnx`): symmetric signed INT8 activations and weights, float weights kept with a Q/DQ pair
   and the bias left in float, which is what TensorRT's explicit quantization consumes (TensorRT developer guide,
   "Explicit Quantization": symmetric INT8, zero point 0).

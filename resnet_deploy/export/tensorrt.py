@@ -1,30 +1,26 @@
 """Stage 5: TensorRT engines (`model.<precision>.engine`), built from the bundle's ONNX files.
 
-TensorRT and the CUDA bindings are imported lazily (ARCHITECTURE.md), so everything else exports on a machine
+TensorRT and the CUDA bindings are imported lazily (docs/architecture.md), so everything else exports on a machine
 without them. TensorRT 10.x and 11.x are both supported; their one difference that matters here lives in
-`plan_build` (REFERENCE.md, "TensorRT, as of versions 10.x and 11.x"): 11.x removed `BuilderFlag.FP16` / `INT8` and
-builds every network strongly typed, so precision comes from the ONNX file (fp16 weights, or Q/DQ nodes); on 10.x
-the FP16 / INT8 builder flags still exist and are used with a weakly typed network.
+`plan_build` (docs/reference.md, "TensorRT 10.x and 11.x"): 11.x removed `BuilderFlag.FP16` / `INT8` and builds
+every network strongly typed, so precision comes from the ONNX file (fp16 weights, or Q/DQ nodes); on 10.x the
+FP16 / INT8 builder flags still exist and are used with a weakly typed network. Which file and which flag belong to
+which engine is the variant registry's (`runtime/variants.py`: `built_from`, `trt_flags`).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME
+from resnet_deploy.system import torch_cuda_devices
 
 TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
-PRECISIONS = ("fp32", "fp16", "int8")
-# The ONNX file of the bundle each engine precision is built from, per TensorRT generation.
-_SOURCES = {
-    "strong": {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8-trt.onnx"},
-    "flags": {"fp32": "model.onnx", "fp16": "model.onnx", "int8": "model.int8-trt.onnx"},
-}
 
 
 class TensorRTUnavailable(ResnetDeployError):
@@ -40,11 +36,7 @@ class BuildPlan:
     strongly_typed: bool
     set_flags: tuple[str, ...] = ()
     clear_flags: tuple[str, ...] = ()
-
-    @property
-    def engine(self) -> str:
-        """The engine's file name in the bundle."""
-        return f"model.{self.precision}.engine"
+    engine: str = ""  # the engine's file name in the bundle
 
 
 def parse_batch(spec: str | tuple[int, int, int]) -> tuple[int, int, int]:
@@ -83,16 +75,22 @@ def trt_major(trt: ModuleType) -> int:
 def plan_build(major: int, precision: str, tf32: bool = False) -> BuildPlan:
     """The one place where TensorRT 10.x and 11.x differ: source ONNX file, strong typing and builder flags.
 
-    TF32 is on by default in TensorRT; it is cleared for fp32 engines unless asked for, so that an fp32 engine
-    matches the ONNX model to fp32 precision.
+    On 11.x (strongly typed) an engine is built from its variant's `built_from` file, whose types carry the
+    precision. On 10.x the variant's `trt_flags` set the precision of a weakly typed network built from the fp32 ONNX,
+    except where the source carries Q/DQ scales (int8), which is then the source. TF32 is on by default in TensorRT;
+    it is cleared for fp32 engines unless asked for, so that an fp32 engine matches the ONNX model to fp32 precision.
     """
-    if precision not in PRECISIONS:
-        raise ResnetDeployError(f"unknown engine precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    engines = {v.precision: v for v in variants.engines()}
+    if precision not in engines:
+        raise ResnetDeployError(f"unknown engine precision {precision!r}; choose one of: {', '.join(engines)}")
+    variant = engines[precision]
+    source = variants.get(variant.built_from or "onnx")
     clear = () if tf32 or precision != "fp32" else ("TF32",)
     if major >= 11:  # FP16/INT8 flags removed; strongly typed: the graph carries the precision
-        return BuildPlan(precision, _SOURCES["strong"][precision], True, (), clear)
-    flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]  # INT8 + explicit Q/DQ, no calibrator
-    return BuildPlan(precision, _SOURCES["flags"][precision], False, flags, clear)
+        return BuildPlan(precision, source.file, True, (), clear, variant.file)
+    if source.step != "int8":  # QDQ graphs carry their scales; anything else is typed by the flag
+        source = variants.get("onnx")
+    return BuildPlan(precision, source.file, False, variant.trt_flags, clear, variant.file)
 
 
 def load_tensorrt() -> ModuleType:
@@ -106,31 +104,18 @@ def load_tensorrt() -> ModuleType:
 
 
 def cuda_device_info(device: int = 0) -> dict[str, str]:
-    """Name and compute capability of a CUDA GPU, via cuda-python (or torch); TensorRTUnavailable if none."""
-    cudart = _cudart()
-    if cudart is not None:
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or count <= device:
-            raise TensorRTUnavailable(f"{TRT_HINT}; no CUDA GPU was found ({getattr(err, 'name', err)})")
-        err, prop = cudart.cudaGetDeviceProperties(device)
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        return {"gpu": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}
-    import torch
+    """Name and compute capability of a CUDA GPU, via cuda-python (as the runtime asks), else torch."""
+    from resnet_deploy.runtime.tensorrt_backend import cuda_device
 
-    if not torch.cuda.is_available() or torch.cuda.device_count() <= device:
+    try:
+        return cuda_device(device)
+    except ResnetDeployError as e:
+        if "cuda-python is not installed" not in str(e):
+            raise TensorRTUnavailable(f"{TRT_HINT}; {e}") from None
+    found = torch_cuda_devices()
+    if len(found) <= device:
         raise TensorRTUnavailable(f"{TRT_HINT}; no CUDA GPU was found")
-    major, minor = torch.cuda.get_device_capability(device)
-    return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
-
-
-def _cudart() -> ModuleType | None:
-    # cuda-python >= 12.6 names it cuda.bindings.runtime, older releases cuda.cudart (NVIDIA's TensorRT samples).
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except (ImportError, OSError, RuntimeError):
-            continue
-    return None
+    return found[device]
 
 
 def _network(trt: ModuleType, builder: Any, plan: BuildPlan) -> Any:

@@ -1,7 +1,8 @@
 """The bundle contract: `manifest.json`, its schema, reading it and checking every file against it.
 
 `export/` writes manifests with `Manifest.to_dict()`; the runtime and the validation harness read them with
-`read_manifest` and refuse a bundle whose files do not match (`verify_files`). Torch-free (see ARCHITECTURE.md).
+`read_manifest` and refuse a bundle whose files do not match (`verify_files`). Torch-free (docs/architecture.md,
+"Floors").
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything downstream needs to know about a bundle (ARCHITECTURE.md, "The bundle is the contract")."""
+    """Everything downstream needs to know about a bundle (docs/architecture.md, "The bundle")."""
 
     arch: str
     classes: list[str]

@@ -62,10 +62,8 @@ def numpy_dtype(trt_dtype: Any) -> type:
     return _NP_DTYPES[name]
 
 
-@functools.lru_cache(maxsize=4)
-def running_info(device: int = 0) -> dict[str, str]:
-    """TensorRT version, GPU name and compute capability of this machine, in the manifest's engine `info` keys."""
-    trt = _import_trt()
+def cuda_device(device: int = 0) -> dict[str, str]:
+    """Name and compute capability of CUDA GPU `device`, via cuda-python; ResnetDeployError when there is none."""
     cudart = _import_cudart()
     try:
         count = _check(cudart, cudart.cudaGetDeviceCount())
@@ -75,8 +73,14 @@ def running_info(device: int = 0) -> dict[str, str]:
         raise ResnetDeployError(f"no CUDA GPU {device}: this machine has {count}")
     prop = _check(cudart, cudart.cudaGetDeviceProperties(device))
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return {"tensorrt_version": str(trt.__version__), "gpu": name.rstrip("\x00").strip(),
-            "compute_capability": f"{prop.major}.{prop.minor}"}
+    return {"gpu": name.rstrip("\x00").strip(), "compute_capability": f"{prop.major}.{prop.minor}"}
+
+
+@functools.lru_cache(maxsize=4)
+def running_info(device: int = 0) -> dict[str, str]:
+    """TensorRT version, GPU name and compute capability of this machine, in the manifest's engine `info` keys."""
+    trt = _import_trt()
+    return {"tensorrt_version": str(trt.__version__), **cuda_device(device)}
 
 
 def _version3(v: Any) -> str:

@@ -59,6 +59,7 @@ class Variant:
         devices: where it can run.
         rank: order within `auto` on each device, lowest first; a device absent here is never chosen by `auto`.
         built_from: for engines, the variant whose ONNX file it is built from on strongly typed TensorRT (11.x).
+        trt_flags: for engines, the builder flags that set the precision on TensorRT 10.x (weakly typed).
         runs: for a variant that runs another variant's file (another runtime, or a runtime option such as a lower
             inference precision), that variant's name; export writes nothing for it.
         options: loader options that make this variant differ from another on the same file.
@@ -75,6 +76,7 @@ class Variant:
     devices: tuple[str, ...] = ("cpu", "cuda")
     rank: dict[str, int] = field(default_factory=dict)
     built_from: str | None = None
+    trt_flags: tuple[str, ...] = ()
     runs: str | None = None
     options: dict[str, str] = field(default_factory=dict)
 
@@ -179,8 +181,8 @@ for _v in (
     Variant("trt-fp32", "model.fp32.engine", "engine", "fp32", "trt", "tensorrt", "engine", ("--trt",), ("cuda",),
             rank={"cuda": 2}, built_from="onnx"),
     Variant("trt-fp16", "model.fp16.engine", "engine", "fp16", "trt", "tensorrt", "engine", ("--fp16", "--trt"),
-            ("cuda",), rank={"cuda": 1}, built_from="fp16"),
+            ("cuda",), rank={"cuda": 1}, built_from="fp16", trt_flags=("FP16",)),
     Variant("trt-int8", "model.int8.engine", "engine", "int8", "trt", "tensorrt", "engine", ("--int8", "--trt"),
-            ("cuda",), rank={"cuda": 0}, built_from="int8-trt"),
+            ("cuda",), rank={"cuda": 0}, built_from="int8-trt", trt_flags=("INT8",)),
 ):
     register(_v)

@@ -52,3 +52,9 @@ def evaluate(checkpoint: str | Path, data_spec: str, ten_crop: bool = False, lim
         raise ResnetDeployError(f"no images to evaluate in {data_spec!r}")
     return {"top1": top1 / seen, "top5": top5 / seen, "images": seen, "crops": 10 if ten_crop else 1,
             "arch": ckpt["arch"], "checkpoint": str(checkpoint)}
+
+
+def evaluation_line(r: dict[str, Any], data_spec: str) -> str:
+    """The one-line summary `resnet-deploy eval` prints for an `evaluate` result."""
+    return (f"{r['arch']} on {data_spec}: top-1 {r['top1']:.2%} (error {1 - r['top1']:.2%}), top-5 {r['top5']:.2%}, "
+            f"{r['images']} images, {r['crops']} crop(s)")

@@ -271,3 +271,10 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
     finally:
         torch.set_num_threads(threads)  # run.threads is for this run, not for the rest of the process
         distributed.cleanup(env)
+
+
+def summary_line(result: dict[str, Any], out: Path) -> str:
+    """The one-line summary `resnet-deploy train` prints when a run ends."""
+    return (f"iteration {result['iteration']}: top-1 {result.get('top1', float('nan')):.2%}, top-5 "
+            f"{result.get('top5', float('nan')):.2%}, {result['img_per_s']:.0f} img/s, {result['wall_s']:.0f} s -> "
+            f"{out}/last.pt, {out}/best.pt")

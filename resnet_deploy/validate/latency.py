@@ -157,7 +157,7 @@ def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | Non
 
     This is the roof of the roofline ratio: a convolutional net cannot run faster than dense fp32 GEMM on the same
     cores. On the CPU both torch's and numpy's GEMM are timed and the faster one is the roof: on the project's
-    2-core machine torch.mm reaches ~145 GFLOP/s and numpy's OpenBLAS ~185 (REFERENCE.md: about 190), and ONNX
+    2-core machine torch.mm reaches ~145 GFLOP/s and numpy's OpenBLAS ~185 , and ONNX
     Runtime's convolutions beat the lower of the two, so a torch-only roof would read over 100%.
 
     Returns:

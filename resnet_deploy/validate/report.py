@@ -244,6 +244,35 @@ def summary_rows(v: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tup
     return rows
 
 
+def print_summary(bundle: str | Path) -> list[Path]:
+    """Print the summary table of a bundle's last validate and bench runs; re-render and return its report files.
+
+    Raises:
+        ResnetDeployError: no bundle there, or no report to summarise yet.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from resnet_deploy.runtime.errors import ResnetDeployError
+
+    if not Path(bundle).is_dir():
+        raise ResnetDeployError(f"bundle directory not found: {bundle}")
+    d = Path(bundle) / "reports"
+    v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
+    if v is None and b is None:
+        raise ResnetDeployError(f"{d} holds no validate.json or bench.json; run `resnet-deploy validate` and `bench` "
+                                "first")
+    written = write_reports(d)
+    data = f" on {v['num_samples']} images of {v['data']}" if v else ""
+    table = Table(title=f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine")
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("backend", "precision", "status") else "right")
+    for row in summary_rows(v, b):
+        table.add_row(*row)
+    Console(width=max(Console().width, 140)).print(table)
+    return written
+
+
 def validate_summary(v: dict[str, Any]) -> list[str]:
     """Terminal lines for a validate report: one per backend, then the verdict."""
     ref = v["reference"]

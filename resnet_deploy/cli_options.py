@@ -1,0 +1,72 @@
+"""The command line's shared option types and decorators: backend names from the variant registry, the export
+options with ExportOptions' own defaults, and the options several commands take alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from resnet_deploy.runtime import variants
+
+
+class Backends(click.ParamType):
+    """Backend names from the variant registry (comma-separated when `many`), checked when the command runs."""
+
+    name = "backend"
+
+    def __init__(self, many: bool = False, special: tuple[str, ...] = ()) -> None:
+        self.many, self.special = many, special
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join((*self.special, *variants.names())) + "]" + (",..." if self.many else "")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = [v.strip() for v in value.split(",") if v.strip()] if self.many else [value]
+        valid = (*self.special, *variants.names())
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            self.fail(f"unknown backend {', '.join(map(repr, unknown)) or repr(value)}; choose from: "
+                      f"{', '.join(valid)}", param, ctx)
+        return names if self.many else value
+
+
+DEVICE = click.option("--device", type=click.Choice(variants.DEVICES), default="cpu", show_default=True)
+THREADS = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: one per core).")
+CHECKPOINT = click.option("--checkpoint", type=click.Path(path_type=str),
+                          help="Source checkpoint if not where the manifest says.")
+JSON_FILE = click.option("--json", "json_file", type=click.Path(path_type=str), help="Also write the JSON report here.")
+DATA_HELP = "Data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PATH."
+
+
+def export_options(command: Any) -> Any:
+    """The export command's options; their defaults are ExportOptions' own, shown in the help, never copied."""
+    from resnet_deploy.export.options import INT8_TARGETS, ExportOptions
+    from resnet_deploy.export.quantize import CALIB_METHODS
+
+    d = ExportOptions()
+    for decorator in reversed((
+        click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (and an fp16 engine with --trt)."),
+        click.option("--int8", is_flag=True, help="Also write INT8 QDQ models calibrated on --calib-data."),
+        click.option("--trt", is_flag=True, default=None, help="Also build TensorRT engines (TensorRT and a GPU)."),
+        click.option("--int8-target", type=click.Choice(list(INT8_TARGETS)),
+                     help="INT8 flavour: cpu (model.int8.onnx), trt (model.int8-trt.onnx) or both "
+                          "[default: cpu; both with --trt]."),
+        click.option("--calib-data", help="Data SPEC of calibration images: fashion-mnist, folder:/path, ..."),
+        click.option("--calib-size", type=int, help=f"Calibration images [default: {d.calib_size}]."),
+        click.option("--calib-method", type=click.Choice(CALIB_METHODS), help=f"[default: {d.calib_method}]"),
+        click.option("--opset", type=int, help=f"ONNX opset (17 needs torch's TorchScript exporter) "
+                                                f"[default: {d.opset}]."),
+        click.option("--batch", help=f"Dynamic batch range MIN:OPT:MAX [default: {':'.join(map(str, d.batch))}]."),
+        click.option("--input-size", type=int, help="Square input side (default: the model's preprocessing)."),
+        click.option("--workspace", "workspace_gib", type=float, help=f"TensorRT workspace, GiB "
+                                                                       f"[default: {d.workspace_gib}]."),
+        click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache (read, saved)."),
+        click.option("--opt-level", type=int, help="TensorRT builder optimization level 0..5 (TensorRT's default 3)."),
+        click.option("--tf32", is_flag=True, default=None, help="Allow TF32 in fp32 TensorRT engines."),
+        click.option("--simplify", is_flag=True, default=None, help="Run onnxsim on model.onnx (needs onnxsim)."),
+    )):
+        command = decorator(command)
+    return command

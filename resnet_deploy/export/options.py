@@ -1,0 +1,124 @@
+"""`ExportOptions`: what an export writes and how, checked once when made.
+
+The variants written follow from the options and the registry (`runtime/variants.py`): every ONNX variant whose
+precision was asked for (int8 once per target: ONNX Runtime on CPUs, TensorRT), and with `trt` every engine whose
+source ONNX variant is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from resnet_deploy.export.onnx import DEFAULT_OPSET
+from resnet_deploy.export.quantize import CALIB_METHODS
+from resnet_deploy.export.tensorrt import parse_batch
+from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.variants import Variant
+
+# --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
+INT8_TARGETS = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
+QUANTIZED = ("int8",)  # precisions calibrated on images
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The export arguments, as `export_bundle` takes them and config.yaml / the manifest's export_args record them.
+
+    Attributes:
+        precisions: the precisions to write ("fp32" always; "fp16", "int8", ... as the registry offers).
+        trt: also build TensorRT engines from the written ONNX files.
+        int8_target: "cpu", "trt" or "both" (None: cpu, both with `trt`).
+        calib_data, calib_size, calib_method: calibration images (a data SPEC), how many, how ranges are found.
+        opset, batch, input_size: ONNX opset; (min, opt, max) batch range or "MIN:OPT:MAX"; square input side.
+        workspace_gib, timing_cache, opt_level, tf32: TensorRT builder settings.
+        simplify: run onnxsim on model.onnx.
+    """
+
+    precisions: tuple[str, ...] = ("fp32",)
+    trt: bool = False
+    int8_target: str | None = None
+    calib_data: str | None = None
+    calib_size: int = 256
+    calib_method: str = "minmax"
+    opset: int = DEFAULT_OPSET
+    batch: tuple[int, int, int] = (1, 8, 32)
+    input_size: int | None = None
+    workspace_gib: float = 4.0
+    timing_cache: str | None = None
+    opt_level: int | None = None
+    simplify: bool = False
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        known = variants.precisions()
+        unknown = [p for p in self.precisions if p not in known]
+        if unknown:
+            raise ResnetDeployError(f"unknown precision {', '.join(map(repr, unknown))}; choose from: "
+                                    f"{', '.join(known)}")
+        object.__setattr__(self, "precisions", tuple(dict.fromkeys(("fp32", *self.precisions))))
+        object.__setattr__(self, "batch", parse_batch(self.batch))
+        if self.timing_cache is not None:
+            object.__setattr__(self, "timing_cache", str(self.timing_cache))
+        if self.int8_target is not None and "int8" not in self.precisions:
+            raise ResnetDeployError(f"--int8-target {self.int8_target} needs --int8")
+        if self.int8_target not in (None, *INT8_TARGETS):
+            raise ResnetDeployError(f"unknown --int8-target {self.int8_target!r}; choose one of: "
+                                    f"{', '.join(INT8_TARGETS)}")
+        if self.calib_method not in CALIB_METHODS:
+            raise ResnetDeployError(f"unknown --calib-method {self.calib_method!r}; choose one of: "
+                                    f"{', '.join(CALIB_METHODS)}")
+        for ok, name, want, found in (
+                (_is_int(self.calib_size) and self.calib_size >= 1, "--calib-size", "at least 1", self.calib_size),
+                (self.workspace_gib > 0, "--workspace", "above 0 GiB", self.workspace_gib),
+                (_is_int(self.opset) and 7 <= self.opset <= 25, "--opset", "between 7 and 25", self.opset),
+                (self.opt_level in (None, 0, 1, 2, 3, 4, 5), "--opt-level", "0..5", self.opt_level)):
+            if not ok:
+                raise ResnetDeployError(f"{name} must be {want}, found {found}")
+        if self.simplify:
+            try:
+                import onnxsim  # noqa: F401
+            except ImportError:
+                raise ResnetDeployError("--simplify needs onnxsim (pip install onnxsim), which is not installed; the "
+                                        "exported graph is already BN-folded and constant-folded without it") from None
+
+    @classmethod
+    def from_flags(cls, fp16: bool = False, int8: bool = False, **options: Any) -> ExportOptions:
+        """Options from the CLI's precision flags (`--fp16`, `--int8`) and the other options that were given."""
+        return cls(precisions=("fp32",) + ("fp16",) * fp16 + ("int8",) * int8, **options)
+
+    @property
+    def int8_targets(self) -> tuple[str, ...]:
+        """Targets of the int8 QDQ files written (empty without int8)."""
+        if "int8" not in self.precisions:
+            return ()
+        return INT8_TARGETS[self.int8_target or ("both" if self.trt else "cpu")]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether some precision written needs calibration images."""
+        return any(p in QUANTIZED for p in self.precisions)
+
+    def writes(self, variant: Variant) -> bool:
+        """Whether this export writes `variant`'s file."""
+        if variant.runs is not None or variant.precision not in self.precisions:
+            return False
+        if variant.format == "engine":
+            return self.trt and variant.built_from is not None and self.writes(variants.get(variant.built_from))
+        return variant.precision not in QUANTIZED or variant.target in self.int8_targets
+
+    def selected(self) -> tuple[Variant, ...]:
+        """The registry's variants this export writes, in registry order."""
+        return tuple(v for v in variants.variants() if self.writes(v))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready form (config.yaml and the manifest's export_args)."""
+        d = asdict(self)
+        d["precisions"], d["batch"] = list(self.precisions), list(self.batch)
+        d["int8_targets"] = list(self.int8_targets)
+        return d
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
