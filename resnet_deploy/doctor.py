@@ -6,10 +6,11 @@ Every probe is guarded: doctor reports, it never fails (a broken install is a ro
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import platform
 import sys
 from dataclasses import dataclass
+
+from resnet_deploy.system import installed_version, torch_cuda_devices
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,6 @@ class Check:
     install: str = ""
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _torch_checks() -> list[Check]:
     try:
         import torch
@@ -37,9 +31,9 @@ def _torch_checks() -> list[Check]:
         return [Check("torch", "missing", str(e)[:80], "training, export", "make install")]
     rows = [Check("torch", "ok", torch.__version__, "training, export, the PyTorch reference")]
     cuda = torch.version.cuda
-    if torch.cuda.is_available():
-        caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
-        gpus = ", ".join(f"{torch.cuda.get_device_name(i)} (sm_{a}{b})" for i, (a, b) in enumerate(caps))
+    devices = torch_cuda_devices()
+    if devices:
+        gpus = ", ".join(f"{d['gpu']} (sm_{d['compute_capability'].replace('.', '')})" for d in devices)
         rows.append(Check("CUDA GPUs", "ok", f"CUDA {cuda}: {gpus}", "GPU training (AMP, DDP/NCCL), TensorRT engines"))
     else:
         why = f"torch built with CUDA {cuda}, but no GPU/driver found" if cuda else "CPU-only torch build"
@@ -66,7 +60,7 @@ def _module_check(component: str, module: str, dist: str, enables: str, install:
         return Check(component, "missing", "not installed", enables, install)
     except Exception as e:  # installed but broken (e.g. TensorRT without its libraries)
         return Check(component, "unusable", f"{type(e).__name__}: {str(e)[:60]}", enables, install)
-    return Check(component, "ok", next(filter(None, map(_version, dist.split("|"))), "installed"), enables)
+    return Check(component, "ok", next(filter(None, map(installed_version, dist.split("|"))), "installed"), enables)
 
 
 def run_checks() -> list[Check]:
@@ -77,7 +71,7 @@ def run_checks() -> list[Check]:
                               "make install"))
     rows.append(_module_check("onnx", "onnx", "onnx", "ONNX export", "pip install onnx"))
     rows.append(_ort_check())
-    ort_gpu = _version("onnxruntime-gpu")
+    ort_gpu = installed_version("onnxruntime-gpu")
     rows.append(Check("onnxruntime-gpu", "ok" if ort_gpu else "missing", ort_gpu or "not installed",
                       "ONNX Runtime's CUDA provider", "" if ort_gpu else "pip install 'resnet-deploy[gpu]'"))
     rows.append(_module_check("TensorRT", "tensorrt", "tensorrt", "`export --trt` engines and the trt backend",

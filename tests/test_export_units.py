@@ -17,6 +17,7 @@ from resnet_deploy.export.fold import check_fold, count_batchnorms, fold_batchno
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.onnx_backend import OrtBackend
+from resnet_deploy.system import torch_threads
 
 SHAPE = (1, 28, 28)  # (C, H, W): Fashion-MNIST-sized grey input
 
@@ -31,15 +32,11 @@ def model() -> nn.Module:
     net = models.build("cifar_resnet20", num_classes=4, in_channels=1)
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
     x, y = generated_images(1280, seed=5)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: one thread is as fast, and does not stall on a busy shared machine
-    try:
+    with torch_threads(1):  # small batches: one thread is as fast, and does not stall on a busy shared machine
         for i in range(0, 1280, 32):
             opt.zero_grad()
             nn.functional.cross_entropy(net(torch.from_numpy(x[i:i + 32])), torch.from_numpy(y[i:i + 32])).backward()
             opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return net.eval()
 
 

@@ -114,7 +114,8 @@ class FolderData:
             raise ResnetDeployError(f"{len(self.dataset)} training images are fewer than one batch; lower "
                                     "optim.batch_size")
         self.normalize = augment.Normalizer(preprocess, self.device)
-        self._gen = torch.Generator(self.device).manual_seed(seed * 7 + rank)
+        # The augmentation RNG; public because a checkpoint saves and restores its state.
+        self.generator = torch.Generator(self.device).manual_seed(seed * 7 + rank)
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
@@ -137,7 +138,7 @@ class FolderData:
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         light = None
         if self.cfg.augment == "scale_pca" and self.cfg.pca_std > 0:
-            light = augment.pca_lighting(len(x), self.cfg.pca_std, self._gen, self.device)
+            light = augment.pca_lighting(len(x), self.cfg.pca_std, self.generator, self.device)
         return self.normalize(x, light)
 
     def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:

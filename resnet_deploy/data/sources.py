@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from resnet_deploy.data.spec import DataSpec, locate
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                   "Ankle boot")
@@ -121,4 +121,4 @@ def image_folder(spec: DataSpec, split: str, transform=None):
     try:
         return ImageFolder(str(d), transform=transform, loader=pil_loader)
     except (FileNotFoundError, RuntimeError) as e:  # torchvision: "Found no valid file for the classes ..."
-        raise ResnetDeployError(f"no images in class folders under {d}: {str(e).splitlines()[0][:200]}") from None
+        raise ResnetDeployError(f"no images in class folders under {d}: {first_line(e)[:200]}") from None

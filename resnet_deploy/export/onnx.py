@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
@@ -58,7 +58,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                   dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     except Exception as e:  # the exporters raise many types; the first line says what went wrong
-        raise ResnetDeployError(f"ONNX export at opset {opset} failed: {_first_line(e)}") from None
+        raise ResnetDeployError(f"ONNX export at opset {opset} failed: {first_line(e)[:300]}") from None
     proto = onnx.load(str(path))
     found = proto.opset_import[0].version if proto.opset_import else None
     if found != opset:
@@ -80,7 +80,7 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
         onnx.checker.check_model(str(path), full_check=True)
         proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ResnetDeployError(f"{Path(path).name} fails the ONNX checker: {_first_line(e)}") from None
+        raise ResnetDeployError(f"{Path(path).name} fails the ONNX checker: {first_line(e)[:300]}") from None
     g = proto.graph
     bn = [n.name for n in g.node if n.op_type == "BatchNormalization"]
     if bn:
@@ -116,14 +116,9 @@ def check_onnx_parity(model: nn.Module, path: str | Path, input_shape: tuple[int
         try:
             got = sess.run(x)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument types
-            raise ResnetDeployError(f"{Path(path).name} does not run at batch {n}: {_first_line(e)}") from None
+            raise ResnetDeployError(f"{Path(path).name} does not run at batch {n}: {first_line(e)[:300]}") from None
         diff = float(np.abs(ref - got).max())
         if not diff <= atol + rtol * float(np.abs(ref).max()):
             raise ResnetDeployError(f"{Path(path).name} differs from PyTorch by {diff:.3g} (max abs) at batch {n}")
         out[n] = diff
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]

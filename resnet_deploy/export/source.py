@@ -144,10 +144,8 @@ def load_calibration(spec: str, preprocess: Preprocess, size: int) -> np.ndarray
     Raises:
         ResnetDeployError: the data is not found, or its images do not have the model's input shape.
     """
-    try:
-        from resnet_deploy.data import load_eval_arrays
-    except ImportError as e:
-        raise ResnetDeployError(f"--calib-data needs resnet_deploy.data, which cannot be imported here ({e})") from None
+    from resnet_deploy.data import load_eval_arrays
+
     x, _, _ = load_eval_arrays(spec, preprocess, limit=size, split="train")
     expected = (preprocess.channels, *preprocess.input_size)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected or len(x) == 0:

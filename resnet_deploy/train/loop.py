@@ -18,6 +18,7 @@ from resnet_deploy.checkpoint import load_checkpoint, save_checkpoint
 from resnet_deploy.config import TrainConfig, dump_yaml, to_dict
 from resnet_deploy.data.pipeline import FolderData, InMemoryData, prepare
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.system import torch_threads
 from resnet_deploy.train import distributed
 from resnet_deploy.train.distributed import DistEnv
 from resnet_deploy.train.logger import MetricsLogger
@@ -39,8 +40,6 @@ class Trainer:
         self.cfg, self.out, self.env = cfg, out_dir, env
         r = cfg.run
         torch.manual_seed(r.seed)
-        if r.threads:
-            torch.set_num_threads(r.threads)
         if r.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not r.deterministic
@@ -83,7 +82,7 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if self.env.device.type == "cuda" else []}
         if isinstance(self.data, FolderData):
-            rng["data"] = self.data._gen.get_state()
+            rng["data"] = self.data.generator.get_state()
         return {"arch": self.cfg.model.arch, "model_options": self.model_options,
                 "num_classes": len(self.data.classes), "in_channels": self.data.in_channels,
                 "model": self.model.state_dict(), "classes": list(self.data.classes),
@@ -115,7 +114,7 @@ class Trainer:
         if ckpt["rng"]["cuda"] and self.env.device.type == "cuda":
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         if "data" in ckpt["rng"] and isinstance(self.data, FolderData):
-            self.data._gen.set_state(ckpt["rng"]["data"])
+            self.data.generator.set_state(ckpt["rng"]["data"])
         self.iteration = int(ckpt["iteration"])
         self.best_top1 = float(ckpt["metrics"].get("best_top1", -1.0))
         self.log.resumed(self.iteration)
@@ -259,17 +258,16 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
         raise ResnetDeployError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
                                 "another --out")
     env = distributed.setup(config.run.device)
-    threads = torch.get_num_threads()
     try:
-        trainer = Trainer(config, out, env, data, progress)
-        if env.main:
-            out.mkdir(parents=True, exist_ok=True)
-            dump_yaml(config, out / "config.yaml")
-        if resume:
-            trainer.resume()
-        return trainer.run()
+        with torch_threads(config.run.threads):  # run.threads is for this run, not for the rest of the process
+            trainer = Trainer(config, out, env, data, progress)
+            if env.main:
+                out.mkdir(parents=True, exist_ok=True)
+                dump_yaml(config, out / "config.yaml")
+            if resume:
+                trainer.resume()
+            return trainer.run()
     finally:
-        torch.set_num_threads(threads)  # run.threads is for this run, not for the rest of the process
         distributed.cleanup(env)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from typing import Any
+
+from resnet_deploy.system import installed_version, torch_cuda_devices
 
 LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python")
 
@@ -28,23 +29,16 @@ def cpu_model() -> str:
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
     """Installed version of each distribution; None when it is not installed."""
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: installed_version(name) for name in names}
 
 
 def gpu_name() -> str | None:
     """Name of CUDA device 0 when PyTorch sees one, else None."""
     try:
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        devices = torch_cuda_devices()
     except Exception:  # a broken CUDA install must not stop a CPU benchmark
         return None
+    return devices[0]["gpu"] if devices else None
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

@@ -156,9 +156,8 @@ def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | Non
     """The machine's attainable fp32 rate, measured with an n x n x n matmul (2 n^3 FLOPs per call).
 
     This is the roof of the roofline ratio: a convolutional net cannot run faster than dense fp32 GEMM on the same
-    cores. On the CPU both torch's and numpy's GEMM are timed and the faster one is the roof: on the project's
-    2-core machine torch.mm reaches ~145 GFLOP/s and numpy's OpenBLAS ~185 , and ONNX
-    Runtime's convolutions beat the lower of the two, so a torch-only roof would read over 100%.
+    cores. On the CPU both torch's and numpy's GEMM are timed and the faster one is the roof: neither library is
+    fastest on every machine, and ONNX Runtime's convolutions can beat the slower one (benchmarks/RESULTS.md).
 
     Returns:
         {"gflops", "n", "dtype", "threads", "device", "p50_ms", "library"}: GFLOP/s from the median call of the
