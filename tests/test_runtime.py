@@ -253,7 +253,7 @@ def test_wrong_arrays_are_clear_errors_and_predictor_keeps_working(predictor: Pr
         with pytest.raises(ResnetDeployError, match=msg):
             predictor.run(bad)
     for bad, msg in [(rng.integers(0, 256, (20, 20, 5), dtype=np.uint8), r"has shape \(20, 20, 5\); expected HxW"),
-                     (rng.random((20, 20, 3)), "image arrays must be uint8, found float64"),
+                     (rng.random((20, 20, 3)), "image arrays must be uint8 or uint16, found float64"),
                      (rng.integers(0, 256, (7,), dtype=np.uint8), r"has shape \(7,\)")]:
         with pytest.raises(ResnetDeployError, match=msg):
             predictor.predict(bad)

@@ -1,8 +1,20 @@
-"""The one exception type for user errors (bad input, bad files, missing pieces).
+"""The one exception type for user errors (bad input, bad files, missing pieces), and how messages quote values.
 
 It lives in `runtime/` because that is the ground floor: every other part of the package may import it, and edge apps
 that install only the runtime can catch it. The CLI turns it into a one-line message and a non-zero exit code.
 """
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+QUOTE_LIMIT = 200  # characters of a user's value that an error message repeats
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = QUOTE_LIMIT
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
+_repr.maxlevel = 3
 
 
 class ResnetDeployError(Exception):
@@ -19,3 +31,12 @@ def first_line(error: BaseException | str) -> str:
     if text:
         return text.splitlines()[0]
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` in at most `limit` characters (with "..." when cut), however large or nested the value is.
+
+    reprlib bounds the work as well as the text: a list of a million items is not rendered first and cut after.
+    """
+    text = _repr.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

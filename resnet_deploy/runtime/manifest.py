@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from resnet_deploy.runtime.errors import BundleError
+from resnet_deploy.runtime import fields as F
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, quote
 from resnet_deploy.runtime.preprocess import Preprocess
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+REPORTS_DIR = "reports"  # where `resnet-deploy validate` and `bench` write inside a bundle (not listed, not loaded)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+FORMATS = ("onnx", "engine", "text")
+PRECISIONS = ("fp32", "fp16", "int8", "none")
+TARGETS = ("any", "cpu", "trt")
+# Bounds of a sane manifest: larger values are refused before anything is allocated for them.
+MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
+MAX_CLASSES, MAX_FILES, MAX_BATCH = 100_000, 64, 4096
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -108,24 +117,80 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        """Inverse of `to_dict`; raises BundleError on a wrong format version or missing keys."""
+    def from_dict(cls, d: Any) -> Manifest:
+        """Inverse of `to_dict`, checking every field: one BundleError names the first missing or bad one.
+
+        A manifest may have been edited by hand or come from anywhere, so types and ranges are checked here, once:
+        file paths must be relative and inside the bundle (no "..", no absolute paths), sizes and batch bounds
+        positive integers, preprocessing values in range (`Preprocess`).
+        """
+        if not isinstance(d, dict):
+            raise BundleError(f"{MANIFEST_NAME} does not hold a JSON object; the bundle is damaged, export it again")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise BundleError(f"manifest format_version {version!r} is not supported; expected {FORMAT_VERSION} "
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise BundleError(f"manifest format_version {quote(version)} is not supported; expected {FORMAT_VERSION} "
                               "(re-export the bundle with this version of resnet-deploy)")
         try:
-            b = d["input"]["batch"]
-            return cls(
-                arch=d["arch"], classes=list(d["classes"]), preprocess=Preprocess.from_dict(d["preprocess"]),
-                files=[FileEntry(f["path"], f["sha256"], int(f["size"]), f["precision"], f.get("format", "onnx"),
-                                 f.get("target", "any"), dict(f.get("info", {}))) for f in d["files"]],
-                batch=(int(b["min"]), int(b["opt"]), int(b["max"])), versions=dict(d.get("versions", {})),
-                export_args=dict(d.get("export_args", {})), source=dict(d.get("source", {})),
-                input_name=d["input"].get("name", INPUT_NAME), output_name=d.get("output", {}).get("name", OUTPUT_NAME),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"manifest is missing or has a malformed field: {e}") from None
+            return _parse(d)
+        except ResnetDeployError as e:  # FieldError, from here or from Preprocess
+            raise BundleError(f"manifest field {e}") from None
+
+
+def _parse(d: dict[str, Any]) -> Manifest:
+    arch = F.string(F.get(d, "arch", "arch"), "arch", max_len=200)
+    classes = F.items(F.get(d, "classes", "classes"), "classes", lambda v, f: F.string(v, f, max_len=1000), 1,
+                      MAX_CLASSES)
+    pre = Preprocess.from_dict(F.get(d, "preprocess", "preprocess"))
+    inp = F.mapping(F.get(d, "input", "input"), "input")
+    batch = F.mapping(F.get(inp, "batch", "input.batch"), "input.batch")
+    low, opt, high = (F.integer(F.get(batch, k, f"input.batch.{k}"), f"input.batch.{k}", 1, MAX_BATCH)
+                      for k in ("min", "opt", "max"))
+    F.need(low <= opt <= high, "input.batch", "min <= opt <= max", f"{low}, {opt}, {high}")
+    if "shape" in inp:
+        F.need(inp["shape"] == [pre.channels, *pre.input_size], "input.shape", "[C, H, W] of preprocess",
+               inp["shape"])
+    out = F.mapping(d.get("output", {}), "output")
+    if "shape" in out:
+        F.need(out["shape"] == [len(classes)], "output.shape", "[number of classes]", out["shape"])
+    files = F.items(F.get(d, "files", "files"), "files", _file_entry, 1, MAX_FILES)
+    seen = [f.path for f in files]
+    dup = next((p for i, p in enumerate(seen) if p in seen[:i]), None)
+    F.need(dup is None, "files", "distinct paths", dup)
+    src = F.mapping(d.get("source", {}), "source")
+    for key in ("kind", "path", "sha256"):
+        if src.get(key) is not None:
+            F.string(src[key], f"source.{key}", max_len=4096)
+    return Manifest(arch=arch, classes=classes, preprocess=pre, files=files, batch=(low, opt, high),
+                    versions=dict(F.mapping(d.get("versions", {}), "versions")),
+                    export_args=dict(F.mapping(d.get("export_args", {}), "export_args")), source=dict(src),
+                    input_name=F.string(inp.get("name", INPUT_NAME), "input.name", max_len=200),
+                    output_name=F.string(out.get("name", OUTPUT_NAME), "output.name", max_len=200))
+
+
+def _file_entry(v: Any, field: str) -> FileEntry:
+    f = F.mapping(v, field)
+    path = check_relative(F.get(f, "path", f"{field}.path"), f"{field}.path")
+    sha = F.get(f, "sha256", f"{field}.sha256")
+    F.need(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), f"{field}.sha256",
+           "64 lower-case hex digits", sha)
+    fmt = F.string(f.get("format", "onnx"), f"{field}.format", FORMATS)
+    info = F.mapping(f.get("info", {}), f"{field}.info")
+    if fmt == "engine":
+        for key in ("tensorrt_version", "gpu", "compute_capability"):
+            F.string(F.get(info, key, f"{field}.info.{key}"), f"{field}.info.{key}", max_len=200)
+    return FileEntry(path, sha, F.integer(F.get(f, "size", f"{field}.size"), f"{field}.size", 0),
+                     F.string(F.get(f, "precision", f"{field}.precision"), f"{field}.precision", PRECISIONS),
+                     fmt, F.string(f.get("target", "any"), f"{field}.target", TARGETS), dict(info))
+
+
+def check_relative(path: Any, field: str = "path") -> str:
+    """`path` if it is a plain relative path inside a directory (no "..", not absolute); FieldError otherwise."""
+    F.need(isinstance(path, str) and 0 < len(path) <= 255, field, "a relative path of 1 to 255 characters", path)
+    parts = PurePosixPath(path).parts
+    ok = (not PurePosixPath(path).is_absolute() and not PureWindowsPath(path).drive and "\\" not in path
+          and "\0" not in path and ".." not in parts and parts != () and path == PurePosixPath(path).as_posix())
+    F.need(ok, field, "a relative path inside the bundle (no '..', not absolute)", path)
+    return path
 
 
 def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
@@ -136,33 +201,76 @@ def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(bundle: str | Path) -> Manifest:
-    """Read and parse `bundle/manifest.json`; a missing, truncated or foreign manifest is a BundleError."""
+    """Read and parse `bundle/manifest.json`; a missing, truncated, foreign or malformed manifest is a BundleError.
+
+    Every file the manifest lists is checked to resolve inside the bundle (links followed) before anything opens it.
+    """
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"bundle directory not found: {bundle}")
     path = bundle / MANIFEST_NAME
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} (make one with `resnet-deploy export`)")
+    path = bundle_path(bundle, MANIFEST_NAME)
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{bundle / MANIFEST_NAME} is over {MAX_MANIFEST_BYTES >> 20} MB; a manifest is a few "
+                              "kB, so this is not a bundle written by `resnet-deploy export`")
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} "
-                          "(make one with `resnet-deploy export`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged, export it again") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{path} does not hold a JSON object; the bundle is damaged, export it again")
-    return Manifest.from_dict(data)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:200]
+        raise BundleError(f"{bundle / MANIFEST_NAME} is not valid JSON ({why}); the bundle is damaged, export it "
+                          "again") from None
+    manifest = Manifest.from_dict(data)
+    for entry in manifest.files:
+        bundle_path(bundle, entry.path)
+    return manifest
+
+
+def bundle_path(bundle: str | Path, rel: str) -> Path:
+    """The real path of `bundle/rel`, refused (BundleError naming `rel`) when it resolves outside the bundle.
+
+    Links are followed before the check, so a listed file that is a link to /etc/passwd is refused; the message says
+    nothing about the target (whether it exists, its size or contents). Nothing is opened here.
+    """
+    root = Path(bundle).resolve()
+    try:
+        check_relative(rel, "path")
+        target = (root / rel).resolve()
+    except (ResnetDeployError, OSError, RuntimeError) as e:  # RuntimeError: a symlink loop on Python < 3.13
+        raise BundleError(f"bundle file {quote(rel)} is not a plain relative path inside the bundle ({e})") from None
+    if target != root and root not in target.parents:
+        raise BundleError(f"bundle file {quote(rel)} resolves outside the bundle (a link that leads out of it); "
+                          "refused without opening it")
+    return target
 
 
 def verify_files(bundle: str | Path, manifest: Manifest, paths: list[str] | None = None) -> None:
     """Check size and sha256 of the named files (all files when None); BundleError names the first that differs."""
-    bundle = Path(bundle)
     for entry in manifest.files:
         if paths is not None and entry.path not in paths:
             continue
-        p = bundle / entry.path
+        p = bundle_path(bundle, entry.path)
         if not p.is_file():
             raise BundleError(f"bundle file {entry.path} is missing from {bundle}")
         size = p.stat().st_size
         if size != entry.size or sha256_file(p) != entry.sha256:
             raise BundleError(f"bundle file {entry.path} does not match the manifest's sha256/size "
                               f"(expected {entry.size} bytes, found {size}); it was changed after export")
+
+
+def unlisted_files(bundle: str | Path, manifest: Manifest) -> list[str]:
+    """Files and links in the bundle that its manifest does not list (never verified, never loaded), sorted.
+
+    manifest.json and the reports folder that `validate` and `bench` write are expected and left out.
+    """
+    bundle = Path(bundle)
+    listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
+    found = []
+    for top, dirs, files in os.walk(bundle):  # links to directories are listed, not followed
+        rel_top = Path(top).relative_to(bundle)
+        if rel_top == Path("."):
+            dirs[:] = [d for d in dirs if d != REPORTS_DIR or (bundle / d).is_symlink()]
+        names = files + [d for d in dirs if (Path(top) / d).is_symlink()]
+        found += [(rel_top / n).as_posix() for n in names]
+    return sorted(p for p in found if p not in listed)

@@ -3,6 +3,15 @@
 Torch-free on purpose (numpy + PIL): edge apps install only `resnet_deploy.runtime`. The steps and their rounding
 follow torchvision's evaluation transform (`Resize(int)` on the shorter side with PIL bilinear, `CenterCrop`,
 `ToTensor`, `Normalize`) so that a model trained with torchvision's transform sees the same pixels here.
+
+Images come from cameras and users, so the work per image is bounded (README, "Untrusted input"):
+- only the raster formats in IMAGE_FORMATS are decoded (never EPS, which PIL hands to Ghostscript);
+- an image over MAX_IMAGE_PIXELS or MAX_IMAGE_SIDE is refused from its header, before it is decoded (PIL's own,
+  larger limit stays);
+- a resize whose target exceeds MAX_IMAGE_PIXELS (a tiny file that is 1 pixel tall and 100,000 wide, resized to a
+  shorter side of 256) is done only where the centre crop keeps the image (PIL's `resize(box=...)`), so it costs no
+  more than the crop; without a crop step it is refused;
+- 16-bit images are scaled to 8 bits (the high byte, as PIL does for 16-bit RGB PNGs), not clipped to white.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from resnet_deploy.runtime import fields
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -22,19 +32,31 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+MAX_SIDE = 4096  # the largest input size, resize or crop a preprocessing spec may ask for
+# Decoded pixels (width x height) of one image, and of any resize on the way. Peak memory is about 8 bytes per
+# pixel (RGBA decoded, then converted), so the worst case stays under 256 MB (benchmarks/RESULTS.md).
+MAX_IMAGE_PIXELS = 24_000_000
+# Either side: decoders hold a few rows at a time, which for a 24,000,000 x 1 strip would be hundreds of MB.
+MAX_IMAGE_SIDE = 65_535  # also the largest side a JPEG can have
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # JPEG includes MPO (camera JPEGs)
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
 
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes the network's input tensor.
 
     Attributes:
-        input_size: (H, W) of the network input.
+        input_size: (H, W) of the network input, 1..MAX_SIDE each.
         channels: 1 (grey, PIL mode "L") or 3 (RGB).
         resize: shorter side is resized to this before cropping; None means no resize step.
-        crop: centre crop to a square of this size; None means no crop step.
+        crop: centre crop to a square of this size (at most `resize`); None means no crop step.
         mean: per-channel means (C values) or a per-pixel mean image (C x H x W nested lists), in [0, 1] units.
             The paper subtracts the per-pixel mean (§3.4, §4.2); a mean image is stored whole.
-        std: per-channel standard deviations (C values), in [0, 1] units.
+        std: per-channel standard deviations (C values above 0), in [0, 1] units.
+
+    Raises:
+        FieldError (a ResnetDeployError): a value of the wrong type or out of range, named as `preprocess.<field>`.
     """
 
     input_size: tuple[int, int]
@@ -45,14 +67,22 @@ class Preprocess:
     std: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise ResnetDeployError(f"preprocess channels must be 1 or 3, found {self.channels}")
-        mean = np.asarray(self.mean, dtype=np.float32)
-        if mean.ndim == 1 and mean.shape[0] != self.channels or mean.ndim == 3 and mean.shape[0] != self.channels:
-            raise ResnetDeployError(f"preprocess mean has shape {mean.shape}; expected ({self.channels},) or "
-                                    f"({self.channels}, H, W)")
-        if len(self.std) != self.channels:
-            raise ResnetDeployError(f"preprocess std has {len(self.std)} values; expected {self.channels}")
+        fields.need(self.channels in (1, 3) and not isinstance(self.channels, bool), "preprocess.channels", "1 or 3",
+                    self.channels)
+        fields.need(isinstance(self.input_size, (tuple, list)) and len(self.input_size) == 2,
+                    "preprocess.input_size", "[H, W]", self.input_size)
+        for i, side in enumerate(self.input_size):
+            fields.integer(side, f"preprocess.input_size[{i}]", 1, MAX_SIDE)
+        for name in ("resize", "crop"):
+            if getattr(self, name) is not None:
+                fields.integer(getattr(self, name), f"preprocess.{name}", 1, MAX_SIDE)
+        if self.resize is not None and self.crop is not None:
+            fields.need(self.crop <= self.resize, "preprocess.crop", f"at most resize ({self.resize})", self.crop)
+        fields.need(isinstance(self.std, (tuple, list)) and len(self.std) == self.channels, "preprocess.std",
+                    f"{self.channels} number(s)", self.std)
+        for i, s in enumerate(self.std):
+            fields.number(s, f"preprocess.std[{i}]", above=0)
+        _check_mean(self.mean, self.channels, tuple(self.input_size))
 
     @property
     def mode(self) -> str:
@@ -75,42 +105,61 @@ class Preprocess:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        """Inverse of `to_dict`; unknown or missing keys are an error."""
-        try:
-            return cls(input_size=(int(d["input_size"][0]), int(d["input_size"][1])), channels=int(d["channels"]),
-                       resize=d.get("resize"), crop=d.get("crop"), mean=_freeze(d["mean"]),
-                       std=tuple(float(s) for s in d["std"]))
-        except (KeyError, TypeError, IndexError) as e:
-            raise ResnetDeployError(f"preprocessing spec is incomplete or malformed ({e!r}): {d!r:.200}") from None
+    def from_dict(cls, d: Any) -> Preprocess:
+        """Inverse of `to_dict`; a missing key, a wrong type or a value out of range is a FieldError naming it."""
+        d = fields.mapping(d, "preprocess")
+        size = fields.items(fields.get(d, "input_size", "preprocess.input_size"), "preprocess.input_size",
+                            lambda v, _: v, 2, 2)
+        channels = fields.get(d, "channels", "preprocess.channels")
+        if "channel_order" in d:
+            fields.string(d["channel_order"], "preprocess.channel_order", ("L" if channels == 1 else "RGB",))
+        if "interpolation" in d:
+            fields.string(d["interpolation"], "preprocess.interpolation", ("bilinear",))
+        if "scale" in d:
+            fields.number(d["scale"], "preprocess.scale", 1 / 255 - 1e-9, 1 / 255 + 1e-9)
+        std = fields.items(fields.get(d, "std", "preprocess.std"), "preprocess.std", lambda v, _: v, 1, 3)
+        return cls(input_size=(size[0], size[1]), channels=channels, resize=d.get("resize"), crop=d.get("crop"),
+                   mean=_freeze(fields.get(d, "mean", "preprocess.mean"), "preprocess.mean"), std=tuple(std))
 
     def load(self, image: ImageInput) -> Image.Image:
-        """Open a path, or wrap an array, as a PIL image in this model's mode (grey <-> RGB converted)."""
+        """Open a path, or wrap an array, as an 8-bit PIL image in this model's mode (grey <-> RGB converted).
+
+        Raises:
+            ResnetDeployError: not an image of IMAGE_FORMATS, unreadable, empty, or over MAX_IMAGE_PIXELS.
+        """
         if isinstance(image, (str, Path)):
             try:
-                with Image.open(image) as im:
+                with Image.open(image, formats=IMAGE_FORMATS) as im:
+                    _check_pixels(im.size, f"{image} is ")
                     im.load()
-                    pil = im
+                    return self._convert(im)
+            except ResnetDeployError:
+                raise
             except FileNotFoundError:
                 raise ResnetDeployError(f"image not found: {image}") from None
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise ResnetDeployError(f"not a readable image: {image} ({e})") from None
-        elif isinstance(image, Image.Image):
-            pil = image
-        elif isinstance(image, np.ndarray):
-            pil = _array_to_pil(image)
-        else:
-            raise ResnetDeployError("expected an image path, PIL image or uint8 HxW[xC] array, "
-                                    f"found {type(image).__name__}")
-        return pil if pil.mode == self.mode else pil.convert(self.mode)
+            except Exception as e:  # PIL's decoders raise many types on malformed bytes (OSError, SyntaxError,
+                # struct.error, EOFError, DecompressionBombError...): all of them mean "not an image we can read"
+                raise ResnetDeployError(f"not a readable image: {image} ({_first_line(e)})") from None
+        if isinstance(image, Image.Image):
+            _check_pixels(image.size, "image is ")
+            return self._convert(image)
+        if isinstance(image, np.ndarray):
+            return self._convert(_array_to_pil(image))
+        raise ResnetDeployError("expected an image path, PIL image or uint8/uint16 HxW[xC] array, "
+                                f"found {type(image).__name__}")
+
+    def _convert(self, pil: Image.Image) -> Image.Image:
+        pil = _to_8bit(pil)
+        if pil.mode == self.mode:
+            return pil
+        try:
+            return pil.convert(self.mode)
+        except ValueError as e:  # e.g. LAB or HSV images, which PIL does not convert to RGB
+            raise ResnetDeployError(f"cannot convert a {pil.mode} image to {self.mode} ({_first_line(e)})") from None
 
     def __call__(self, image: ImageInput) -> np.ndarray:
         """Preprocess one image to a float32 (C, H, W) array."""
-        pil = self.load(image)
-        if self.resize is not None:
-            pil = _resize_shorter(pil, self.resize)
-        if self.crop is not None:
-            pil = _center_crop(pil, self.crop)
+        pil = _resize_and_crop(self.load(image), self.resize, self.crop)
         h, w = self.input_size
         if pil.size != (w, h):
             # Images of another size than the model's input (and no resize/crop steps to get there): resize exactly.
@@ -130,31 +179,99 @@ class Preprocess:
         return ((x - mean) / std).astype(np.float32)
 
 
-def _freeze(v: Any) -> Any:
-    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+def _freeze(v: Any, field: str, depth: int = 0) -> Any:
+    # Nested lists of numbers -> nested tuples of floats; a mean is C values or C x H x W (three levels at most).
+    if isinstance(v, (list, tuple)):
+        fields.need(depth < 3, field, "numbers or lists of numbers nested at most 3 deep", v)
+        return tuple(_freeze(x, f"{field}[{i}]", depth + 1) for i, x in enumerate(v))
+    return fields.number(v, field)
+
+
+def _check_mean(mean: Any, channels: int, size: tuple[int, int]) -> None:
+    try:
+        m = np.asarray(mean, dtype=np.float64)
+    except (TypeError, ValueError):
+        m = None
+    ok = m is not None and (m.shape == (channels,) or m.shape == (channels, *size))
+    fields.need(ok, "preprocess.mean", f"{channels} number(s) or a {channels} x {size[0]} x {size[1]} mean image",
+                mean if m is None else f"shape {m.shape}")
+    fields.need(bool(np.isfinite(m).all()), "preprocess.mean", "finite numbers", "NaN or Inf")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ResnetDeployError(f"{what}{w}x{h} pixels: an image needs at least 1x1")
+    if w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_IMAGE_SIDE:
+        raise ResnetDeployError(f"{what}{w}x{h} = {w * h:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                                f"and {MAX_IMAGE_SIDE:,} per side; scale it down first")
+
+
+def _to_8bit(pil: Image.Image) -> Image.Image:
+    """16-bit grey (and 32-bit integer images within 16 bits) -> "L" by the high byte; other modes unchanged."""
+    if pil.mode not in _SIXTEEN_BIT + ("I", "F"):
+        return pil
+    if pil.mode == "F":
+        raise ResnetDeployError("32-bit float images are not supported; save the image with 8 or 16 bits per channel")
+    a = np.asarray(pil)
+    if pil.mode == "I" and a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+        raise ResnetDeployError(f"32-bit integer image with values from {int(a.min())} to {int(a.max())}; only 8- "
+                                "and 16-bit images are supported")
+    return Image.fromarray((a.astype(np.uint16, copy=False) >> 8).astype(np.uint8), mode="L")
 
 
 def _array_to_pil(a: np.ndarray) -> Image.Image:
-    if a.dtype != np.uint8:
-        raise ResnetDeployError(f"image arrays must be uint8, found {a.dtype}")
+    if a.dtype not in (np.uint8, np.uint16):
+        raise ResnetDeployError(f"image arrays must be uint8 or uint16, found {a.dtype}")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
+    if a.ndim not in (2, 3) or a.ndim == 3 and a.shape[2] not in (3, 4):
+        raise ResnetDeployError(f"image array has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4 (uint8)")
+    _check_pixels((a.shape[1], a.shape[0]), "image array is ")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
     if a.ndim == 2:
         return Image.fromarray(a, mode="L")
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        return Image.fromarray(a, mode="RGB" if a.shape[2] == 3 else "RGBA")
-    raise ResnetDeployError(f"image array has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4 (uint8)")
+    return Image.fromarray(np.ascontiguousarray(a), mode="RGB" if a.shape[2] == 3 else "RGBA")
+
+
+def _shorter_to(size: tuple[int, int], target: int) -> tuple[int, int]:
+    # torchvision.transforms.functional.resize with an int: shorter side -> target, longer side truncated like int().
+    w, h = size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(target * long / short)
+    return (target, new_long) if w <= h else (new_long, target)
 
 
 def _resize_shorter(pil: Image.Image, size: int) -> Image.Image:
-    # torchvision.transforms.functional.resize with an int: shorter side -> size, longer side truncated like int().
-    w, h = pil.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == size:
+    """The whole image with its shorter side resized to `size`; refused when that exceeds MAX_IMAGE_PIXELS."""
+    if min(pil.size) == size:
         return pil
-    new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    new_w, new_h = _shorter_to(pil.size, size)
+    if new_w * new_h > MAX_IMAGE_PIXELS:
+        raise ResnetDeployError(f"image of {pil.size[0]}x{pil.size[1]} would be resized to {new_w}x{new_h}, over the "
+                                f"limit of {MAX_IMAGE_PIXELS:,} pixels; crop it to a less elongated shape first")
     return pil.resize((new_w, new_h), Image.BILINEAR)
+
+
+def _resize_and_crop(pil: Image.Image, resize: int | None, crop: int | None) -> Image.Image:
+    """Resize the shorter side to `resize`, then centre-crop `crop`; memory stays bounded for any aspect ratio."""
+    if resize is None or min(pil.size) == resize:
+        return pil if crop is None else _center_crop(pil, crop)
+    new_w, new_h = _shorter_to(pil.size, resize)
+    if crop is None or new_w * new_h <= MAX_IMAGE_PIXELS:
+        return _center_crop(_resize_shorter(pil, resize), crop) if crop else _resize_shorter(pil, resize)
+    # A very elongated image (a 100000x1 strip): resize only the part the crop keeps. PIL's resize(box=...) samples
+    # the source where the full resize would (same scale and centres, the filter reading around the box), so the
+    # result matches resize-then-crop up to rounding (one grey level in a few pixels), at a cost set by the crop.
+    top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+    sx, sy = pil.size[0] / new_w, pil.size[1] / new_h
+    return pil.resize((crop, crop), Image.BILINEAR, box=(left * sx, top * sy, (left + crop) * sx, (top + crop) * sy))
 
 
 def _center_crop(pil: Image.Image, size: int) -> Image.Image:
