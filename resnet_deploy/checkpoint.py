@@ -11,6 +11,8 @@ iteration, and for resuming: optimizer, scheduler, scaler, rng, metrics.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,18 @@ from resnet_deploy.runtime.preprocess import Preprocess
 
 CHECKPOINT_FORMAT = 1
 REQUIRED = ("arch", "model", "num_classes", "in_channels", "classes", "preprocess")
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # atomic_save's `.<name>.<pid>.<random>.tmp`
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temporary file beside `path`, fsync, then rename: a crash leaves the old file whole."""
+    """`torch.save` to a temporary file beside `path`, fsync, then rename: a crash leaves the old file whole.
+
+    The temporary file is named `.<name>.<pid>.<random>.tmp`, so that `remove_stale_temps` can tell the leftovers of
+    a killed process from a file another process is writing now.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -41,6 +48,27 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Delete the temporary files of `atomic_save` calls whose process is gone (killed mid-write); their names."""
+    removed = []
+    for p in sorted(Path(folder).glob(".*.tmp")):
+        m = _TEMP_NAME.match(p.name)
+        if m and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
@@ -66,9 +94,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file (RuntimeError, UnpicklingError, EOFError...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ResnetDeployError(f"cannot read checkpoint {path}: not a complete torch.save file "
-                                f"({type(e).__name__}: {first[:160]})") from None
+        raise _load_error("checkpoint", path, e) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise ResnetDeployError(f"{path} is not a resnet-deploy checkpoint (expected keys {', '.join(REQUIRED)}); "
                                 "for a torchvision state dict use `--arch NAME --weights FILE`")
@@ -83,9 +109,23 @@ def load_state_dict_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # as in load_checkpoint: many exception types for a damaged or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ResnetDeployError(f"cannot read weights {path}: not a complete torch.save file "
-                                f"({type(e).__name__}: {first[:160]})") from None
+        raise _load_error("weights", path, e) from None
+
+
+def _load_error(what: str, path: Path, e: Exception) -> ResnetDeployError:
+    """The one-line error for a file torch.load could not read: refused by safe loading, or damaged."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    if isinstance(e, pickle.UnpicklingError) and first.startswith("Weights only load failed"):
+        # torch's first line advises weights_only=False (never taken here); the line naming the object is the news.
+        refused = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if refused:
+            return ResnetDeployError(f"refused {what} {path}: safe loading (weights_only) does not allow the objects "
+                                     f"it contains ({refused[:160]}); resnet-deploy never runs pickled code: if you "
+                                     "trust the file, re-save its weights with torch.save(model.state_dict(), ...)")
+        first = next((ln for ln in lines[1:] if not ln.startswith(("Please file", "Check the documentation"))), "")
+    return ResnetDeployError(f"cannot read {what} {path}: not a complete torch.save file "
+                             f"({type(e).__name__}: {first[:160]})")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:

@@ -47,7 +47,7 @@ def _export(*args: str) -> SimpleNamespace:
 
 
 def _leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,8 @@ def bad(src, tmp_path) -> SimpleNamespace:
     (["{ckpt}", "--int8", "--calib-data", "folder:{dir}/no-such-dir"], "no-such-dir"),
     (["{ckpt}", "--batch", "8:1:4"], "--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX; found 8:1:4"),
     (["{ckpt}", "--int8-target", "trt"], "--int8-target trt needs --int8"),
-    (["{ckpt}", "--input-size", "4"], "--input-size must be at least 8 pixels"),
+    (["{ckpt}", "--input-size", "4"], "--input-size must be from 8 to 4096 pixels, found 4"),
+    (["{ckpt}", "--input-size", "100000"], "--input-size must be from 8 to 4096 pixels, found 100000"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(bad, args, message):
     r = _export(*[a.format(**vars(bad)) for a in args], "--out", bad.out, "--quiet")

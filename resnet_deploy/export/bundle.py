@@ -1,19 +1,16 @@
 """`export_bundle`: checkpoint -> bundle directory (fold BN, ONNX, FP16, INT8, TensorRT, manifest).
 
-The bundle is built in a temporary directory beside the target and renamed into place only when complete
-(docs/architecture.md, "The bundle"), so a failed export never leaves something that looks complete and
-`force=True` keeps the old bundle until the new one is whole.
+The bundle is built in a work directory beside the target and put in place only when complete (`staging.Workdir`;
+docs/architecture.md, "The bundle"), so a failed or killed export never leaves something that looks complete,
+`force=True` keeps the old bundle until the new one is whole, and the next export cleans up after a killed one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,6 +25,7 @@ from resnet_deploy.export.fold import check_fold, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
 from resnet_deploy.export.options import ExportOptions
 from resnet_deploy.export.source import Source, load_calibration, load_source
+from resnet_deploy.export.staging import Workdir
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, write_manifest
@@ -107,15 +105,12 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
             raise ResnetDeployError(f"calibration images have shape {calib.shape}; expected (N, "
                                     f"{', '.join(map(str, src.input_shape))}) like the model's input")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()  # beside the target (same file system, so the final rename is atomic), with the umask's mode
-    try:
-        with tempfile.TemporaryDirectory(prefix="resnet-deploy-quant-") as work:
-            trt_error = _write_bundle(_Work(tmp, Path(work), src, opts, calib, ExportLog(echo)))
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    log = ExportLog(echo)
+    # All temporary data in one work directory beside the target (same file system, so the commit is atomic).
+    with Workdir(out, lambda line: log("cleanup", line)) as work:
+        check_destination(out, force)  # again: recovering an interrupted --force may have put a bundle back
+        trt_error = _write_bundle(_Work(work.new, work.tmp, src, opts, calib, log))
+        work.commit()
     if trt_error is not None:  # same type: TensorRTUnavailable (nothing to build with) or a failed build
         raise type(trt_error)(f"wrote {out} with its ONNX models only; {trt_error}")
     return out
@@ -258,18 +253,3 @@ def _versions() -> dict[str, str | None]:
     # JetPack installs TensorRT from a .deb without pip metadata: trust the imported module when engines were built.
     out["tensorrt"] = getattr(sys.modules.get("tensorrt"), "__version__", None) or out["tensorrt"]
     return out
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    # Rename the old bundle aside first (not delete), so a failure in between leaves it whole.
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}") if out.exists() else None
-    if old is not None:
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ from resnet_deploy.checkpoint import (
 )
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import sha256_file
-from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, MAX_SIDE, Preprocess
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ def _read_classes(classes: Path | list[str], expected: int) -> list[str]:
 
 def resize_preprocess(pre: Preprocess, size: int) -> Preprocess:
     """The same preprocessing for a square input of `size`: crop becomes `size`, resize scales with it."""
-    if size < 8:
-        raise ResnetDeployError(f"--input-size must be at least 8 pixels, found {size}")
+    if not 8 <= size <= MAX_SIDE:
+        raise ResnetDeployError(f"--input-size must be from 8 to {MAX_SIDE} pixels, found {size}")
     if size == pre.input_size[0] == pre.input_size[1]:
         return pre
     if np.asarray(pre.mean).ndim == 3:

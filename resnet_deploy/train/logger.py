@@ -18,6 +18,7 @@ class MetricsLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
+        _drop_partial_line(out_dir / "metrics.jsonl")
         self.file = open(out_dir / "metrics.jsonl", "a")
         try:  # optional: torch's SummaryWriter needs the tensorboard package
             from torch.utils.tensorboard import SummaryWriter
@@ -81,3 +82,25 @@ class MetricsLogger:
         if self.tb:
             self.tb.close()
         self.file.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line without its newline (the process was killed mid-write), so that every line stays JSON."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, 2)
+            if size == 0 or (f.seek(size - 1), f.read(1))[1] == b"\n":
+                return
+            keep = size - 1
+            while keep > 0:  # scan back in blocks for the last newline
+                start = max(0, keep - 65536)
+                f.seek(start)
+                block = f.read(keep - start)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    f.truncate(start + nl + 1)
+                    return
+                keep = start
+            f.truncate(0)
+    except FileNotFoundError:
+        pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import load_checkpoint, save_checkpoint
+from resnet_deploy.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from resnet_deploy.config import TrainConfig, dump_yaml, to_dict
 from resnet_deploy.data.pipeline import FolderData, InMemoryData, prepare
 from resnet_deploy.runtime.errors import ResnetDeployError
@@ -258,6 +259,9 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
         raise ResnetDeployError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
                                 "another --out")
     env = distributed.setup(config.run.device)
+    if env.main and out.is_dir() and (removed := remove_stale_temps(out)):
+        print(f"removed {len(removed)} temporary file(s) left in {out} by an interrupted run: {', '.join(removed)}",
+              file=sys.stderr)
     try:
         with torch_threads(config.run.threads):  # run.threads is for this run, not for the rest of the process
             trainer = Trainer(config, out, env, data, progress)

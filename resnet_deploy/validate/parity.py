@@ -17,7 +17,7 @@ import numpy as np
 
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import Manifest, read_manifest, verify_files
+from resnet_deploy.runtime.manifest import Manifest, read_manifest, unlisted_files, verify_files
 from resnet_deploy.runtime.variants import Gate
 from resnet_deploy.validate.reference import reference_model, torch_logits
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
@@ -62,6 +62,7 @@ class ParityReport:
     passed: bool  # every backend that ran passed, and at least one ran
     environment: dict[str, Any]
     created: str = field(default_factory=now_utc)
+    unlisted_files: list[str] = field(default_factory=list)  # in the bundle, not in its manifest: never loaded
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (validate.json, schema in `report.py`)."""
@@ -182,7 +183,7 @@ def check_parity_arrays(bundle: str | Path, x: np.ndarray, labels: np.ndarray, c
                         {**ref_info, "top1": ref_top1, "top5": topk_accuracy(ref, labels, 5)},
                         tolerance_values(gates), entries,
                         bool(run) and all(e.status == "PASS" for e in entries if e.status != "SKIPPED"),
-                        environment(threads))
+                        environment(threads), unlisted_files=unlisted_files(bundle, manifest))
 
 
 def _check_data(manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime.errors import BundleError
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.manifest import Manifest, sha256_file
 
 
@@ -20,8 +20,9 @@ def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Pa
     """The PyTorch model the bundle was exported from, and {kind, path, note}.
 
     The path is `checkpoint` when given, else the manifest's `source`. A file whose sha256 differs from the
-    manifest's is refused (the bundle was not made from it). When no file is at hand the model is None and the
-    caller falls back to the fp32 ONNX model as the reference.
+    manifest's is refused (the bundle was not made from it), and so is a `checkpoint` that is not there: comparing
+    the bundle with itself would pass whatever it holds. When the manifest's source is not at hand the model is None
+    and the caller falls back to the fp32 ONNX model as the reference (said in the report's note).
     """
     src = manifest.source  # as export writes it: {"kind": "checkpoint" | "torchvision", "path", "sha256"}
     kind = "weights" if src.get("kind") == "torchvision" else "checkpoint"
@@ -29,6 +30,9 @@ def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Pa
     path = Path(checkpoint) if checkpoint else (Path(named) if named else None)
     if path is not None and not path.is_absolute() and not path.is_file():
         path = Path(bundle) / path  # a path relative to the bundle
+    if checkpoint and not path.is_file():
+        raise ResnetDeployError(f"reference {kind} not found: {checkpoint} (--checkpoint names the file the bundle "
+                                "was exported from)")
     if path is None or not path.is_file():
         return None, {"kind": "onnx", "path": None,
                       "note": f"reference is the fp32 ONNX model: the source {kind} {path or '(none named)'} is not "

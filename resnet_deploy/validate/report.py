@@ -290,6 +290,11 @@ def validate_summary(v: dict[str, Any]) -> list[str]:
     ran = [b for b in v["backends"] if b["status"] != "SKIPPED"]
     verdict = ("PASS: every backend is within tolerance" if v["passed"] else
                f"FAIL: {', '.join(failed)} outside tolerance" if failed else "FAIL: no backend could run here")
+    extra = v.get("unlisted_files") or []
+    if extra:
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        lines.append(f"WARNING: {len(extra)} file(s) in the bundle are not in its manifest (never verified, never "
+                     f"loaded): {shown}")
     return lines + [f"{verdict} ({len(ran)} checked, {len(v['backends']) - len(ran)} skipped)"]
 
 
