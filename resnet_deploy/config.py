@@ -3,21 +3,29 @@
 The machinery (`from_dict`, `load_config`, `apply_overrides`, `to_dict`, `dump_yaml`) works for any nested frozen
 dataclass whose fields are typed with bool, int, float, str, `X | None`, `Literal[...]`, `tuple[T, ...]` or another
 dataclass, so export and validate can describe their own stage the same way. `TrainConfig` is the training recipe.
+
+Values are range-checked once, where the dataclass is made (`Checked`: a `LIMITS` table per class), so a recipe, a
+`--set` and a config built in code meet the same rules. Recipes come from colleagues: YAML aliases (`*name`, the
+"billion laughs" expansion) are refused, and messages quote at most a short piece of any value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, quote
+from resnet_deploy.runtime.preprocess import MAX_SIDE
 
 T = TypeVar("T")
 
@@ -36,7 +44,7 @@ def _unknown(key: str, cls: type, prefix: str, source: str) -> ResnetDeployError
     valid = _keys(cls, prefix)
     sections = [prefix + f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, sections + valid, n=1)
-    parts = [f"unknown key '{key}' in {source}", *([f"did you mean '{close[0]}'?"] if close else []),
+    parts = [f"unknown key {quote(key)} in {source}", *([f"did you mean '{close[0]}'?"] if close else []),
              f"valid keys: {', '.join(valid)}"]
     return ResnetDeployError("; ".join(parts))
 
@@ -61,7 +69,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ResnetDeployError(f"'{key}' in {source} must be a mapping of keys, found {value!r}")
+            raise ResnetDeployError(f"'{key}' in {source} must be a mapping of keys, found {quote(value)}")
         return from_dict(tp, value, source, prefix=key + ".")
     if origin in (typing.Union, types.UnionType):
         for a in args:
@@ -99,7 +107,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return value
     else:  # pragma: no cover - a field type this machinery does not know is a programming error
         raise TypeError(f"unsupported config field type {tp!r} for {key}")
-    raise ResnetDeployError(f"'{key}' in {source} must be {_type_name(tp)}, found {value!r}")
+    raise ResnetDeployError(f"'{key}' in {source} must be {_type_name(tp)}, found {quote(value)}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix: str = "") -> T:
@@ -117,8 +125,74 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", prefix
         kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}", source)
     try:
         return cls(**kwargs)
+    except OutOfRange as e:
+        raise ResnetDeployError(f"'{prefix}{e.key}' in {source} must be {e.allowed}, found {quote(e.value)}") from None
     except TypeError as e:  # a field without a default that the recipe did not set
         raise ResnetDeployError(f"{source}: {e}") from None
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses aliases: `*name` repeats a node, and nested repeats grow exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, f"line {mark.line + 1}: YAML aliases (*name) are not "
+                                              "allowed; write the value out", None)
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What one config value may be: `test(value)` must hold; `text` says it in the error."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+def between(lo: float, hi: float | None = None) -> Allowed:
+    """A finite number from `lo` to `hi` (inclusive; no upper bound when None)."""
+    return Allowed(lambda v: math.isfinite(v) and lo <= v and (hi is None or v <= hi),
+                   f"from {lo:g} to {hi:g}" if hi is not None else f">= {lo:g}")
+
+
+def above(lo: float, hi: float | None = None) -> Allowed:
+    """A finite number above `lo` (exclusive), at most `hi`."""
+    return Allowed(lambda v: math.isfinite(v) and lo < v and (hi is None or v <= hi),
+                   f"> {lo:g}" + (f" and <= {hi:g}" if hi is not None else ""))
+
+
+class OutOfRange(ResnetDeployError):
+    """A config value outside its `Allowed` range; `from_dict` names it by its full key and source."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"'{key}' must be {allowed}, found {quote(value)}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+class Checked:
+    """Base of config dataclasses: checks each field named in the class's LIMITS table when an instance is made."""
+
+    LIMITS: ClassVar[dict[str, Allowed]] = {}
+
+    def __post_init__(self) -> None:
+        for name, rule in self.LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue  # None is allowed exactly when the field's type says `X | None`
+            try:
+                ok = bool(rule.test(value))
+            except (TypeError, ValueError):  # a value of the wrong type, from code that skipped from_dict
+                ok = False
+            if not ok:
+                raise OutOfRange(name, value, rule.text)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -138,7 +212,7 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...], source: str 
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ResnetDeployError(f"{source} expects key=value (e.g. optim.lr=0.05), found {item!r}")
+            raise ResnetDeployError(f"{source} expects key=value (e.g. optim.lr=0.05), found {quote(item)}")
         parts = key.strip().split(".")
         node = data
         for i, p in enumerate(parts):
@@ -149,8 +223,8 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...], source: str 
         if isinstance(node[parts[-1]], dict):
             raise ResnetDeployError(f"{source} {key}: name a single field, e.g. {key}.{next(iter(node[parts[-1]]))}")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            node[parts[-1]] = _load_yaml(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError):  # not YAML (or refused YAML): the text itself
             node[parts[-1]] = raw
     return from_dict(type(cfg), data, source)
 
@@ -160,10 +234,17 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | tuple[str
     path = Path(path)
     if not path.is_file():
         raise ResnetDeployError(f"recipe not found: {path}")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ResnetDeployError(f"recipe {path} is {path.stat().st_size:,} bytes, over the limit of "
+                                f"{MAX_RECIPE_BYTES:,}; a recipe is a page of YAML")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as e:
-        raise ResnetDeployError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ResnetDeployError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise ResnetDeployError(f"recipe {path} is not valid YAML: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ResnetDeployError(f"recipe {path} is not a UTF-8 text file") from None
     return apply_overrides(from_dict(cls, data, f"recipe {path}"), overrides)
 
 
@@ -188,8 +269,12 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Where the images come from and how they are augmented."""
+
+    LIMITS = {"input_size": between(8, MAX_SIDE), "pad": between(0, 64), "pca_std": between(0),
+              "scale": Allowed(lambda v: 1 <= v[0] <= v[1] <= MAX_SIDE, f"[lo, hi] with 1 <= lo <= hi <= {MAX_SIDE}"),
+              "val_split": between(0), "stats_images": between(1), "workers": between(0, 256)}
 
     spec: str = "fashion-mnist"  # a data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PATH
     download: bool = False  # let torchvision download Fashion-MNIST / CIFAR-10 when they are nowhere on disk
@@ -204,8 +289,11 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Checked):
     """SGD as §3.4/§4.2: momentum 0.9, weight decay 1e-4; `batch_size` and `lr` are global (all ranks together)."""
+
+    LIMITS = {"batch_size": between(1, 65536), "lr": between(0), "momentum": between(0, 1),
+              "weight_decay": between(0)}
 
     batch_size: int = 128
     lr: float = 0.1
@@ -215,8 +303,14 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Checked):
     """Iteration-based learning-rate schedule."""
+
+    LIMITS = {"iterations": between(1), "gamma": above(0, 1), "warmup_lr": between(0),
+              "milestones": Allowed(lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)),
+                                    "increasing iteration numbers >= 1"),
+              "warmup_until_error": between(0, 1), "warmup_iterations": between(0), "plateau_patience": between(1),
+              "plateau_threshold": between(0), "min_lr": between(0)}
 
     iterations: int = 64000
     policy: Literal["multistep", "plateau"] = "multistep"
@@ -231,8 +325,14 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Checked):
     """Engineering knobs that do not change the recipe's mathematics (except amp)."""
+
+    LIMITS = {"seed": between(0, 2**32 - 1), "log_every": between(1), "eval_every": between(0),
+              "device": Allowed(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", v) is not None,
+                                "auto, cpu, cuda or cuda:N"),
+              "eval_limit": between(1), "eval_batch_size": between(1, 65536), "checkpoint_every": between(0),
+              "threads": between(1, 1024)}
 
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
