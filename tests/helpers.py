@@ -31,7 +31,8 @@ def write_png(path, width: int, height: int, bit_depth: int = 8, colour_type: in
     import zlib
 
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type, 1)
-    n = (width * channels * bit_depth + 7) // 8
+    rows = height if rows is None else rows
+    n = (width * channels * bit_depth + 7) // 8 if rows else 0
     if row is None:
         row = bytes((i * 37 + 11) % 256 for i in range(min(n, 4096)))
     line = b"\x00" + (row * (n // max(len(row), 1) + 1))[:n]
@@ -45,7 +46,7 @@ def write_png(path, width: int, height: int, bit_depth: int = 8, colour_type: in
                                                                    colour_type, 0, 0, 0)))
         if colour_type == 3:
             f.write(chunk(b"PLTE", bytes(range(256)) * 3))
-        data = [z.compress(line) for _ in range(height if rows is None else rows)]
+        data = [z.compress(line) for _ in range(rows)]
         f.write(chunk(b"IDAT", b"".join(data) + z.flush()) + chunk(b"IEND", b""))
 
 
