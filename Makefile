@@ -14,7 +14,7 @@ DATA ?= fashion-mnist
 # FORCE=1 retrains and re-exports; otherwise finished stages (checkpoint, bundle) are reused.
 FORCE ?=
 
-.PHONY: install test lint demo data gpu-check clean
+.PHONY: install test test-slow lint demo data gpu-check clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# The tests marked slow, which `make test` deselects: export and training killed 20 times each (several minutes).
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -85,21 +85,20 @@ class Workdir:
             os.close(self._lock)
 
     def _recover(self) -> None:
-        leftovers = sorted(p.name for p in self.root.iterdir() if p.name != "lock")
-        if not leftovers:
-            return
         if self.old.is_dir() and not (self.out.exists() or self.out.is_symlink()):
             back = self.new if _complete(self.new) else self.old
             os.replace(back, self.out)
             self.note(f"an interrupted --force left {self.out} missing: put back the "
                       f"{'new' if back == self.new else 'old'} bundle")
+        leftovers = sorted(p.name for p in self.root.iterdir() if p.name != "lock")
         for name in leftovers:
             p = self.root / name
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             elif p.exists() or p.is_symlink():
                 p.unlink()
-        self.note(f"removed what an interrupted export left in {self.root}: {', '.join(leftovers)}")
+        if leftovers:
+            self.note(f"removed what an interrupted export left in {self.root}: {', '.join(leftovers)}")
 
     def commit(self) -> None:
         """Put the complete bundle in `new/` at the destination, replacing what is there in one step if possible."""
