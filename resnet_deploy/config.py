@@ -306,7 +306,7 @@ class OptimConfig(Checked):
 class ScheduleConfig(Checked):
     """Iteration-based learning-rate schedule."""
 
-    LIMITS = {"iterations": between(1), "gamma": above(0, 1), "warmup_lr": between(0),
+    LIMITS = {"iterations": between(1), "gamma": above(0), "warmup_lr": between(0),
               "milestones": Allowed(lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)),
                                     "increasing iteration numbers >= 1"),
               "warmup_until_error": between(0, 1), "warmup_iterations": between(0), "plateau_patience": between(1),

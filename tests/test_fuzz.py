@@ -56,11 +56,11 @@ JSON = st.recursive(
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     root = tmp_path_factory.mktemp("fuzz")
-    return export_bundle(root / "bundle", checkpoint=tiny_checkpoint(root / "tiny.pt", CLASSES, PRE),
-                         batch=(1, 2, 4))
+    return export_bundle(root / "bundle", ExportOptions(batch=(1, 2, 4)),
+                         checkpoint=tiny_checkpoint(root / "tiny.pt", CLASSES, PRE))
 
 
 def _mutate(data: st.DataObject, doc: dict) -> None:

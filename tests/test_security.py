@@ -45,11 +45,11 @@ def one_line(r) -> str:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete fp32 bundle of a tiny network (exported once; tests work on copies)."""
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     root = tmp_path_factory.mktemp("sec")
     ckpt = tiny_checkpoint(root / "tiny.pt", CLASSES, PRE)
-    return export_bundle(root / "bundle", checkpoint=ckpt, batch=(1, 4, 8))
+    return export_bundle(root / "bundle", ExportOptions(batch=(1, 4, 8)), checkpoint=ckpt)
 
 
 @pytest.fixture
@@ -111,9 +111,9 @@ def test_a_link_inside_the_bundle_is_fine_and_unlisted_files_are_reported(bundle
     rng = np.random.default_rng()
     x = rng.standard_normal((6, 3, 32, 32), dtype=np.float32)
     result = check_parity_arrays(bundle, x, rng.integers(0, 4, 6), CLASSES, threads=1)
-    assert result["unlisted_files"] == ["real.onnx", "sub/payload.bin"]
+    assert result.unlisted_files == ["real.onnx", "sub/payload.bin"]
     assert ("WARNING: 2 file(s) in the bundle are not in its manifest (never verified, never loaded): real.onnx, "
-            "sub/payload.bin") in validate_summary(result)
+            "sub/payload.bin") in validate_summary(result.to_dict())
 
 
 def test_size_mismatch_names_the_entry(bundle: Path) -> None:

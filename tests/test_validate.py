@@ -21,6 +21,7 @@ from PIL import Image
 from resnet_deploy import models
 from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
+from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, read_manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.validate import report
@@ -172,10 +173,19 @@ def test_reference_checkpoint_must_be_the_exported_one(tiny):
     assert "is not the file this bundle was exported from" in res.output
 
 
-def test_reference_falls_back_to_onnx_when_checkpoint_is_absent(tiny):
-    r = check_parity(tiny.bundle, tiny.spec, limit=10, backends=["fp16"], checkpoint=tiny.root / "nowhere.pt").to_dict()
+def test_reference_falls_back_to_onnx_only_when_the_manifest_source_is_absent(tiny, tmp_path):
+    bundle = Path(shutil.copytree(tiny.bundle, tmp_path / "b"))
+    d = json.loads((bundle / "manifest.json").read_text())
+    d["source"]["path"] = str(tmp_path / "moved.pt")  # the bundle was copied to a machine without its checkpoint
+    (bundle / "manifest.json").write_text(json.dumps(d))
+    r = check_parity(bundle, tiny.spec, limit=10, backends=["fp16"]).to_dict()
     assert r["reference"]["kind"] == "onnx" and "not at hand" in r["reference"]["note"]
     assert r["backends"][0]["status"] == "PASS"
+    # A --checkpoint that is not there is an error: comparing the ONNX model with itself would always pass.
+    with pytest.raises(ResnetDeployError) as e:
+        check_parity(tiny.bundle, tiny.spec, limit=10, backends=["fp16"], checkpoint=tiny.root / "nowhere.pt")
+    assert str(e.value) == (f"reference checkpoint not found: {tiny.root / 'nowhere.pt'} (--checkpoint names the "
+                            "file the bundle was exported from)")
 
 
 def test_compare_thresholds_on_known_logits():

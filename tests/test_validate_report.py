@@ -14,7 +14,7 @@ from resnet_deploy.validate.env import environment
 from resnet_deploy.validate.parity import BackendParity, ParityReport
 
 VALIDATE_KEYS = {"schema", "schema_version", "created", "bundle", "arch", "data", "num_samples", "num_classes",
-                 "reference", "tolerances", "backends", "passed", "environment"}
+                 "reference", "tolerances", "backends", "passed", "environment", "unlisted_files"}
 BACKEND_KEYS = {"backend", "precision", "status", "reason", "top1", "top5", "agreement", "max_abs_diff",
                 "mean_abs_diff", "first_disagreements", "failures"}
 BENCH_KEYS = {"schema", "schema_version", "created", "bundle", "arch", "input_shape", "macs_per_image", "settings",
@@ -52,7 +52,7 @@ def _validate() -> dict:
             "arch": "resnet50", "data": "imagenet:/d", "num_samples": 400, "num_classes": 1000,
             "reference": {"kind": "checkpoint", "path": "m.pt", "note": None, "top1": 76.0, "top5": 93.0},
             "tolerances": {"fp32_agreement": 99.9, "fp32_max_abs": 1e-3, "fp16_agreement": 99.5, "int8_top1_drop": 1.0},
-            "backends": [entry, skipped], "passed": False, "environment": environment(None)}
+            "backends": [entry, skipped], "passed": False, "environment": environment(None), "unlisted_files": []}
 
 
 def test_bench_rows_have_the_documented_keys_and_ratios():
