@@ -229,10 +229,18 @@ class Predictor:
         """Class labels, index = class id."""
         return self.manifest.classes
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for preprocessed images: float32 (N, C, H, W) -> float32 (N, K), any N (split to the profile)."""
+    def run(self, batch: np.ndarray, *, allow_nonfinite: bool = False) -> np.ndarray:
+        """Logits for preprocessed images: float32 (N, C, H, W) -> float32 (N, K), any N (split to the profile).
+
+        Input holding NaN or Inf is refused unless `allow_nonfinite`: the model would return NaN scores, or confident
+        ones, that look like answers. (`predict` never makes such input: it preprocesses 8-bit images.)
+        """
         runner = self._backend()
         x = self._check_batch(batch)
+        if not allow_nonfinite and not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+            raise ResnetDeployError(f"input image(s) {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''} "
+                                    f"of {len(x)} hold NaN or Inf; pass allow_nonfinite=True to run them anyway")
         low = self.manifest.batch[0]
         parts = []
         for start in range(0, len(x), self.max_batch):

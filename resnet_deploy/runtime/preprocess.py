@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from resnet_deploy.runtime import fields
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -139,7 +139,7 @@ class Preprocess:
                 raise ResnetDeployError(f"image not found: {image}") from None
             except Exception as e:  # PIL's decoders raise many types on malformed bytes (OSError, SyntaxError,
                 # struct.error, EOFError, DecompressionBombError...): all of them mean "not an image we can read"
-                raise ResnetDeployError(f"not a readable image: {image} ({_first_line(e)})") from None
+                raise ResnetDeployError(f"not a readable image: {image} ({first_line(e)[:300]})") from None
         if isinstance(image, Image.Image):
             _check_pixels(image.size, "image is ")
             return self._convert(image)
@@ -155,7 +155,7 @@ class Preprocess:
         try:
             return pil.convert(self.mode)
         except ValueError as e:  # e.g. LAB or HSV images, which PIL does not convert to RGB
-            raise ResnetDeployError(f"cannot convert a {pil.mode} image to {self.mode} ({_first_line(e)})") from None
+            raise ResnetDeployError(f"cannot convert a {pil.mode} image to {self.mode} ({first_line(e)})") from None
 
     def __call__(self, image: ImageInput) -> np.ndarray:
         """Preprocess one image to a float32 (C, H, W) array."""
@@ -196,11 +196,6 @@ def _check_mean(mean: Any, channels: int, size: tuple[int, int]) -> None:
     fields.need(ok, "preprocess.mean", f"{channels} number(s) or a {channels} x {size[0]} x {size[1]} mean image",
                 mean if m is None else f"shape {m.shape}")
     fields.need(bool(np.isfinite(m).all()), "preprocess.mean", "finite numbers", "NaN or Inf")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _check_pixels(size: tuple[int, int], what: str) -> None:
