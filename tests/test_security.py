@@ -116,6 +116,28 @@ def test_a_link_inside_the_bundle_is_fine_and_unlisted_files_are_reported(bundle
             "sub/payload.bin") in validate_summary(result.to_dict())
 
 
+def test_reports_never_go_through_a_link_out_of_the_bundle(bundle: Path, tmp_path: Path) -> None:
+    from resnet_deploy.validate import report
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "report.md").write_text("precious")
+    (bundle / "reports").symlink_to(elsewhere)
+    line = ("bundle file 'reports' resolves outside the bundle (a link that leads out of it); refused without "
+            "opening it")
+    with pytest.raises(BundleError) as e:
+        report.save({"schema": "resnet-deploy/validate"}, bundle)
+    assert str(e.value) == line
+    assert one_line(cli("report", str(bundle))) == f"Error: {line}"
+    (bundle / "reports").unlink()
+    (bundle / "reports").mkdir()
+    (bundle / "reports" / "report.md").symlink_to(elsewhere / "report.md")
+    with pytest.raises(BundleError, match="^bundle file 'reports/report.md' resolves outside the bundle"):
+        report.write_reports(bundle / "reports")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["report.md"]
+    assert (elsewhere / "report.md").read_text() == "precious"
+
+
 def test_size_mismatch_names_the_entry(bundle: Path) -> None:
     with open(bundle / "model.onnx", "ab") as f:
         f.write(b"\x00" * 7)

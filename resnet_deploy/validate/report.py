@@ -19,8 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.runtime.manifest import bundle_path
+
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
+REPORT_FILES = (VALIDATE_JSON, BENCH_JSON, REPORT_MD, LATENCY_PNG, ACCURACY_PNG)
 SCHEMA_VERSION = 1
 STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")
 
@@ -47,14 +50,26 @@ def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = N
     """
     name = {"resnet-deploy/validate": VALIDATE_JSON, "resnet-deploy/bench": BENCH_JSON}[result["schema"]]
     reports = Path(bundle) / "reports"
+    stay_inside(reports)
     write_json(result, reports / name)
     if also:
         write_json(result, also)
     return write_reports(reports)
 
 
+def stay_inside(reports: Path) -> None:
+    """Refuse (BundleError) a reports folder, or a report file in it, that is a link out of the bundle.
+
+    A downloaded bundle may carry `reports` as a link to another folder: writing through it would overwrite files
+    there, reading through it would read them.
+    """
+    for rel in (reports.name, *(f"{reports.name}/{n}" for n in REPORT_FILES)):
+        bundle_path(reports.parent, rel)
+
+
 def read_report(path: Path) -> dict[str, Any] | None:
     """A report JSON from the reports folder, or None when it is missing or unreadable."""
+    stay_inside(path.parent)
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -189,6 +204,7 @@ def write_reports(reports_dir: str | Path) -> list[Path]:
         The files written (JSON files excluded).
     """
     d = Path(reports_dir)
+    stay_inside(d)
     v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
     title = (v or b or {}).get("arch", "model")
     parts = [f"# {title}: validation report\n", f"Bundle `{(v or b or {}).get('bundle')}`.\n"]
