@@ -28,31 +28,37 @@ IMAGE_PROBE = """
 import resource, sys, numpy as np
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 from resnet_deploy.runtime.preprocess import Preprocess
+def mb(key):  # /proc, not getrusage: ru_maxrss survives fork + exec and would start at the parent's peak
+    return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith(key)) / 1024
 c = int(sys.argv[2])
 pre = Preprocess(input_size=(224, 224), channels=c, resize=256, crop=224, mean=(0.5,) * c, std=(0.25,) * c)
 pre(np.full((300, 300, 3), 7, np.uint8))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+open("/proc/self/clear_refs", "w").write("5")  # peak := now
+base = mb("VmRSS:")
 try:
     x = pre(sys.argv[1])
     out = f"ok, {(x > 0.99 * x.max()).mean():.0%} of values at the maximum"
 except BaseException as e:
     out = f"{type(e).__name__}: {str(e).splitlines()[0][:90] if str(e) else ''}"
-print(f"{out}; peak {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024:.0f} MB")
+print(f"{out}; peak {mb('VmHWM:') - base:.0f} MB above the baseline")
 """
 
 API_PROBE = """
 import sys, numpy as np
-from resnet_deploy.runtime import Predictor
+from resnet_deploy.runtime import Predictor, ResnetDeployError
 p = Predictor.from_bundle(sys.argv[1], backend="onnx", threads=1)
 case = sys.argv[2]
-if case == "threads":
-    Predictor.from_bundle(sys.argv[1], threads=1.5); print("accepted threads=1.5")
-elif case == "nan":
-    x = np.full((1, 3, 32, 32), np.nan, np.float32); print("ran:", p.run(x)[0][:2])
-elif case == "closed":
-    p.close(); p.predict(np.zeros((40, 40, 3), np.uint8))
-elif case == "empty":
-    p.predict(np.zeros((0, 0, 3), np.uint8))
+try:
+    if case == "threads":
+        Predictor.from_bundle(sys.argv[1], threads=1.5); print("accepted threads=1.5")
+    elif case == "nan":
+        print("ran, logits:", p.run(np.full((1, 3, 32, 32), np.nan, np.float32))[0][:2])
+    elif case == "closed":
+        p.close(); p.predict(np.zeros((40, 40, 3), np.uint8))
+    elif case == "empty":
+        p.predict(np.zeros((0, 0, 3), np.uint8))
+except ResnetDeployError as e:
+    print("ResnetDeployError:", e)
 """
 
 
@@ -107,10 +113,10 @@ def fixtures(root: Path) -> dict[str, Path]:
     f["cmyk"] = root / "cmyk.jpg"
     rgb = np.random.default_rng(0).integers(0, 256, (500, 600, 3), dtype=np.uint8)
     Image.fromarray(rgb).resize((6000, 4000)).convert("CMYK").save(f["cmyk"], quality=90)
-    f["bomb"] = root / "bomb.yaml"
-    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    levels += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=True)]
-    f["bomb"].write_text("\n".join(levels + ["name: *h"]) + "\n")
+    f["bomb"] = root / "bomb.yaml"  # billion laughs inside one field: `name` becomes a list of 9^8 strings
+    levels = ['  - &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"  - &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=True)]
+    f["bomb"].write_text("\n".join(["name:", *levels]) + "\n")
     f["evil"] = root / "evil.pt"
 
     class Payload:
@@ -178,7 +184,7 @@ def probes(f: dict[str, Path], root: Path) -> list[tuple[str, str, object]]:
                     "schedule.iterations=-5")],
         ("5 ranges", "export --input-size 100000",
          lambda t: cli(t, "export", str(f["ckpt"]), "--out", str(root / "big-input"), "--input-size", "100000")),
-        ("6 aliases", "recipe with a 9^8 alias expansion in `name`", lambda t: cli(t, "train", "--recipe",
+        ("6 aliases", "recipe whose `name` expands to 9^8 strings", lambda t: cli(t, "train", "--recipe",
                                                                                    str(f["bomb"]))),
         ("7 manifest values", "preprocess.std = [0, ...]", lambda t: cli(t, "predict", str(std0), img)),
         ("7 manifest values", "input.batch.max = 0", lambda t: cli(t, "predict", str(batch0), img)),

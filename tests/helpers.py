@@ -60,3 +60,27 @@ def tiny_checkpoint(path, classes: list[str], pre, in_channels: int = 3, seed: i
     return save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": len(classes),
                             "in_channels": in_channels, "model": model.state_dict(), "classes": list(classes),
                             "preprocess": pre.to_dict(), "config": {}, "iteration": 0}, path)
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+
+def reset_peak_memory() -> float:
+    """Reset this process's peak resident memory to its current size; return that size in MB (Linux /proc).
+
+    Peaks are read from /proc (VmHWM), not getrusage: ru_maxrss survives fork + exec, so a child of a big pytest
+    process would start with the parent's peak and measure nothing.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # "5": reset the peak RSS (Linux >= 4.0)
+    except OSError:
+        pass
+    return _status_mb("VmRSS:")
+
+
+def peak_memory_mb() -> float:
+    """The peak resident memory of this process in MB since it started or since `reset_peak_memory`."""
+    return _status_mb("VmHWM:")
