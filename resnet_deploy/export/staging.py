@@ -70,9 +70,13 @@ class Workdir:
             self._lock = None
             raise ResnetDeployError(f"another export to {self.out} is running (it holds {self.root / 'lock'}); "
                                     "wait for it to finish or choose another --out") from None
-        self._recover()
-        self.new.mkdir()
-        self.tmp.mkdir()
+        try:
+            self._recover()
+            self.new.mkdir()
+            self.tmp.mkdir()
+        except BaseException:
+            os.close(self._lock)
+            raise
         # Tools that take no directory argument (ONNX Runtime's quant_pre_process, quantize_static) write to the
         # system temporary directory: point it here so that a kill leaves nothing there.
         self._tempdir, tempfile.tempdir = tempfile.tempdir, str(self.tmp)
