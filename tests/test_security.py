@@ -1,8 +1,8 @@
 """The bundle, images, recipes and checkpoints as a trust boundary: one test per class of bad input, exact lines.
 
 Classes: manifest paths that leave the bundle; image memory; 16-bit images; a missing reference; recipe ranges; YAML
-alias bombs; hand-edited manifest values; Predictor API misuse; refused checkpoints. (Crashes are in test_crash.py,
-property-based fuzzing in test_fuzz.py.)
+alias bombs; hand-edited manifest values; refused checkpoints. (Predictor API misuse is in test_predictor_misuse.py,
+crashes in test_crash.py, property-based fuzzing in test_fuzz.py.)
 """
 
 from __future__ import annotations
@@ -340,42 +340,6 @@ def test_deep_or_huge_manifests_are_refused(bundle: Path) -> None:
         f.truncate((32 << 20) + 1)
     with pytest.raises(BundleError, match=r"manifest.json is over 32 MB; a manifest is a few kB"):
         read_manifest(bundle)
-
-
-# ------------------------------------------------------------------------------------------------- 8. API misuse
-def test_api_misuse_is_one_clear_error(bundle: Path) -> None:
-    rng = np.random.default_rng()
-    for call, line in [
-        (lambda: Predictor.from_bundle(None), "expected a bundle directory path, found NoneType"),
-        (lambda: Predictor.from_bundle(bundle, threads=1.5), "threads must be a positive integer or None, found 1.5"),
-        (lambda: Predictor.from_bundle(bundle, threads="2"), "threads must be a positive integer or None, found '2'"),
-        (lambda: Predictor.from_bundle(bundle, device="gpu"), "unknown device 'gpu'; choose one of: cpu, cuda"),
-    ]:
-        with pytest.raises(ResnetDeployError) as e:
-            call()
-        assert str(e.value) == line
-    p = Predictor.from_bundle(bundle, backend="onnx", threads=1)
-    image = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
-    for call, line in [
-        (lambda: p.predict(image, topk=1.5), "topk must be a positive integer, found 1.5"),
-        (lambda: p.predict(image, topk="3"), "topk must be a positive integer, found '3'"),
-        (lambda: p.predict(np.zeros((0, 0, 3), np.uint8)), "image array is 0x0 pixels: an image needs at least 1x1"),
-        (lambda: p.predict([image, Image.new("RGB", (5, 0))]), "image 1 of 2: image is 5x0 pixels: an image needs at "
-                                                               "least 1x1"),
-    ]:
-        with pytest.raises(ResnetDeployError) as e:
-            call()
-        assert str(e.value) == line
-    x = rng.standard_normal((3, 3, 32, 32), dtype=np.float32)
-    x[1, 0, 5, 5], x[2, 2, 0, 0] = np.nan, np.inf
-    with pytest.raises(ResnetDeployError) as e:
-        p.run(x)
-    assert str(e.value) == "input image(s) 1, 2 of 3 hold NaN or Inf; pass allow_nonfinite=True to run them anyway"
-    assert p.run(x, allow_nonfinite=True).shape == (3, 4)  # asked for: it runs (and NaN comes out)
-    p.close()
-    with pytest.raises(ResnetDeployError) as e:
-        p.predict(image)
-    assert str(e.value) == "this Predictor is closed; load the bundle again with Predictor.from_bundle"
 
 
 # ------------------------------------------------------------------------------------------ 10. refused checkpoints
