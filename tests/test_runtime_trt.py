@@ -1,45 +1,69 @@
-"""TensorRT backend on a CPU machine: the engine-compatibility rule, dtypes, and the whole call sequence against fake
-`tensorrt` and `cuda.bindings.runtime` modules (device memory faked by host buffers). The real thing runs in
-tests/test_runtime.py::test_tensorrt_engine_matches_onnx (@pytest.mark.gpu)."""
+"""TensorRT backend on a CPU machine: the engine-compatibility rules, dtypes, and the whole call sequence against the
+`tensorrt` / `tensorrt_lean` / `cuda.bindings.runtime` stand-ins of tests/trt_fakes.py (device memory faked by host
+buffers; the same sequence runs against the real bindings' surface in tests/trt_conformance_cases.py). The real thing
+runs in tests/test_runtime.py::test_tensorrt_engine_matches_onnx (@pytest.mark.gpu)."""
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_fakes import HERE, KERNEL_MS, SHAPE, K, Memory, W, fake_cudart, fake_trt
 
 from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends
 from resnet_deploy.runtime import tensorrt_backend as trtb
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 
-HERE = {"tensorrt_version": "10.13.0.35", "gpu": "NVIDIA Fake GPU", "compute_capability": "8.7"}
-SHAPE, K = (3, 8, 8), 5
-W = np.random.default_rng(1234).standard_normal((K, int(np.prod(SHAPE)))).astype(np.float32)  # the fake engine
+REBUILD = "resnet-deploy export c.pt --out b-trt --trt"
 
 
 def test_engine_mismatch_rule() -> None:
     assert trtb.engine_mismatch("model.fp16.engine", dict(HERE), HERE) is None
     assert trtb.engine_mismatch("e", {**HERE, "tensorrt_version": "10.13.0.99", "compute_capability": [8, 7]}, HERE) \
         is None  # build number and list form of the compute capability do not matter
-    msg = trtb.engine_mismatch("model.fp16.engine", {**HERE, "tensorrt_version": "10.3.0.26"}, HERE)
-    assert msg.startswith("model.fp16.engine cannot run here: TensorRT 10.3.0 expected, found 10.13.0.35.")
-    assert "rebuild them on this machine with `resnet-deploy export ... --trt`, or use backend='onnx'" in msg
-    msg = trtb.engine_mismatch("e", {**HERE, "gpu": "NVIDIA H100", "compute_capability": "9.0"}, HERE)
-    assert "GPU NVIDIA H100 (compute capability 9.0) expected, found NVIDIA Fake GPU (8.7)" in msg
+    msg = trtb.engine_mismatch("model.fp16.engine", {**HERE, "tensorrt_version": "10.3.0.26"}, HERE, REBUILD)
+    assert msg == ("model.fp16.engine cannot run here: TensorRT 10.3.0 expected, found 10.13.0.35. To run it: install "
+                   "TensorRT 10.3.0 (pip install 'tensorrt==10.3.0.*'), or rebuild it on this machine with "
+                   f"`{REBUILD}`, or export it with --trt-compat version so that later TensorRT versions run it; or "
+                   "use backend='onnx'")
+    msg = trtb.engine_mismatch("e", {**HERE, "gpu": "NVIDIA H100", "compute_capability": "9.0"}, HERE, REBUILD)
+    assert msg == ("e cannot run here: GPU NVIDIA H100 (compute capability 9.0) expected, found NVIDIA Fake GPU "
+                   f"(8.7). To run it: rebuild it on this GPU with `{REBUILD}`, or export it with --trt-compat "
+                   "hardware so that every Ampere or later GPU runs it; or use backend='onnx'")
     with pytest.warns(RuntimeWarning, match="built on NVIDIA Other, running on NVIDIA Fake GPU"):
         assert trtb.engine_mismatch("e", {**HERE, "gpu": "NVIDIA Other"}, HERE) is None
-    portable = {"tensorrt_version": "10.1.0", "gpu": "X", "compute_capability": "9.0", "version_compatible": True,
-                "hardware_compatible": True}
-    assert trtb.engine_mismatch("e", portable, HERE) is None
-    msg = trtb.engine_mismatch("e", portable, {**HERE, "compute_capability": "7.5"})
-    assert "hardware-compatible engine needs compute capability >= 8.0, found 7.5" in msg
+
+
+PORTABLE = {"tensorrt_version": "10.8.0.43", "gpu": "X", "compute_capability": "9.0", "version_compatible": True,
+            "hardware_compatible": True}
+LEAN = {**HERE, "runtime": "tensorrt_lean"}
+
+
+@pytest.mark.parametrize("built, here, expected", [
+    (PORTABLE, HERE, None),  # a later 10.x and another Ampere-or-later GPU run it
+    (PORTABLE, {**HERE, "compute_capability": "7.5"},
+     "a hardware-compatible engine needs compute capability >= 8.0 (Ampere or later), found 7.5. To run it: rebuild "
+     f"it on this GPU with `{REBUILD}`"),
+    ({**PORTABLE, "tensorrt_version": "10.14.1.4"}, HERE,
+     "a version-compatible engine runs on TensorRT 10.14.1 or later, found 10.13.0.35. To run it: upgrade TensorRT "
+     f"(pip install 'tensorrt>=10.14.1'), or rebuild it on this machine with `{REBUILD}`"),
+    ({**HERE, "version_compatible": True}, LEAN, None),  # the lean runtime of the builder's version
+    (HERE, LEAN, "it was built without version compatibility and this machine has only the TensorRT lean runtime "
+                 "10.13.0.35, which runs version-compatible engines only. To run it: install the full runtime (pip "
+                 f"install 'tensorrt==10.13.0.*'), or rebuild it with `{REBUILD} --trt-compat version`"),
+    (PORTABLE, LEAN, "the lean runtime runs version-compatible engines of its own version: TensorRT 10.8.0 expected, "
+                     "found tensorrt_lean 10.13.0.35. To run it: install the lean runtime 10.8.0 (pip install "
+                     f"'tensorrt-lean==10.8.0.*'), or rebuild it on this machine with `{REBUILD}`"),
+])
+def test_travelling_engines(built: dict, here: dict, expected: str | None) -> None:
+    msg = trtb.engine_mismatch("model.int8.engine", built, here, REBUILD)
+    assert msg == (None if expected is None else f"model.int8.engine cannot run here: {expected}; or use "
+                                                 "backend='onnx'")
 
 
 def test_numpy_dtype_by_trt_name() -> None:
@@ -49,96 +73,10 @@ def test_numpy_dtype_by_trt_name() -> None:
         trtb.numpy_dtype(types.SimpleNamespace(name="BF16"))
 
 
-# ---- fakes: just enough of tensorrt and cuda.bindings.runtime for TrtBackend's call sequence ----
-
-class _Memory(dict):
-    """Fake device memory: address -> host buffer."""
-
-
-def _fake_cudart(memory: _Memory) -> types.ModuleType:
-    rt = types.ModuleType("cuda.bindings.runtime")
-    rt.cudaError_t = types.SimpleNamespace(cudaSuccess=0)
-    rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-
-    def malloc(n: int) -> tuple[int, int]:
-        buf = np.zeros(n, np.uint8)
-        memory[buf.ctypes.data] = buf
-        return 0, buf.ctypes.data
-
-    def memcpy(dst: int, src: int, n: int, kind: int, stream: int) -> tuple[int]:
-        assert stream == 7 and kind in (1, 2)
-        dev = dst if kind == 1 else src
-        assert dev in memory and n <= memory[dev].nbytes, "copy outside a device buffer"
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    rt.cudaMalloc = malloc
-    rt.cudaMemcpyAsync = memcpy
-    rt.cudaFree = lambda p: (memory.pop(p) is not None and 0,)
-    rt.cudaStreamCreate = lambda: (0, 7)
-    rt.cudaStreamDestroy = lambda s: (0,)
-    rt.cudaStreamSynchronize = lambda s: (0,)
-    rt.cudaGetDeviceCount = lambda: (0, 1)
-    rt.cudaGetDeviceProperties = lambda d: (0, types.SimpleNamespace(name=b"NVIDIA Fake GPU\x00\x00", major=8, minor=7))
-    rt.cudaGetErrorName = lambda e: (0, b"cudaErrorFake")
-    return rt
-
-
-class _Context:
-    def __init__(self, memory: _Memory) -> None:
-        self.memory, self.addr, self.n, self.busy, self.calls = memory, {}, None, False, []
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        assert name == "input"
-        self.n = shape[0]
-        return 1 <= shape[0] <= 16 and tuple(shape[1:]) == SHAPE
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return (self.n, K)
-
-    def set_tensor_address(self, name: str, ptr: int) -> None:
-        self.addr[name] = ptr
-
-    def execute_async_v3(self, stream: int) -> bool:
-        assert not self.busy, "execution context used by two threads at once"
-        self.busy = True
-        x = self.memory[self.addr["input"]].view(np.float32)[: self.n * W.shape[1]].reshape(self.n, -1)
-        self.memory[self.addr["logits"]].view(np.float32)[: self.n * K] = (x @ W.T).ravel()
-        self.calls.append(self.n)
-        time.sleep(0.0002)  # give another thread the chance to break in, were there no lock
-        self.busy = False
-        return True
-
-
-def _fake_trt(memory: _Memory) -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = HERE["tensorrt_version"]
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    float32 = types.SimpleNamespace(name="FLOAT")
-    engine = types.SimpleNamespace(
-        num_io_tensors=2, get_tensor_name=["input", "logits"].__getitem__,
-        get_tensor_mode=lambda n: "in" if n == "input" else "out",
-        get_tensor_shape=lambda n: (-1, *SHAPE) if n == "input" else (-1, K),
-        get_tensor_dtype=lambda n: float32,
-        get_tensor_profile_shape=lambda n, p: [(1, *SHAPE), (8, *SHAPE), (16, *SHAPE)],
-        create_execution_context=lambda: _Context(memory))
-
-    class Runtime:
-        def __init__(self, logger: object) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> object:
-            return engine if data.startswith(b"FAKEPLAN") else None
-
-    trt.Runtime = Runtime
-    return trt
-
-
 @pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    memory = _Memory()
-    trt, rt = _fake_trt(memory), _fake_cudart(memory)
+    memory = Memory()
+    trt, rt = fake_trt(memory), fake_cudart(memory)
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = rt
     cuda = types.ModuleType("cuda")
@@ -171,7 +109,10 @@ def test_engines_need_cuda_and_tensorrt(engine_bundle: Path) -> None:
         import tensorrt  # noqa: F401
     except ImportError:
         trtb.running_info.cache_clear()
-        assert "tensorrt is not installed" in available_backends(engine_bundle, device="cuda")["trt-fp32"]
+        assert available_backends(engine_bundle, device="cuda")["trt-fp32"] == (
+            "TensorRT is not installed: pip install tensorrt cuda-python (the full runtime, over 1 GB with its "
+            "libraries), or pip install tensorrt-lean cuda-python (the lean runtime, ~44 MB, for engines exported "
+            "with --trt-compat version)")
 
 
 def test_trt_backend_runs_splits_and_locks(fake_gpu: types.SimpleNamespace, engine_bundle: Path) -> None:
@@ -185,11 +126,16 @@ def test_trt_backend_runs_splits_and_locks(fake_gpu: types.SimpleNamespace, engi
     assert Predictor.from_bundle(engine_bundle, device="cuda").backend == "trt-fp32"  # auto
     x = np.random.default_rng().standard_normal((37, *SHAPE), dtype=np.float32)
     want = x.reshape(37, -1) @ W.T
+    assert p.device_time_s() is None  # nothing ran yet
     np.testing.assert_allclose(p.run(x), want, rtol=1e-5, atol=1e-4)
-    assert p._runner.context.calls == [16, 16, 5]
+    assert p._runner.context._calls == [16, 16, 5]
+    assert p.device_time_s() == KERNEL_MS / 1e3  # the CUDA events around the last execute_async_v3
+    assert fake_gpu.trt._runtimes[-1].engine_host_code_allowed is False  # not a version-compatible plan
     results: dict[tuple[int, int], np.ndarray] = {}
+    times: dict[int, float | None] = {}
 
     def work(t: int) -> None:
+        times[t] = p.device_time_s()  # per thread: this one has not run yet
         for i in range(25):
             results[t, i] = p.run(x[(t + i) % 37:][:3])
 
@@ -198,7 +144,7 @@ def test_trt_backend_runs_splits_and_locks(fake_gpu: types.SimpleNamespace, engi
         th.start()
     for th in threads:
         th.join()
-    assert len(results) == 200
+    assert len(results) == 200 and set(times.values()) == {None}
     for (t, i), got in results.items():
         np.testing.assert_allclose(got, want[(t + i) % 37:][:3], rtol=1e-5, atol=1e-4)
     preds = p.predict(np.random.default_rng().integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), topk=2)
@@ -214,3 +160,27 @@ def test_undeserializable_engine_is_a_bundle_error(fake_gpu: types.SimpleNamespa
     write_manifest(engine_bundle, Manifest("x", [f"c{i}" for i in range(K)], pre, files))
     with pytest.raises(ResnetDeployError, match="TensorRT could not deserialize model.fp32.engine"):
         Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda")
+
+
+def test_lean_runtime_runs_version_compatible_engines(fake_gpu: types.SimpleNamespace, engine_bundle: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the full `tensorrt`, `tensorrt_lean` runs the engines built with --trt-compat version, and only those."""
+    lean = fake_trt(fake_gpu.memory, name="tensorrt_lean")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails as if not installed
+    monkeypatch.setitem(sys.modules, "tensorrt_lean", lean)
+    trtb.running_info.cache_clear()
+    (engine_bundle / "model.int8.engine").write_bytes(b"FAKEPLAN int8")
+    files = [FileEntry.for_file(engine_bundle, "model.fp32.engine", "fp32", "engine", "trt", dict(HERE)),
+             FileEntry.for_file(engine_bundle, "model.int8.engine", "int8", "engine", "trt",
+                                {**HERE, "version_compatible": True, "lean_runtime_embedded": True})]
+    pre = Preprocess(input_size=SHAPE[1:], channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    write_manifest(engine_bundle, Manifest("x", [f"c{i}" for i in range(K)], pre, files, batch=(1, 8, 16)))
+    reasons = available_backends(engine_bundle, device="cuda")
+    assert reasons["trt-int8"] is None
+    assert reasons["trt-fp32"].startswith("model.fp32.engine cannot run here: it was built without version "
+                                          "compatibility and this machine has only the TensorRT lean runtime")
+    with Predictor.from_bundle(engine_bundle, backend="trt", device="cuda") as p:
+        assert p.backend == "trt-int8" and p.describe()["runtime"] == "tensorrt_lean"
+        assert lean._runtimes[-1].engine_host_code_allowed is True  # the plan embeds the lean runtime (host code)
+        x = np.random.default_rng().standard_normal((3, *SHAPE), dtype=np.float32)
+        np.testing.assert_allclose(p.run(x), x.reshape(3, -1) @ W.T, rtol=1e-5, atol=1e-4)

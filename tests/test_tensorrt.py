@@ -1,4 +1,5 @@
-"""TensorRT engine building: the logic that needs no GPU, against a fake `tensorrt` module; the real build is
+"""TensorRT engine building: the logic that needs no GPU, against the `tensorrt` stand-in of tests/trt_fakes.py (the
+same code runs against the real bindings' surface in tests/trt_conformance_cases.py); the real build is
 `@pytest.mark.gpu`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from trt_fakes import FakeTRT
 
 from resnet_deploy.export import tensorrt as rt
 from resnet_deploy.runtime.errors import ResnetDeployError
@@ -60,83 +62,48 @@ def test_tf32_kept_when_asked():
         rt.plan_build(11, "bf16")
 
 
-class FakeTRT:
-    """Just enough of the tensorrt module's API (the documented build sequence, docs/reference.md) to record what the
-    builder is told."""
-
-    def __init__(self, version: str, parse_ok: bool = True) -> None:
-        self.__version__ = version
-        self.calls: dict = {"flags_set": [], "flags_cleared": []}
-        has_fp16 = version.startswith("10.")
-        names = ["TF32"] + (["FP16", "INT8"] if has_fp16 else [])
-        self.BuilderFlag = SimpleNamespace(**{n: n for n in names})
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=5)
-        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
-        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
-        self.parse_ok = parse_ok
-        trt = self
-
-        class Parser:
-            num_errors = 0 if parse_ok else 1
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                trt.calls["parsed"] = path
-                return trt.parse_ok
-
-            def get_error(self, i):
-                return SimpleNamespace(desc=lambda: "Unsupported ONNX op: Foo", node=lambda: 7)
-
-        self.OnnxParser = Parser
-        self.Builder = lambda logger: FakeBuilder(trt)
+@pytest.mark.parametrize("value, expected", [("none", ()), ("version", ("version",)), ("hardware", ("hardware",)),
+                                             ("hardware,version", ("version", "hardware")), (None, ())])
+def test_parse_compat(value, expected):
+    assert rt.parse_compat(value) == expected
 
 
-class FakeBuilder:
-    def __init__(self, trt: FakeTRT) -> None:
-        self.trt = trt
+def test_parse_compat_rejects_unknown():
+    with pytest.raises(ResnetDeployError, match="unknown --trt-compat ampere; choose none, version, hardware or "
+                                                "version,hardware"):
+        rt.parse_compat("version,ampere")
 
-    def create_network(self, flags):
-        self.trt.calls["network_flags"] = flags
-        return object()
 
-    def create_builder_config(self):
-        calls = self.trt.calls
+@pytest.mark.parametrize("major, flags", [(10, ("INT8", "VERSION_COMPATIBLE")), (11, ("VERSION_COMPATIBLE",))])
+def test_compat_plans(major, flags):
+    plan = rt.plan_build(major, "int8", compat="version,hardware")
+    assert plan.set_flags == flags and plan.hardware_level == "AMPERE_PLUS" and plan.version_compatible
+    assert plan.compat_info() == {"version_compatible": True, "lean_runtime_embedded": True,
+                                  "hardware_compatible": True, "hardware_compatibility_level": "AMPERE_PLUS"}
+    assert rt.plan_build(major, "fp32").compat_info()["hardware_compatibility_level"] == "NONE"
 
-        class Config:
-            builder_optimization_level = 3
 
-            def set_memory_pool_limit(self, pool, size):
-                calls["workspace"] = (pool, size)
+def test_fp8_plans():
+    plan = rt.plan_build(11, "fp8", compat="version")
+    assert (plan.onnx, plan.strongly_typed, plan.set_flags, plan.engine) == (
+        "model.fp8.onnx", True, ("VERSION_COMPATIBLE",), "model.fp8.engine")
+    with pytest.raises(ResnetDeployError, match=r"fp8 engines are built by TensorRT 11 .*found TensorRT 10.x"):
+        rt.plan_build(10, "fp8")
+    with pytest.raises(ResnetDeployError, match="--trt-compat hardware .* cannot hold an fp8 engine"):
+        rt.plan_build(11, "fp8", compat="hardware")
 
-            def set_flag(self, f):
-                calls["flags_set"].append(f)
 
-            def clear_flag(self, f):
-                calls["flags_cleared"].append(f)
-
-            def add_optimization_profile(self, p):
-                calls["profile"] = p.shapes
-
-            def create_timing_cache(self, data):
-                calls["cache_in"] = data
-                return SimpleNamespace(serialize=lambda: data + b"+new")
-
-            def set_timing_cache(self, cache, ignore_mismatch):  # positional, as TensorRT takes it
-                calls["cache_set"] = ignore_mismatch
-
-        self.config = Config()
-        return self.config
-
-    def create_optimization_profile(self):
-        profile = SimpleNamespace(shapes={})
-        profile.set_shape = lambda name, lo, opt, hi: profile.shapes.update({name: (lo, opt, hi)})
-        return profile
-
-    def build_serialized_network(self, network, config):
-        self.trt.calls["opt_level"] = config.builder_optimization_level
-        return b"ENGINE-BYTES"
+@pytest.mark.parametrize("precision, compat, cc, message", [
+    ("fp8", (), "8.7", r"fp8 engines need a GPU of compute capability >= 8.9 .*this one is G \(compute capability "
+                       r"8.7\)"),
+    ("int8", ("hardware",), "7.5", r"--trt-compat hardware builds on Ampere or later .* this GPU is G \(compute "
+                                  r"capability 7.5\)"),
+])
+def test_builds_this_gpu_cannot_make_are_refused(precision, compat, cc, message):
+    plan = rt.plan_build(11, precision, compat=compat)
+    with pytest.raises(ResnetDeployError, match=message):
+        rt.check_device(plan, {"gpu": "G", "compute_capability": cc})
+    rt.check_device(plan, {"gpu": "G", "compute_capability": "9.0"})  # Hopper makes both
 
 
 @pytest.fixture
@@ -152,8 +119,8 @@ def test_build_engine_with_fake_tensorrt(tmp_path, gpu, version, precision):
     cache.write_bytes(b"old")
     info = rt.build_engine(tmp_path, plan, (3, 32, 32), (1, 8, 32), workspace=2 << 30, timing_cache=cache,
                            opt_level=5, trt=trt)
-    c = trt.calls
-    assert c["parsed"] == str(tmp_path / plan.onnx)
+    c = trt._calls
+    assert c["parsed"] == [str(tmp_path / plan.onnx)]
     assert c["network_flags"] == (1 << 5 if version.startswith("11") else 0)  # strongly typed only on 11.x
     assert c["flags_set"] == list(plan.set_flags)
     assert c["flags_cleared"] == (["TF32"] if precision == "fp32" else [])
@@ -163,6 +130,18 @@ def test_build_engine_with_fake_tensorrt(tmp_path, gpu, version, precision):
     assert (tmp_path / f"model.{precision}.engine").read_bytes() == b"ENGINE-BYTES"
     assert info["tensorrt_version"] == version and info["gpu"] == "Fake GPU" and info["compute_capability"] == "8.7"
     assert info["built_from"] == plan.onnx and info["batch"] == {"min": 1, "opt": 8, "max": 32}
+    assert info["version_compatible"] is False and c["hardware_level"] == "NONE"
+
+
+def test_travelling_engine_is_built_and_recorded(tmp_path, gpu):
+    trt = FakeTRT("11.0.0")
+    info = rt.build_engine(tmp_path, rt.plan_build(11, "fp16", compat="version,hardware"), (3, 32, 32), (1, 8, 32),
+                           trt=trt)
+    assert trt._calls["flags_set"] == ["VERSION_COMPATIBLE"] and trt._calls["hardware_level"] == "AMPERE_PLUS"
+    assert info["version_compatible"] and info["lean_runtime_embedded"] and info["hardware_compatible"]
+    assert info["hardware_compatibility_level"] == "AMPERE_PLUS" and info["flags"] == ["VERSION_COMPATIBLE"]
+
+
 
 
 def test_parser_errors_are_reported(tmp_path, gpu):
@@ -236,10 +215,7 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
     from resnet_deploy.runtime.preprocess import Preprocess
 
     fake = FakeTRT(version)
-    parsed = []
     monkeypatch.setattr("resnet_deploy.export.bundle.load_tensorrt", lambda: fake)
-    monkeypatch.setattr(fake, "OnnxParser", type("P", (fake.OnnxParser,), {
-        "parse_from_file": lambda self, path: parsed.append(path.rsplit("/", 1)[-1]) or True}))
     net = models.build("cifar_resnet20", num_classes=3, in_channels=1)
     pre = Preprocess(input_size=(16, 16), channels=1, mean=(0.5,), std=(0.25,))
     save_model(tmp_path / "c.pt", net, "cifar_resnet20", ["a", "b", "c"], pre)
@@ -249,6 +225,7 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
     m = read_manifest(out)
     verify_files(out, m)
     v11 = version.startswith("11")
+    parsed = [p.rsplit("/", 1)[-1] for p in fake._calls["parsed"]]
     assert parsed == ["model.onnx", "model.fp16.onnx" if v11 else "model.onnx", "model.int8-trt.onnx"]
     engines = [f for f in m.files if f.format == "engine"]
     assert [f.path for f in engines] == ["model.fp32.engine", "model.fp16.engine", "model.int8.engine"]
@@ -257,8 +234,8 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
         assert f.info["compute_capability"] == "8.7" and f.info["batch"] == {"min": 2, "opt": 4, "max": 8}
         assert f.info["strongly_typed"] is v11
     assert engines[0].info["tf32"] is False and m.batch == (2, 4, 8)
-    assert fake.calls["profile"]["input"] == ((2, 1, 16, 16), (4, 1, 16, 16), (8, 1, 16, 16))
-    assert fake.calls["workspace"] == ("workspace", 1 << 29)
+    assert fake._calls["profile"]["input"] == ((2, 1, 16, 16), (4, 1, 16, 16), (8, 1, 16, 16))
+    assert fake._calls["workspace"] == ("workspace", 1 << 29)
     assert "model.int8.onnx" in {f.path for f in m.files}  # --trt makes both INT8 flavours
     log = (out / "export.log").read_text()
     assert f"model.fp16.engine from {'model.fp16.onnx' if v11 else 'model.onnx'}: TensorRT {version}" in log

@@ -1,16 +1,16 @@
-"""Stages 3 and 4: the FP16 ONNX model and the INT8 (QDQ) ONNX models, with ONNX Runtime's own tools.
+"""Stages 3 and 4: the FP16 ONNX model and the quantized (QDQ) ONNX models: INT8 for CPUs and TensorRT, FP8.
 
 FP16: `onnxruntime.transformers.float16.convert_float_to_float16` with `keep_io_types=True`, so callers still feed
 and read float32 (this is the file a TensorRT 11 FP16 engine is built from: strongly typed networks take their
 precision from the graph).
 
-INT8: `onnxruntime.quantization` static quantization in QDQ format, per-channel weights, after `quant_pre_process`
-(ORT's quantization guide: shape inference and graph optimisation first). Two flavours:
-- "cpu" (`model.int8.onnx`): unsigned 8-bit activations, signed 8-bit weights (U8S8), what ORT's x86 kernels run
-  fastest (benchmarks/RESULTS.md: U8S8 about 2.7x faster than S8S8 for ResNet-50 on an AVX-512 VNNI CPU).
-- "trt" (`model.int8-trt.onnx`): symmetric signed INT8 activations and weights, float weights kept with a Q/DQ pair
-  and the bias left in float, which is what TensorRT's explicit quantization consumes (TensorRT developer guide,
-  "Explicit Quantization": symmetric INT8, zero point 0).
+INT8 and FP8, after `quant_pre_process` (ORT's quantization guide: shape inference and graph optimisation first):
+- "cpu" (`model.int8.onnx`): `onnxruntime.quantization.quantize_static` in QDQ format, unsigned 8-bit activations,
+  signed 8-bit per-channel weights (U8S8), what ORT's x86 kernels run fastest (benchmarks/RESULTS.md: U8S8 about 2.7x
+  faster than S8S8 for ResNet-50 on an AVX-512 VNNI CPU).
+- "trt" (`model.int8-trt.onnx`) and FP8 (`model.fp8.onnx`, E4M3): symmetric Q/DQ placed by TensorRT's rules
+  (`qdq.py`), what TensorRT's explicit quantization consumes; ONNX Runtime runs them too, so their accuracy is
+  measured on the CPU before any engine is built.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
+from resnet_deploy.export import qdq
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
@@ -78,17 +78,6 @@ def preprocess_for_quantization(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def _int8_options(target: str) -> dict[str, Any]:
-    from onnxruntime.quantization import QuantType
-
-    if target == "cpu":
-        return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "extra_options": {}}
-    # ORT's quantize_static only takes these as its `extra_options` strings; they stay in this one place.
-    return {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
-            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
-                              "QuantizeBias": False}}
-
-
 def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: str = "cpu",
                   method: str = "minmax") -> Path:
     """Static INT8 quantization of `src` (already through `preprocess_for_quantization`) in QDQ format.
@@ -97,26 +86,44 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
         src: fp32 ONNX model.
         dst: where the QDQ model is written.
         calib: float32 (N, C, H, W) calibration images, preprocessed as the model expects.
-        target: "cpu" (U8S8 for ONNX Runtime) or "trt" (symmetric S8S8 for TensorRT).
+        target: "cpu" (U8S8 for ONNX Runtime) or "trt" (symmetric S8S8 placed by TensorRT's rules).
         method: calibration method: "minmax", "entropy" or "percentile".
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if target not in INT8_TARGETS:
         raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_TARGETS)}")
+    _check_calibration(calib, method)
+    if target == "trt":
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout
+            return qdq.quantize_qdq(src, dst, calib, "int8", method)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(str(src), str(dst), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                        calibrate_method=calibrate, calibration_providers=["CPUExecutionProvider"],
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options={"CalibStridedMinMax": 1})  # see ArrayReader
+    onnx.checker.check_model(str(dst), full_check=True)
+    return Path(dst)
+
+
+def quantize_fp8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:
+    """FP8 (E4M3) Q/DQ model of `src` for TensorRT 11 on compute capability >= 8.9, placed by TensorRT's rules.
+
+    Ranges are max-calibrated: FP8's exponent covers the distribution's tail, and Model Optimizer converts only
+    max-calibrated INT8 placements to FP8 (its `int8_to_fp8`). ONNX Runtime's CPU provider runs the result (Q/DQ in
+    float), so its accuracy is measured without a GPU.
+    """
+    _check_calibration(calib, "minmax")
+    return qdq.quantize_qdq(src, dst, calib, "fp8", "minmax")
+
+
+def _check_calibration(calib: np.ndarray, method: str) -> None:
     if method not in CALIB_METHODS:
         raise ResnetDeployError(f"unknown calibration method {method!r}; choose one of: {', '.join(CALIB_METHODS)}")
     if calib.ndim != 4 or len(calib) == 0:
         raise ResnetDeployError(f"calibration images must be a non-empty (N, C, H, W) array, found {calib.shape}")
-    opts = _int8_options(target)
-    opts["extra_options"]["CalibStridedMinMax"] = 1  # see ArrayReader
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
-    with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout
-        quantize_static(str(src), str(dst), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        calibrate_method=calibrate, calibration_providers=["CPUExecutionProvider"], **opts)
-    onnx.checker.check_model(str(dst), full_check=True)
-    return Path(dst)
 
 
 def compare_onnx(ref: str | Path, other: str | Path, x: np.ndarray, batch: int = 32) -> dict[str, float]:

@@ -5,11 +5,18 @@ without them. TensorRT 10.x and 11.x are both supported; their one difference th
 `plan_build` (docs/reference.md, "TensorRT 10.x and 11.x"): 11.x removed `BuilderFlag.FP16` / `INT8` and builds
 every network strongly typed, so precision comes from the ONNX file (fp16 weights, or Q/DQ nodes); on 10.x the
 FP16 / INT8 builder flags still exist and are used with a weakly typed network. Which file and which flag belong to
-which engine is the variant registry's (`runtime/variants.py`: `built_from`, `trt_flags`).
+which engine is the variant registry's (`runtime/variants.py`: `built_from`, `trt_flags`). FP8 engines are built by
+TensorRT 11 only, strongly typed from the FP8 Q/DQ model, on GPUs of compute capability 8.9 or later.
+
+Engines that travel (TensorRT developer guide, "Engine Compatibility"): `compat=("version",)` sets
+`BuilderFlag.VERSION_COMPATIBLE`, so the plan embeds the lean runtime and later TensorRT versions (and the lean
+runtime of its own version) run it; `compat=("hardware",)` sets the hardware compatibility level AMPERE_PLUS, so any
+GPU of compute capability >= 8.0 runs it. Both are recorded in the manifest's engine `info`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +28,9 @@ from resnet_deploy.runtime.manifest import INPUT_NAME
 from resnet_deploy.system import torch_cuda_devices
 
 TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
+COMPAT = ("version", "hardware")  # `--trt-compat`: "none", one of these, or both ("version,hardware")
+FP8_MIN_CC = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later
+HARDWARE_COMPAT_MIN_CC = (8, 0)  # HardwareCompatibilityLevel.AMPERE_PLUS: built and run on Ampere or later
 
 
 class TensorRTUnavailable(ResnetDeployError):
@@ -37,6 +47,18 @@ class BuildPlan:
     set_flags: tuple[str, ...] = ()
     clear_flags: tuple[str, ...] = ()
     engine: str = ""  # the engine's file name in the bundle
+    hardware_level: str = "NONE"  # a trt.HardwareCompatibilityLevel member name
+
+    @property
+    def version_compatible(self) -> bool:
+        """Built with the lean runtime embedded, for later TensorRT versions (`--trt-compat version`)."""
+        return "VERSION_COMPATIBLE" in self.set_flags
+
+    def compat_info(self) -> dict[str, Any]:
+        """The manifest's record of how far this engine travels (read by the runtime's `engine_mismatch`)."""
+        return {"version_compatible": self.version_compatible, "lean_runtime_embedded": self.version_compatible,
+                "hardware_compatible": self.hardware_level != "NONE",
+                "hardware_compatibility_level": self.hardware_level}
 
 
 def parse_batch(spec: str | tuple[int, int, int]) -> tuple[int, int, int]:
@@ -72,25 +94,54 @@ def trt_major(trt: ModuleType) -> int:
     return major
 
 
-def plan_build(major: int, precision: str, tf32: bool = False) -> BuildPlan:
+def parse_compat(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """`--trt-compat`: "none", "version", "hardware" or "version,hardware" (or a sequence) -> a sorted tuple.
+
+    Raises:
+        ResnetDeployError: an unknown value, e.g. "ampere".
+    """
+    parts = [p.strip() for p in (value.split(",") if isinstance(value, str) else value or ())]
+    parts = [p for p in parts if p and p != "none"]
+    unknown = [p for p in parts if p not in COMPAT]
+    if unknown:
+        raise ResnetDeployError(f"unknown --trt-compat {', '.join(unknown)}; choose none, version, hardware or "
+                                "version,hardware")
+    return tuple(c for c in COMPAT if c in parts)
+
+
+def _check_plan(major: int, precision: str, compat: tuple[str, ...]) -> None:
+    if precision == "fp8" and major < 11:
+        raise ResnetDeployError(f"fp8 engines are built by TensorRT 11 (strongly typed FP8 Q/DQ); found TensorRT "
+                                f"{major}.x: build int8 or fp16 engines there, or use TensorRT 11")
+    if precision == "fp8" and "hardware" in compat:
+        raise ResnetDeployError("--trt-compat hardware (Ampere and later) cannot hold an fp8 engine: Ampere GPUs "
+                                "have no FP8; export fp8 without hardware compatibility")
+
+
+def plan_build(major: int, precision: str, tf32: bool = False, compat: str | Iterable[str] = ()) -> BuildPlan:
     """The one place where TensorRT 10.x and 11.x differ: source ONNX file, strong typing and builder flags.
 
     On 11.x (strongly typed) an engine is built from its variant's `built_from` file, whose types carry the
     precision. On 10.x the variant's `trt_flags` set the precision of a weakly typed network built from the fp32 ONNX,
     except where the source carries Q/DQ scales (int8), which is then the source. TF32 is on by default in TensorRT;
     it is cleared for fp32 engines unless asked for, so that an fp32 engine matches the ONNX model to fp32 precision.
+    `compat` ("version", "hardware") makes the engine travel (see the module docstring).
     """
     engines = {v.precision: v for v in variants.engines()}
     if precision not in engines:
         raise ResnetDeployError(f"unknown engine precision {precision!r}; choose one of: {', '.join(engines)}")
+    compat = parse_compat(compat)
+    _check_plan(major, precision, compat)
     variant = engines[precision]
     source = variants.get(variant.built_from or "onnx")
     clear = () if tf32 or precision != "fp32" else ("TF32",)
+    travel = ("VERSION_COMPATIBLE",) if "version" in compat else ()
+    level = "AMPERE_PLUS" if "hardware" in compat else "NONE"
     if major >= 11:  # FP16/INT8 flags removed; strongly typed: the graph carries the precision
-        return BuildPlan(precision, source.file, True, (), clear, variant.file)
+        return BuildPlan(precision, source.file, True, travel, clear, variant.file, level)
     if source.step != "int8":  # QDQ graphs carry their scales; anything else is typed by the flag
         source = variants.get("onnx")
-    return BuildPlan(precision, source.file, False, variant.trt_flags, clear, variant.file)
+    return BuildPlan(precision, source.file, False, variant.trt_flags + travel, clear, variant.file, level)
 
 
 def load_tensorrt() -> ModuleType:
@@ -118,11 +169,21 @@ def cuda_device_info(device: int = 0) -> dict[str, str]:
     return found[device]
 
 
+def check_device(plan: BuildPlan, device: dict[str, str]) -> None:
+    """Refuse a build this GPU cannot make: fp8 needs compute capability >= 8.9, hardware compatibility >= 8.0."""
+    cc = tuple(int(v) for v in device["compute_capability"].split("."))
+    name = f"{device['gpu']} (compute capability {device['compute_capability']})"
+    if plan.precision == "fp8" and cc < FP8_MIN_CC:
+        raise ResnetDeployError(f"fp8 engines need a GPU of compute capability >= 8.9 (Ada, Hopper or later); "
+                                f"this one is {name}: export fp8 without --trt, or build int8/fp16 engines")
+    if plan.hardware_level != "NONE" and cc < HARDWARE_COMPAT_MIN_CC:
+        raise ResnetDeployError(f"--trt-compat hardware builds on Ampere or later (compute capability >= 8.0); this "
+                                f"GPU is {name}: export with --trt-compat none or version")
+
+
 def _network(trt: ModuleType, builder: Any, plan: BuildPlan) -> Any:
-    flags = 0
-    kind = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if plan.strongly_typed and kind is not None:
-        flags |= 1 << int(kind)
+    # 0 is an explicit-batch network on 10.x (EXPLICIT_BATCH is deprecated there and gone in 11.x).
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     return builder.create_network(flags)
 
 
@@ -136,10 +197,8 @@ def _parse(trt: ModuleType, network: Any, logger: Any, onnx_path: Path) -> Any:
 
 def _describe(error: Any) -> str:
     # TensorRT's ParserError describes itself with desc() (plus the node it failed on); str() is only a repr.
-    if hasattr(error, "desc"):
-        node = error.node() if hasattr(error, "node") else -1
-        return f"{error.desc()}" + (f" (node {node})" if isinstance(node, int) and node >= 0 else "")
-    return str(error)
+    node = error.node()
+    return f"{error.desc()}" + (f" (node {node})" if isinstance(node, int) and node >= 0 else "")
 
 
 def _config(trt: ModuleType, builder: Any, plan: BuildPlan, workspace: int, opt_level: int | None) -> Any:
@@ -148,8 +207,9 @@ def _config(trt: ModuleType, builder: Any, plan: BuildPlan, workspace: int, opt_
     for name in plan.set_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in plan.clear_flags:
-        if hasattr(trt.BuilderFlag, name):
-            config.clear_flag(getattr(trt.BuilderFlag, name))
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    if plan.hardware_level != "NONE":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_level)
     if opt_level is not None:
         config.builder_optimization_level = int(opt_level)
     return config
@@ -186,6 +246,7 @@ def build_engine(bundle: Path, plan: BuildPlan, input_shape: tuple[int, int, int
     """
     trt = trt or load_tensorrt()
     info = {"tensorrt_version": str(trt.__version__), **cuda_device_info()}
+    check_device(plan, info)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = _network(trt, builder, plan)
@@ -201,5 +262,5 @@ def build_engine(bundle: Path, plan: BuildPlan, input_shape: tuple[int, int, int
     if timing_cache is not None:
         timing_cache.write_bytes(bytes(cache.serialize()))
     return {**info, "built_from": plan.onnx, "strongly_typed": plan.strongly_typed,
-            "flags": list(plan.set_flags), "tf32": "TF32" not in plan.clear_flags,
+            "flags": list(plan.set_flags), "tf32": "TF32" not in plan.clear_flags, **plan.compat_info(),
             "batch": {"min": batch[0], "opt": batch[1], "max": batch[2]}}

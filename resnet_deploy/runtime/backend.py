@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How a backend is loaded: the device, threads, the bundle's tensor names and batch limit, variant options."""
+    """How a backend is loaded: the device, threads, the bundle's tensor names and batch limit, variant options, and
+    the manifest's facts about the file (`FileEntry.info`: for engines, how they were built)."""
 
     device: str = "cpu"
     threads: int | None = None
@@ -27,6 +28,7 @@ class LoadOptions:
     output_name: str = OUTPUT_NAME
     max_batch: int = 32
     options: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -77,7 +79,8 @@ class OrtLoader:
 
 
 class TrtLoader:
-    """TensorRT engines, refused unless built for this machine's TensorRT and GPU (or compatible with them)."""
+    """TensorRT engines (full or lean runtime), refused unless built for this machine's TensorRT and GPU (or compatible
+    with them)."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
         from resnet_deploy.runtime.tensorrt_backend import engine_mismatch, running_info
@@ -93,7 +96,8 @@ class TrtLoader:
     def load(self, path: Path, opts: LoadOptions) -> Backend:
         from resnet_deploy.runtime.tensorrt_backend import TrtBackend
 
-        return TrtBackend(path, max_batch=opts.max_batch, input_name=opts.input_name, output_name=opts.output_name)
+        return TrtBackend(path, max_batch=opts.max_batch, input_name=opts.input_name, output_name=opts.output_name,
+                          version_compatible=bool(opts.info.get("version_compatible")))
 
 
 LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "tensorrt": TrtLoader()}

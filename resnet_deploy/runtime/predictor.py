@@ -202,7 +202,8 @@ class Predictor:
         verify_files(bundle, manifest, [entry.path])  # refuse a tampered file before any library parses it
         variant = variants.get(name)
         opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,
-                           output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options)
+                           output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options,
+                           info=entry.info)
         runner = loader(variant.loader).load(bundle / entry.path, opts)
         return cls(manifest, name, runner, device=device, why=why)
 
