@@ -50,6 +50,8 @@ def export_options(command: Any) -> Any:
     for decorator in reversed((
         click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (and an fp16 engine with --trt)."),
         click.option("--int8", is_flag=True, help="Also write INT8 QDQ models calibrated on --calib-data."),
+        click.option("--fp8", is_flag=True, help="Also write model.fp8.onnx (FP8 E4M3 QDQ, calibrated; an fp8 engine "
+                                                 "with --trt on TensorRT 11 and compute capability >= 8.9)."),
         click.option("--trt", is_flag=True, default=None, help="Also build TensorRT engines (TensorRT and a GPU)."),
         click.option("--int8-target", type=click.Choice(list(INT8_TARGETS)),
                      help="INT8 flavour: cpu (model.int8.onnx), trt (model.int8-trt.onnx) or both "
@@ -57,6 +59,9 @@ def export_options(command: Any) -> Any:
         click.option("--calib-data", help="Data SPEC of calibration images: fashion-mnist, folder:/path, ..."),
         click.option("--calib-size", type=int, help=f"Calibration images [default: {d.calib_size}]."),
         click.option("--calib-method", type=click.Choice(CALIB_METHODS), help=f"[default: {d.calib_method}]"),
+        click.option("--calib-cache", type=click.Path(dir_okay=False),
+                     help="Calibrated ranges file: reused when made from the same checkpoint and images, else "
+                          "rewritten."),
         click.option("--opset", type=int, help=f"ONNX opset (17 needs torch's TorchScript exporter) "
                                                 f"[default: {d.opset}]."),
         click.option("--batch", help=f"Dynamic batch range MIN:OPT:MAX [default: {':'.join(map(str, d.batch))}]."),
@@ -66,6 +71,9 @@ def export_options(command: Any) -> Any:
         click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache (read, saved)."),
         click.option("--opt-level", type=int, help="TensorRT builder optimization level 0..5 (TensorRT's default 3)."),
         click.option("--tf32", is_flag=True, default=None, help="Allow TF32 in fp32 TensorRT engines."),
+        click.option("--trt-compat", type=click.Choice(["none", "version", "hardware", "version,hardware"]),
+                     help="Engines that travel: version (later TensorRT and the lean runtime run them), hardware "
+                          "(every Ampere or later GPU) [default: none]."),
         click.option("--simplify", is_flag=True, default=None, help="Run onnxsim on model.onnx (needs onnxsim)."),
     )):
         command = decorator(command)

@@ -1,4 +1,4 @@
-"""`export_bundle`: checkpoint -> bundle directory (fold BN, ONNX, FP16, INT8, TensorRT, manifest).
+"""`export_bundle`: checkpoint -> bundle directory (fold BN, ONNX, FP16, INT8, FP8, TensorRT, manifest).
 
 The bundle is built in a work directory beside the target and put in place only when complete (`staging.Workdir`;
 docs/architecture.md, "The bundle"), so a failed or killed export never leaves something that looks complete,
@@ -20,10 +20,11 @@ import numpy as np
 import yaml
 
 from resnet_deploy import __version__
-from resnet_deploy.export import quantize
+from resnet_deploy.export import qdq, quantize
+from resnet_deploy.export.calibration import CalibrationCache, Provenance
 from resnet_deploy.export.fold import check_fold, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
-from resnet_deploy.export.options import ExportOptions
+from resnet_deploy.export.options import QUANTIZED, ExportOptions
 from resnet_deploy.export.source import Source, load_calibration, load_source
 from resnet_deploy.export.staging import Workdir
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
@@ -93,7 +94,8 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
     """
     out, opts = Path(out), options or ExportOptions()
     if opts.calibrated and opts.calib_data is None and calib_arrays is None:
-        raise ResnetDeployError("--int8 needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
+        flags = "/".join(f"--{p}" for p in opts.precisions if p in QUANTIZED)
+        raise ResnetDeployError(f"{flags} needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
                                 "imagenet:/path, folder:/path)")
     check_destination(out, force)
     src = load_source(checkpoint, arch, weights, classes, opts.input_size)
@@ -138,6 +140,19 @@ class _Work:
     def quant_ready(self) -> Path:
         """model.onnx prepared for quantization once (shape inference, optimisation), shared by every target."""
         return quantize.preprocess_for_quantization(self.tmp / "model.onnx", self.scratch / "model.pre.onnx")
+
+    @cached_property
+    def calibration(self) -> CalibrationCache:
+        """Provenance of the calibrated scales, and the ranges of the TensorRT-rule Q/DQ models (cached in a file)."""
+        assert self.calib is not None
+        provenance = Provenance.of(self.calib, self.opts.calib_data, self.src.sha256)
+        return CalibrationCache(self.opts.calib_cache, provenance, lambda message: self.log("calib", message))
+
+    def trt_ranges(self, method: str) -> dict[str, float]:
+        """Activation ranges for TensorRT-rule Q/DQ by `method`: from the calibration cache, or calibrated now."""
+        tensors = qdq.activation_tensors(self.quant_ready)
+        return self.calibration.get(method, tensors, lambda: qdq.calibrate(self.quant_ready, tensors, self.calib,
+                                                                            method))
 
 
 def _write_bundle(w: _Work) -> ResnetDeployError | None:
@@ -202,29 +217,47 @@ def _fp16_step(w: _Work, variant: Variant) -> FileEntry:
 def _int8_step(w: _Work, variant: Variant) -> FileEntry:
     opts, calib, path = w.opts, w.calib, w.tmp / variant.file
     assert calib is not None  # export_bundle loads calibration images whenever an int8 variant is selected
-    quantize.quantize_int8(w.quant_ready, path, calib, variant.target, opts.calib_method)
-    cmp = quantize.compare_onnx(w.tmp / "model.onnx", path, calib[:CHECK_IMAGES])
-    kind = "U8S8 for ONNX Runtime on CPUs" if variant.target == "cpu" else "symmetric S8S8 for TensorRT"
-    w.log("int8", f"{variant.file} (QDQ {kind}, per-channel, {opts.calib_method} on {len(calib)} images): on those "
-                  f"images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs {cmp['rel']:.2e}")
-    return _entry(w, variant, {"calib_method": opts.calib_method, "calib_images": len(calib),
-                               "calib_data": opts.calib_data, "top1_agree_calib": cmp["top1_agree"]})
+    amax = w.trt_ranges(opts.calib_method) if variant.target == "trt" else None
+    quantize.quantize_int8(w.quant_ready, path, calib, variant.target, opts.calib_method, amax)
+    kind = "U8S8 for ONNX Runtime on CPUs" if variant.target == "cpu" else "symmetric S8S8 by TensorRT's rules"
+    return _quantized_entry(w, variant, kind, opts.calib_method)
+
+
+def _fp8_step(w: _Work, variant: Variant) -> FileEntry:
+    assert w.calib is not None
+    quantize.quantize_fp8(w.quant_ready, w.tmp / variant.file, w.calib, w.trt_ranges(quantize.FP8_METHOD))
+    return _quantized_entry(w, variant, "FP8 E4M3 by TensorRT's rules", quantize.FP8_METHOD)
+
+
+def _quantized_entry(w: _Work, variant: Variant, kind: str, method: str) -> FileEntry:
+    """Compare a quantized model with fp32 on calibration images, log it, and record where its scales came from."""
+    calib = w.calib
+    assert calib is not None
+    cmp = quantize.compare_onnx(w.tmp / "model.onnx", w.tmp / variant.file, calib[:CHECK_IMAGES])
+    w.log(variant.precision, f"{variant.file} (QDQ {kind}, per-channel weights, {method} on {len(calib)} images): on "
+                             f"those images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs "
+                             f"{cmp['rel']:.2e}")
+    return _entry(w, variant, {"calib_method": method, "calib_images": len(calib), "calib_data": w.opts.calib_data,
+                               "top1_agree_calib": cmp["top1_agree"], "calibration": w.calibration.record(method)})
 
 
 def _engine_step(w: _Work, variant: Variant) -> FileEntry:
     opts, trt = w.opts, load_tensorrt()
-    plan = plan_build(trt_major(trt), variant.precision, opts.tf32)
+    plan = plan_build(trt_major(trt), variant.precision, opts.tf32, opts.trt_compat)
     cache = Path(opts.timing_cache) if opts.timing_cache else None
     info = build_engine(w.tmp, plan, w.src.input_shape, opts.batch, int(opts.workspace_gib * (1 << 30)), cache,
                         opts.opt_level, trt)
+    travels = ", ".join(c for c, on in (("version-compatible (lean runtime embedded)", plan.version_compatible),
+                                        ("hardware-compatible (Ampere+)", plan.hardware_level != "NONE")) if on)
     w.log("trt", f"{plan.engine} from {plan.onnx}: TensorRT {info['tensorrt_version']}, {info['gpu']} "
-                 f"(sm {info['compute_capability']}), batch {':'.join(map(str, opts.batch))}")
+                 f"(sm {info['compute_capability']}), batch {':'.join(map(str, opts.batch))}"
+                 + (f", {travels}" if travels else ""))
     return _entry(w, variant, info)
 
 
 # Export step of each variant (the registry's `step`): a new variant with a new kind of file adds its step here.
 STEPS: dict[str, Callable[[_Work, Variant], FileEntry]] = {
-    "onnx": _onnx_step, "fp16": _fp16_step, "int8": _int8_step, "engine": _engine_step,
+    "onnx": _onnx_step, "fp16": _fp16_step, "int8": _int8_step, "fp8": _fp8_step, "engine": _engine_step,
 }
 
 

@@ -2,7 +2,7 @@
 
 The variants written follow from the options and the registry (`runtime/variants.py`): every ONNX variant whose
 precision was asked for (int8 once per target: ONNX Runtime on CPUs, TensorRT), and with `trt` every engine whose
-source ONNX variant is written.
+source ONNX variant is written. `trt_compat` makes the engines travel (version- and/or hardware-compatible plans).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 
 from resnet_deploy.export.onnx import DEFAULT_OPSET
 from resnet_deploy.export.quantize import CALIB_METHODS
-from resnet_deploy.export.tensorrt import parse_batch
+from resnet_deploy.export.tensorrt import parse_batch, parse_compat
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.variants import Variant
 
 # --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
 INT8_TARGETS = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
-QUANTIZED = ("int8",)  # precisions calibrated on images
+QUANTIZED = ("int8", "fp8")  # precisions calibrated on images
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,12 @@ class ExportOptions:
         trt: also build TensorRT engines from the written ONNX files.
         int8_target: "cpu", "trt" or "both" (None: cpu, both with `trt`).
         calib_data, calib_size, calib_method: calibration images (a data SPEC), how many, how ranges are found.
+        calib_cache: a file of calibrated activation ranges, reused when it was made from the same checkpoint,
+            calibration images and method, else recalibrated and rewritten.
         opset, batch, input_size: ONNX opset; (min, opt, max) batch range or "MIN:OPT:MAX"; square input side.
         workspace_gib, timing_cache, opt_level, tf32: TensorRT builder settings.
+        trt_compat: ("version",) and/or ("hardware",): engines for later TensorRT versions (and the lean runtime),
+            and for every Ampere or later GPU; "none" or () for engines tied to this TensorRT and GPU.
         simplify: run onnxsim on model.onnx.
     """
 
@@ -42,6 +46,7 @@ class ExportOptions:
     calib_data: str | None = None
     calib_size: int = 256
     calib_method: str = "minmax"
+    calib_cache: str | None = None
     opset: int = DEFAULT_OPSET
     batch: tuple[int, int, int] = (1, 8, 32)
     input_size: int | None = None
@@ -50,6 +55,7 @@ class ExportOptions:
     opt_level: int | None = None
     simplify: bool = False
     tf32: bool = False
+    trt_compat: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         known = variants.precisions()
@@ -59,8 +65,11 @@ class ExportOptions:
                                     f"{', '.join(known)}")
         object.__setattr__(self, "precisions", tuple(dict.fromkeys(("fp32", *self.precisions))))
         object.__setattr__(self, "batch", parse_batch(self.batch))
-        if self.timing_cache is not None:
-            object.__setattr__(self, "timing_cache", str(self.timing_cache))
+        for name in ("timing_cache", "calib_cache"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
+        object.__setattr__(self, "trt_compat", parse_compat(self.trt_compat))
+        self._check_trt_compat()
         if self.int8_target is not None and "int8" not in self.precisions:
             raise ResnetDeployError(f"--int8-target {self.int8_target} needs --int8")
         if self.int8_target not in (None, *INT8_TARGETS):
@@ -83,10 +92,17 @@ class ExportOptions:
                 raise ResnetDeployError("--simplify needs onnxsim (pip install onnxsim), which is not installed; the "
                                         "exported graph is already BN-folded and constant-folded without it") from None
 
+    def _check_trt_compat(self) -> None:
+        if self.trt_compat and not self.trt:
+            raise ResnetDeployError(f"--trt-compat {','.join(self.trt_compat)} needs --trt (it describes engines)")
+        if "hardware" in self.trt_compat and "fp8" in self.precisions and self.trt:
+            raise ResnetDeployError("--trt-compat hardware (Ampere and later) cannot hold an fp8 engine: Ampere GPUs "
+                                    "have no FP8; export fp8 engines without hardware compatibility")
+
     @classmethod
-    def from_flags(cls, fp16: bool = False, int8: bool = False, **options: Any) -> ExportOptions:
-        """Options from the CLI's precision flags (`--fp16`, `--int8`) and the other options that were given."""
-        return cls(precisions=("fp32",) + ("fp16",) * fp16 + ("int8",) * int8, **options)
+    def from_flags(cls, fp16: bool = False, int8: bool = False, fp8: bool = False, **options: Any) -> ExportOptions:
+        """Options from the CLI's precision flags (`--fp16`, `--int8`, `--fp8`) and the other options given."""
+        return cls(precisions=("fp32",) + ("fp16",) * fp16 + ("int8",) * int8 + ("fp8",) * fp8, **options)
 
     @property
     def int8_targets(self) -> tuple[str, ...]:
@@ -106,7 +122,7 @@ class ExportOptions:
             return False
         if variant.format == "engine":
             return self.trt and variant.built_from is not None and self.writes(variants.get(variant.built_from))
-        return variant.precision not in QUANTIZED or variant.target in self.int8_targets
+        return variant.precision != "int8" or variant.target in self.int8_targets
 
     def selected(self) -> tuple[Variant, ...]:
         """The registry's variants this export writes, in registry order."""
@@ -116,7 +132,7 @@ class ExportOptions:
         """JSON/YAML-ready form (config.yaml and the manifest's export_args)."""
         d = asdict(self)
         d["precisions"], d["batch"] = list(self.precisions), list(self.batch)
-        d["int8_targets"] = list(self.int8_targets)
+        d["int8_targets"], d["trt_compat"] = list(self.int8_targets), list(self.trt_compat)
         return d
 
 

@@ -196,8 +196,13 @@ def _raise_opset(model: onnx.ModelProto, minimum: int) -> None:
             opset.version = minimum
 
 
+def activation_tensors(src: str | Path) -> list[str]:
+    """The tensors of the model at `src` that get a per-tensor Q/DQ pair, i.e. whose ranges calibration finds."""
+    return list(place_qdq(onnx.load(str(src))).activations)
+
+
 def quantize_qdq(src: str | Path, dst: str | Path, calib: np.ndarray, precision: str = "int8",
-                 method: str = "minmax") -> Path:
+                 method: str = "minmax", amax: dict[str, float] | None = None) -> Path:
     """Write `src` (after `quantize.preprocess_for_quantization`) with TensorRT-rule Q/DQ pairs to `dst`.
 
     Args:
@@ -206,12 +211,17 @@ def quantize_qdq(src: str | Path, dst: str | Path, calib: np.ndarray, precision:
         calib: float32 (N, C, H, W) calibration images, preprocessed as the model expects.
         precision: "int8" or "fp8" (E4M3).
         method: ONNX Runtime calibration method for the activation ranges.
+        amax: activation ranges already calibrated (a calibration cache); `calib` is not run then.
     """
     if precision not in QMAX:
         raise ResnetDeployError(f"unknown Q/DQ precision {precision!r}; choose one of: {', '.join(QMAX)}")
     model = onnx.load(str(src))
     place = place_qdq(model)
-    amax = calibrate(Path(src), list(place.activations), calib, method)
+    if amax is None:
+        amax = calibrate(Path(src), list(place.activations), calib, method)
+    missing = [t for t in place.activations if t not in amax]
+    if missing:
+        raise ResnetDeployError(f"no calibrated range for {', '.join(missing[:3])}; recalibrate")
     onnx.save(insert_qdq(model, place, amax, precision), str(dst))
     onnx.checker.check_model(str(dst), full_check=True)
     return Path(dst)

@@ -30,6 +30,7 @@ from resnet_deploy.runtime.onnx_backend import OrtBackend
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("cpu", "trt")
 CALIB_BATCH = 8  # images per calibration run; ranges are merged batch by batch to bound memory
+FP8_METHOD = "minmax"  # see quantize_fp8
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -79,7 +80,7 @@ def preprocess_for_quantization(src: str | Path, dst: str | Path) -> Path:
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: str = "cpu",
-                  method: str = "minmax") -> Path:
+                  method: str = "minmax", amax: dict[str, float] | None = None) -> Path:
     """Static INT8 quantization of `src` (already through `preprocess_for_quantization`) in QDQ format.
 
     Args:
@@ -88,6 +89,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
         calib: float32 (N, C, H, W) calibration images, preprocessed as the model expects.
         target: "cpu" (U8S8 for ONNX Runtime) or "trt" (symmetric S8S8 placed by TensorRT's rules).
         method: calibration method: "minmax", "entropy" or "percentile".
+        amax: for "trt", activation ranges already calibrated (`qdq.activation_tensors` names them).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -96,7 +98,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
     _check_calibration(calib, method)
     if target == "trt":
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout
-            return qdq.quantize_qdq(src, dst, calib, "int8", method)
+            return qdq.quantize_qdq(src, dst, calib, "int8", method, amax)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -108,15 +110,15 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
     return Path(dst)
 
 
-def quantize_fp8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:
+def quantize_fp8(src: str | Path, dst: str | Path, calib: np.ndarray, amax: dict[str, float] | None = None) -> Path:
     """FP8 (E4M3) Q/DQ model of `src` for TensorRT 11 on compute capability >= 8.9, placed by TensorRT's rules.
 
     Ranges are max-calibrated: FP8's exponent covers the distribution's tail, and Model Optimizer converts only
     max-calibrated INT8 placements to FP8 (its `int8_to_fp8`). ONNX Runtime's CPU provider runs the result (Q/DQ in
     float), so its accuracy is measured without a GPU.
     """
-    _check_calibration(calib, "minmax")
-    return qdq.quantize_qdq(src, dst, calib, "fp8", "minmax")
+    _check_calibration(calib, FP8_METHOD)
+    return qdq.quantize_qdq(src, dst, calib, "fp8", FP8_METHOD, amax)
 
 
 def _check_calibration(calib: np.ndarray, method: str) -> None:

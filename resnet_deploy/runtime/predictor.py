@@ -79,9 +79,11 @@ def _reason(bundle: Path, manifest: Manifest, name: str, device: str) -> str | N
 def rebuild_command(bundle: Path, manifest: Manifest) -> str:
     """The `resnet-deploy export` command that rebuilds this bundle with engines, from its manifest."""
     flags = {"--trt": None} | dict.fromkeys(f for name in present(manifest) for f in variants.get(name).flags)
-    calib = manifest.export_args.get("calib_data")
-    if "--int8" in flags and calib:
+    calib, compat = manifest.export_args.get("calib_data"), manifest.export_args.get("trt_compat")
+    if ("--int8" in flags or "--fp8" in flags) and calib:
         flags[f"--calib-data {calib}"] = None
+    if compat:  # the engines were built to travel: rebuild them so
+        flags[f"--trt-compat {','.join(compat)}"] = None
     src = manifest.source
     where = src["path"] if src.get("kind", "checkpoint") == "checkpoint" and src.get("path") else "CHECKPOINT"
     return f"resnet-deploy export {where} --out {bundle.name}-trt {' '.join(flags)}"

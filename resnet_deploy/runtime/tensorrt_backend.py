@@ -106,6 +106,12 @@ def _cc(v: Any) -> str:
     return f"{v[0]}.{v[1]}" if isinstance(v, (list, tuple)) else str(v)
 
 
+def _with_version_compat(rebuild: str) -> str:
+    if "--trt-compat hardware" in rebuild:
+        return rebuild.replace("--trt-compat hardware", "--trt-compat version,hardware")
+    return f"{rebuild} --trt-compat version"
+
+
 def _version_problem(built: dict[str, Any], here: dict[str, str], rebuild: str) -> tuple[str, list[str]] | None:
     """(what differs, how to fix it) between the TensorRT an engine was built with and the runtime here."""
     want, have, found = _version3(built.get("tensorrt_version")), _version3(here["tensorrt_version"]), \
@@ -116,7 +122,7 @@ def _version_problem(built: dict[str, Any], here: dict[str, str], rebuild: str) 
             return (f"it was built without version compatibility and this machine has only the TensorRT lean runtime "
                     f"{found}, which runs version-compatible engines only",
                     [f"install the full runtime (pip install 'tensorrt=={want}.*')",
-                     f"rebuild it with `{rebuild} --trt-compat version`"])
+                     f"rebuild it with `{_with_version_compat(rebuild)}`"])
         if want != have:  # the lean library runs the plans of its own version (the dispatch runtime is not used)
             return (f"the lean runtime runs version-compatible engines of its own version: TensorRT {want} expected, "
                     f"found tensorrt_lean {found}",
