@@ -209,3 +209,14 @@ def test_histogram_calibration_methods(onnx_path, tmp_path, method):
     out = quantize.quantize_int8(pre, tmp_path / f"{method}.onnx", calib, "cpu", method)
     cmp = quantize.compare_onnx(onnx_path, out, held_out)
     assert cmp["top1_agree"] >= 0.9 and 0 < cmp["rel"] < 0.2, cmp
+
+
+def test_fp8_agrees_with_fp32_on_generated_images(onnx_path, tmp_path):
+    calib, _ = generated_images(64, seed=0)
+    held_out, _ = generated_images(96, seed=1)
+    pre = quantize.preprocess_for_quantization(onnx_path, tmp_path / "pre.onnx")
+    out = quantize.quantize_fp8(pre, tmp_path / "fp8.onnx", calib)
+    weights = [i for i in onnx.load(str(out)).graph.initializer if i.name.endswith("weight_quantized")]
+    assert len(weights) == 20 and {w.data_type for w in weights} == {onnx.TensorProto.FLOAT8E4M3FN}
+    cmp = quantize.compare_onnx(onnx_path, out, held_out, graph_optimization="basic")
+    assert cmp["top1_agree"] >= 0.95 and 0 < cmp["rel"] < 0.2, cmp

@@ -233,7 +233,8 @@ def _quantized_entry(w: _Work, variant: Variant, kind: str, method: str) -> File
     """Compare a quantized model with fp32 on calibration images, log it, and record where its scales came from."""
     calib = w.calib
     assert calib is not None
-    cmp = quantize.compare_onnx(w.tmp / "model.onnx", w.tmp / variant.file, calib[:CHECK_IMAGES])
+    cmp = quantize.compare_onnx(w.tmp / "model.onnx", w.tmp / variant.file, calib[:CHECK_IMAGES],
+                                graph_optimization=variant.options.get("graph_optimization", "all"))
     w.log(variant.precision, f"{variant.file} (QDQ {kind}, per-channel weights, {method} on {len(calib)} images): on "
                              f"those images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs "
                              f"{cmp['rel']:.2e}")

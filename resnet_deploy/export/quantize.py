@@ -128,9 +128,13 @@ def _check_calibration(calib: np.ndarray, method: str) -> None:
         raise ResnetDeployError(f"calibration images must be a non-empty (N, C, H, W) array, found {calib.shape}")
 
 
-def compare_onnx(ref: str | Path, other: str | Path, x: np.ndarray, batch: int = 32) -> dict[str, float]:
-    """How far `other`'s logits are from `ref`'s on `x`: max abs, relative (max abs / max |ref|), top-1 agreement."""
-    a_run, b_run = OrtBackend(Path(ref)).run, OrtBackend(Path(other)).run
+def compare_onnx(ref: str | Path, other: str | Path, x: np.ndarray, batch: int = 32,
+                 graph_optimization: str = "all") -> dict[str, float]:
+    """How far `other`'s logits are from `ref`'s on `x`: max abs, relative (max abs / max |ref|), top-1 agreement.
+
+    `graph_optimization` is ONNX Runtime's for `other` ("basic" for FP8 Q/DQ, see `onnx_backend.GRAPH_OPTIMIZATION`).
+    """
+    a_run, b_run = OrtBackend(Path(ref)).run, OrtBackend(Path(other), graph_optimization=graph_optimization).run
     a = np.concatenate([a_run(x[i:i + batch]) for i in range(0, len(x), batch)])
     b = np.concatenate([b_run(x[i:i + batch]) for i in range(0, len(x), batch)])
     max_abs = float(np.abs(a - b).max())

@@ -75,7 +75,8 @@ class OrtLoader:
         from resnet_deploy.runtime.onnx_backend import OrtBackend
 
         return OrtBackend(path, device=opts.device, threads=opts.threads, input_name=opts.input_name,
-                          output_name=opts.output_name)
+                          output_name=opts.output_name,
+                          graph_optimization=opts.options.get("graph_optimization", "all"))
 
 
 class TrtLoader:

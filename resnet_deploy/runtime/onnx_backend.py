@@ -23,6 +23,11 @@ CUDA_EP = "CUDAExecutionProvider"
 # int8 kernels fall back to 16-bit multiply-add sequences whose speed-up over fp32 is small or negative, so fp32 is
 # the safe choice there (figures in benchmarks/RESULTS.md: int8 about 3x faster than fp32 on an AVX-512 VNNI CPU).
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+# `graph_optimization` values -> ONNX Runtime's GraphOptimizationLevel member names. "basic" is for FP8 Q/DQ models:
+# one of ORT's extended-level rewrites drops the Relu in front of an FP8 QuantizeLinear, as if the Q clamped negative
+# values like an unsigned int8 Q with zero point 0 (seen with onnxruntime 1.32: relative logit error 1.9 instead of
+# 0.08 on a ResNet-20); INT8 models are not affected.
+GRAPH_OPTIMIZATION = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 def _import_ort() -> Any:
@@ -78,9 +83,13 @@ class OrtBackend:
     max_batch: int | None = None  # ONNX Runtime takes any batch the graph's dynamic axis allows
 
     def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-                 input_name: str = "input", output_name: str = "logits") -> None:
+                 input_name: str = "input", output_name: str = "logits", graph_optimization: str = "all") -> None:
         ort = _import_ort()
         opts = ort.SessionOptions()
+        if graph_optimization not in GRAPH_OPTIMIZATION:
+            raise ResnetDeployError(f"unknown graph_optimization {graph_optimization!r}; choose one of: "
+                                    f"{', '.join(GRAPH_OPTIMIZATION)}")
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1  # a ResNet graph is a chain: parallelism lives inside each op

@@ -189,7 +189,7 @@ for _v in (
 
 # FP8 (E4M3): the Q/DQ model is made and its accuracy measured on the CPU (ONNX Runtime runs the Q/DQ graph in float,
 # no faster than fp32, so `auto` never picks it there); the engine is built by TensorRT 11 on compute capability >= 8.9.
-register(Variant("fp8", "model.fp8.onnx", "onnx", "fp8", "trt", "onnxruntime", "fp8", ("--fp8",), ("cpu",)),
-         Gate(top1_drop=1.0))
+register(Variant("fp8", "model.fp8.onnx", "onnx", "fp8", "trt", "onnxruntime", "fp8", ("--fp8",), ("cpu",),
+                 options={"graph_optimization": "basic"}), Gate(top1_drop=1.0))  # see onnx_backend.GRAPH_OPTIMIZATION
 register(Variant("trt-fp8", "model.fp8.engine", "engine", "fp8", "trt", "tensorrt", "engine", ("--fp8", "--trt"),
                  ("cuda",), rank={"cuda": 0}, built_from="fp8"))
