@@ -83,21 +83,47 @@ def doctor(as_json: bool) -> None:
 @click.option("--backends", type=Backends(many=True), help="Comma-separated (default: every model file).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="KEY=VALUE",
               help="Override a parity threshold, e.g. fp32_max_abs=1e-4 (names: the registry's gates).")
+@click.option("--layerwise", metavar="VARIANT", help="Instead: compare fp32 and this ONNX variant (fp16, int8, "
+              "int8-trt, fp8) layer by layer and name the first layer over --layer-tol (reports/layerwise-*).")
+@click.option("--layer-tol", type=click.FloatRange(min=0), help="Range-relative error a layer may reach "
+              "[default: fp16 0.01, int8 0.1, fp8 0.2].")
 @CHECKPOINT
 @DEVICE
 @THREADS
 @JSON_FILE
 def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str] | None, tolerances: tuple[str, ...],
-             checkpoint: str | None, device: str, threads: int | None, json_file: str | None) -> None:
+             layerwise: str | None, layer_tol: float | None, checkpoint: str | None, device: str, threads: int | None,
+             json_file: str | None) -> None:
     """Check every backend of BUNDLE against the PyTorch reference on real images; exit 1 if any fails."""
     from resnet_deploy.validate import report
     from resnet_deploy.validate.parity import check_parity, parse_tolerances
+
+    if layerwise is not None:
+        _layerwise(bundle, layerwise, data_spec, limit, layer_tol, threads, json_file)
+        return
 
     result = check_parity(bundle, data_spec, limit, backends, parse_tolerances(tolerances), device=device,
                           threads=threads, checkpoint=checkpoint).to_dict()
     report.save(result, bundle, json_file)
     click.echo("\n".join(report.validate_summary(result)))
     if not result["passed"]:
+        raise SystemExit(1)
+
+
+def _layerwise(bundle: str, variant: str, data_spec: str, limit: int | None, tol: float | None,
+               threads: int | None, json_file: str | None) -> None:
+    from resnet_deploy.validate.layerwise import DEFAULT_LIMIT, layerwise, save_layerwise
+    from resnet_deploy.validate.report import write_json
+
+    r = layerwise(bundle, variant, data_spec, limit or DEFAULT_LIMIT, tol, threads)
+    written = save_layerwise(r, bundle) + ([write_json(r.to_dict(), json_file)] if json_file else [])
+    worst = max(r.layers, key=lambda e: e.rel)
+    first = next((e for e in r.layers if e.exceeds), None)
+    click.echo(f"{variant} ({r.file}) against fp32, {len(r.layers)} layers on {r.num_samples} images: " + (
+        f"first layer over {r.tolerance:g}: {first.tensor} ({first.op}, relative error {first.rel:.3g})"
+        if first else f"no layer over {r.tolerance:g} (largest: {worst.tensor}, {worst.rel:.3g})"))
+    click.echo(f"reports: {', '.join(map(str, written))}")
+    if first is not None:
         raise SystemExit(1)
 
 
