@@ -9,9 +9,13 @@
    provider, on fresh random inputs.
 4. GPU inference latency of the trained ResNet-20 and of ResNet-50 at 224x224, fp32 and fp16 autocast, batch 1 and 32,
    with the project's one timing routine (device time from CUDA events, host time with the copies).
+5. TensorRT, when `import tensorrt` works: fp32/fp16/int8 (and fp8 on TensorRT 11 with compute capability >= 8.9)
+   engines of the trained model, parity with ONNX Runtime on the CPU, device time from CUDA events
+   (gpu_check_trt.py). Without TensorRT it says plainly that only the torch CUDA path ran.
 
-Data: Fashion-MNIST when it is on disk, else a generated, learnable 10-class set (class templates plus noise), so the
-check needs nothing from outside. Exits 1 when a check fails, 2 when there is no CUDA GPU.
+Data: Fashion-MNIST when it is on disk (`--data DIR` or $RESNET_DEPLOY_DATA: a folder with its four .gz files), else a
+generated, learnable 10-class set (class templates plus noise), so the check needs nothing from outside. Exits 1 when a
+check fails, 2 when there is no CUDA GPU.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from resnet_deploy.export import ExportOptions, export_bundle
 from resnet_deploy.runtime import Predictor
 from resnet_deploy.train import train
 from resnet_deploy.validate.latency import measure_latency, summarize, torch_cuda_timed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_check_trt beside this file, however it is started
+from gpu_check_trt import tensorrt_check  # noqa: E402
 
 
 def learnable_data(n: int = 20000, size: int = 28, batch: int = 128) -> InMemoryData:
@@ -113,17 +120,29 @@ def dry_run(iters: int) -> int:
     work = Path(tempfile.mkdtemp())
     t = train_check(work / "run", iters, "bf16", learnable_data(4000), "cpu")
     p = parity_check(work / "run" / "last.pt", work / "bundle", "cpu")
-    print(json.dumps({"train": t, "parity": p}, indent=2))
+    # Without TensorRT this is the plain "only the torch CUDA path ran" record; with it, engines need a GPU.
+    trt = {"ran": False, "reason": "dry run on a CPU"} if _has_tensorrt() else tensorrt_check(
+        work / "run" / "last.pt", work, None)
+    print(json.dumps({"train": t, "parity": p, "tensorrt": trt}, indent=2))
     return 0 if t["loss_falls"] and p["ok"] else 1
+
+
+def _has_tensorrt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", tempfile.mkdtemp())))
+    ap.add_argument("--data", type=Path, help="Folder with Fashion-MNIST's .gz files (sets $RESNET_DEPLOY_DATA).")
     ap.add_argument("--cpu-dry-run", action="store_true",
                     help="Exercise this script's own logic on a CPU (bf16 training and parity only; nothing GPU).")
     args = ap.parse_args()
+    if args.data is not None:
+        os.environ["RESNET_DEPLOY_DATA"] = str(args.data.resolve())
     if args.cpu_dry_run:
         return dry_run(args.iters)
     if not torch.cuda.is_available():
@@ -136,7 +155,8 @@ def main() -> int:
         data, spec = None, "fashion-mnist"
     except Exception:  # not on disk: generated data keeps the check self-contained
         data, spec = learnable_data(), None
-    print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}, data {spec or 'generated'}")
+    print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}, data {spec or 'generated'}, "
+          + ("TensorRT found" if _has_tensorrt() else "no TensorRT: only the torch CUDA path will run"))
     work = Path(tempfile.mkdtemp())
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "data": spec or "generated"}
     report["train"] = [train_check(work / f"run_{amp}", args.iters, amp, data, "cuda") for amp in ("fp16", "bf16")]
@@ -145,11 +165,15 @@ def main() -> int:
     trained = model_from_checkpoint(load_checkpoint(work / "run_fp16" / "last.pt"))
     report["latency"] = latency_check("cifar_resnet20 (trained)", trained, tuple(trained.conv1.weight.shape[1:2]) +
                                       (28, 28)) + latency_check("resnet50", models.build("resnet50"), (3, 224, 224))
+    report["tensorrt"] = tensorrt_check(work / "run_fp16" / "last.pt", work, spec)
     print(json.dumps(report, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     ok = all(t["loss_falls"] for t in report["train"]) and report["parity"]["ok"] and report["ddp"].get("ok", True)
-    print("gpu-check:", "PASS" if ok else "FAIL")
+    ok = ok and report["tensorrt"].get("ok", True)
+    trt = report["tensorrt"]
+    print("gpu-check:", "PASS" if ok else "FAIL", "(torch CUDA path and TensorRT engines)" if trt["ran"] else
+          f"- {trt['reason']}")
     return 0 if ok else 1
 
 
