@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import ExportOptions, export_bundle
-from resnet_deploy.runtime import Predictor, variants
+from resnet_deploy.runtime import Predictor, ResnetDeployError, variants
 from resnet_deploy.runtime.manifest import read_manifest
 from resnet_deploy.runtime.predictor import present
+from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.validate.latency import measure_latency, summarize
 
 ABSENT = ("TensorRT is not installed here: only the torch CUDA path ran (no engines were built; TensorRT parity and "
@@ -36,14 +38,15 @@ def engine_precisions(trt: Any, compute_capability: str) -> tuple[str, ...]:
     return ("fp16", "int8") + (("fp8",) if major >= 11 and cc >= (8, 9) else ())
 
 
-def _images(spec: str | None, preprocess: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _images(spec: str | None, preprocess: Any, n: int, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     if spec is not None:
         from resnet_deploy.data import load_eval_arrays
 
-        x, labels, _ = load_eval_arrays(spec, preprocess, n)
+        x, labels, _ = load_eval_arrays(spec, preprocess, n, split=split)
         return x, labels
     c, (h, w) = preprocess.channels, preprocess.input_size
-    return np.random.default_rng(0).standard_normal((n, c, h, w), dtype=np.float32), None
+    seed = 0 if split == "train" else 1
+    return np.random.default_rng(seed).standard_normal((n, c, h, w), dtype=np.float32), None
 
 
 def _engine_row(bundle: Path, name: str, x: np.ndarray, labels: np.ndarray | None, ref: np.ndarray) -> dict:
@@ -77,16 +80,22 @@ def tensorrt_check(checkpoint: Path, work: Path, spec: str | None) -> dict:
     device = cuda_device_info()
     precisions = engine_precisions(trt, device["compute_capability"])
     bundle = work / "trt_bundle"
-    pre = read_manifest(export_bundle(work / "probe", checkpoint=checkpoint, force=True)).preprocess
-    calib, _ = _images(spec, pre, 256)
-    export_bundle(bundle, ExportOptions(precisions, trt=True, int8_target="trt", batch="1:8:32"),
-                  checkpoint=checkpoint, calib_arrays=calib, force=True)
-    x, labels = _images(spec, pre, 512)
+    pre = Preprocess.from_dict(load_checkpoint(checkpoint)["preprocess"])
+    calib, _ = _images(spec, pre, 256, "train")
+    error = None
+    try:
+        export_bundle(bundle, ExportOptions(precisions, trt=True, int8_target="trt", batch="1:8:32"),
+                      checkpoint=checkpoint, calib_arrays=calib, force=True)
+    except ResnetDeployError as e:  # a failed engine build: the bundle holds the engines built before it
+        error = str(e)
+        print(f"gpu-check: TensorRT export failed: {error}")
+    x, labels = _images(spec, pre, 512, "test")
     with Predictor.from_bundle(bundle, backend="onnx", device="cpu") as ort:
         ref = ort.run(x)
     engines = [n for n in present(read_manifest(bundle)) if n.startswith("trt-")]
     rows = [_engine_row(bundle, name, x, labels, ref) for name in engines]
     result = {"ran": True, "tensorrt": str(trt.__version__), **device, "precisions": ["fp32", *precisions],
+              "export_error": error,
               "onnx_cpu_top1": float((ref.argmax(1) == labels).mean() * 100) if labels is not None else None,
               "engines": rows}
     result["ok"] = len(rows) == 1 + len(precisions) and all(r["ok"] for r in rows)

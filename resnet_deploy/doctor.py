@@ -76,6 +76,9 @@ def run_checks() -> list[Check]:
                       "ONNX Runtime's CUDA provider", "" if ort_gpu else "pip install 'resnet-deploy[gpu]'"))
     rows.append(_module_check("TensorRT", "tensorrt", "tensorrt", "`export --trt` engines and the trt backend",
                               "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"))
+    rows.append(_module_check("TensorRT lean runtime", "tensorrt_lean", "tensorrt-lean|tensorrt-lean-cu13|"
+                              "tensorrt-lean-cu12", "running engines exported with --trt-compat version (no builder)",
+                              "pip install 'resnet-deploy[trt-lean]' (~44 MB; needs an NVIDIA GPU)"))
     rows.append(_module_check("cuda-python", "cuda.bindings.runtime", "cuda-python|cuda-bindings",
                               "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
     rows.append(_module_check("OpenVINO", "openvino", "openvino",

@@ -14,7 +14,7 @@ def test_doctor_json_lists_every_component_and_exits_0():
     assert r.exit_code == 0, r.output
     rows = {row["component"]: row for row in json.loads(r.output)}
     assert list(rows) == ["Python", "torch", "CUDA GPUs", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu",
-                          "TensorRT", "cuda-python", "OpenVINO"]
+                          "TensorRT", "TensorRT lean runtime", "cuda-python", "OpenVINO"]
     assert rows["onnxruntime"]["status"] == "ok" and "CPU" in rows["onnxruntime"]["detail"]
     for row in rows.values():
         assert row["status"] in ("ok", "missing", "unusable")
