@@ -113,7 +113,8 @@ def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: s
                "percentile": CalibrationMethod.Percentile}
     reader = ArrayReader(calib, batch)
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-calib-") as work:
-        calibrator = create_calibrator(model_path, None, str(Path(work) / "augmented.onnx"),
+        # The tensors placed are inputs of weighted ops and of Adds: only those ops' tensors are collected.
+        calibrator = create_calibrator(model_path, [*WEIGHTED, "Add"], str(Path(work) / "augmented.onnx"),
                                        calibrate_method=methods[method], extra_options={"symmetric": True})
         for i in range(len(reader)):
             reader.set_range(i, i + 1)
