@@ -2,11 +2,12 @@
 
 What users ask Polygraphy for (`polygraphy run --onnxrt --mark all`) when a lower precision loses accuracy: the fp32
 model and the chosen ONNX variant both run on ONNX Runtime with every intermediate tensor marked as a graph output,
-on the same preprocessed images; each tensor both graphs compute (same name) is compared, in the fp32 graph's order,
-and the first whose error exceeds the tolerance is named. Errors are relative to the layer's range, max|a - b| /
-max|a|, so that layers of different scales compare alike. Marking every tensor as an output stops ONNX Runtime from
-fusing across them (a Q/DQ pair then runs as quantize-dequantize in float), and graphs run with basic optimizations
-only: the comparison is of the models' arithmetic, not of one runtime's kernels.
+on the same preprocessed images. Each tensor both graphs compute is compared (same name and same producing operator:
+ONNX Runtime's CPU quantizer folds a Relu into the QuantizeLinear after it and gives the Conv output the Relu's name),
+in the fp32 graph's order, and the first whose error exceeds the tolerance is named. Errors are relative to the
+layer's range, max|a - b| / max|a|, so that layers of different scales compare alike. Marking every tensor as an
+output stops ONNX Runtime from fusing across them (a Q/DQ pair then runs as quantize-dequantize in float), and graphs
+run with basic optimizations only: the comparison is of the models' arithmetic, not of one runtime's kernels.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def compare_layers(ref_path: Path, path: Path, x: np.ndarray, tolerance: float,
                    threads: int | None = None) -> list[LayerError]:
     """Per-tensor errors of the model at `path` against the one at `ref_path` on images `x`, in `ref_path`'s order."""
     ref_model, ref_tensors, ops = _all_outputs(ref_path)
-    model, tensors, their_ops = _all_outputs(path)
-    common = [t for t in ref_tensors if t in set(tensors) and their_ops[t] not in _SKIP_OPS]
+    model, _, their_ops = _all_outputs(path)
+    common = [t for t in ref_tensors if their_ops.get(t) == ops[t] and ops[t] not in _SKIP_OPS]
     if not common:
         raise ResnetDeployError(f"{path.name} and {ref_path.name} share no tensor names to compare")
     ref_sess, sess = _session(ref_model, threads), _session(model, threads)
