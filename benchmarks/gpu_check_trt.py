@@ -89,6 +89,9 @@ def tensorrt_check(checkpoint: Path, work: Path, spec: str | None) -> dict:
     except ResnetDeployError as e:  # a failed engine build: the bundle holds the engines built before it
         error = str(e)
         print(f"gpu-check: TensorRT export failed: {error}")
+    if not (bundle / "manifest.json").is_file():  # the export failed before any engine
+        return {"ran": True, "tensorrt": str(trt.__version__), **device, "export_error": error, "engines": [],
+                "ok": False}
     x, labels = _images(spec, pre, 512, "test")
     with Predictor.from_bundle(bundle, backend="onnx", device="cpu") as ort:
         ref = ort.run(x)
