@@ -39,7 +39,7 @@ def _params(text: str) -> list[tuple[str, str, bool]]:
     """'self: A, x: B[C, D] = 0' -> [(name, type, has_default)], splitting on top-level commas only."""
     out, depth, part = [], 0, ""
     for ch in text + ",":
-        depth += ch in "[(" and 1 or (ch in "])" and -1 or 0)
+        depth += (ch in "[(") - (ch in "])")
         if ch == "," and depth == 0:
             if part.strip():
                 name, _, rest = part.strip().partition(":")
@@ -108,8 +108,7 @@ def conforming(cls: type, impl: Any = None, **values: Any) -> Any:
 
 def constructor(cls: type, make: Any) -> Any:
     """A stand-in for `cls(...)` that checks the real __init__ signature, then returns `make()`."""
-    check = checked(cls, "__init__", lambda *a, **k: make())
-    return check
+    return checked(cls, "__init__", lambda *args, **kwargs: make())
 
 
 # ---- the real surface itself ----
