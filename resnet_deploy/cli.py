@@ -99,31 +99,17 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
     from resnet_deploy.validate.parity import check_parity, parse_tolerances
 
     if layerwise is not None:
-        _layerwise(bundle, layerwise, data_spec, limit, layer_tol, threads, json_file)
-        return
+        from resnet_deploy.validate.layerwise import compare_bundle, save_layerwise
+
+        r = compare_bundle(bundle, layerwise, data_spec, limit, layer_tol, threads)
+        click.echo(f"{r.summary()}\nreports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
+        raise SystemExit(1 if r.first_exceeding else 0)
 
     result = check_parity(bundle, data_spec, limit, backends, parse_tolerances(tolerances), device=device,
                           threads=threads, checkpoint=checkpoint).to_dict()
     report.save(result, bundle, json_file)
     click.echo("\n".join(report.validate_summary(result)))
     if not result["passed"]:
-        raise SystemExit(1)
-
-
-def _layerwise(bundle: str, variant: str, data_spec: str, limit: int | None, tol: float | None,
-               threads: int | None, json_file: str | None) -> None:
-    from resnet_deploy.validate.layerwise import DEFAULT_LIMIT, layerwise, save_layerwise
-    from resnet_deploy.validate.report import write_json
-
-    r = layerwise(bundle, variant, data_spec, limit or DEFAULT_LIMIT, tol, threads)
-    written = save_layerwise(r, bundle) + ([write_json(r.to_dict(), json_file)] if json_file else [])
-    worst = max(r.layers, key=lambda e: e.rel)
-    first = next((e for e in r.layers if e.exceeds), None)
-    click.echo(f"{variant} ({r.file}) against fp32, {len(r.layers)} layers on {r.num_samples} images: " + (
-        f"first layer over {r.tolerance:g}: {first.tensor} ({first.op}, relative error {first.rel:.3g})"
-        if first else f"no layer over {r.tolerance:g} (largest: {worst.tensor}, {worst.rel:.3g})"))
-    click.echo(f"reports: {', '.join(map(str, written))}")
-    if first is not None:
         raise SystemExit(1)
 
 

@@ -62,6 +62,16 @@ class LayerwiseReport:
         """JSON-ready form (reports/layerwise-<variant>.json)."""
         return {"schema": LAYERWISE_SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
 
+    def summary(self) -> str:
+        """One line: the variant, how many layers on how many images, and the first layer over the tolerance."""
+        head = f"{self.variant} ({self.file}) against fp32, {len(self.layers)} layers on {self.num_samples} images: "
+        first = next((e for e in self.layers if e.exceeds), None)
+        if first is not None:
+            return head + f"first layer over {self.tolerance:g}: {first.tensor} ({first.op}, relative error " \
+                          f"{first.rel:.3g})"
+        worst = max(self.layers, key=lambda e: e.rel)
+        return head + f"no layer over {self.tolerance:g} (largest: {worst.tensor}, {worst.rel:.3g})"
+
     def markdown(self, top: int | None = None) -> str:
         """The report as Markdown: a sentence naming the first layer over the tolerance, then the table."""
         first = self.first_exceeding
@@ -133,15 +143,16 @@ def compare_layers(ref_path: Path, path: Path, x: np.ndarray, tolerance: float,
     return out
 
 
-def layerwise(bundle: str | Path, variant: str, data_spec: str, limit: int | None = DEFAULT_LIMIT,
-              tolerance: float | None = None, threads: int | None = None) -> LayerwiseReport:
+def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int | None = None,
+                   tolerance: float | None = None, threads: int | None = None) -> LayerwiseReport:
     """Compare the bundle's fp32 ONNX model with its `variant` ONNX model layer by layer on real images.
 
     Args:
         bundle: the bundle directory.
         variant: an ONNX variant of the bundle other than fp32: "fp16", "int8", "int8-trt", "fp8".
         data_spec: images to run, preprocessed with the bundle's preprocessing.
-        limit: this many images (a seeded subset); every intermediate tensor of a batch is held at once.
+        limit: this many images (a seeded subset; default DEFAULT_LIMIT): every intermediate tensor of a batch is
+            held at once.
         tolerance: range-relative error a layer may reach (default by precision, `TOLERANCES`).
         threads: ONNX Runtime intra-op threads.
 
@@ -163,17 +174,17 @@ def layerwise(bundle: str | Path, variant: str, data_spec: str, limit: int | Non
         raise ResnetDeployError(f"{bundle} has no {variants.get(variant).file}; export it with `resnet-deploy export "
                                 f"... {flags}`")
     verify_files(bundle, manifest, [ref.path, entry.path])
-    x, _, _ = load_eval_arrays(data_spec, manifest.preprocess, limit)
+    x, _, _ = load_eval_arrays(data_spec, manifest.preprocess, limit or DEFAULT_LIMIT)
     tol = TOLERANCES.get(entry.precision, 0.1) if tolerance is None else float(tolerance)
     layers = compare_layers(bundle / ref.path, bundle / entry.path, x, tol, threads)
     first = next((e.tensor for e in layers if e.exceeds), None)
     return LayerwiseReport(str(bundle), variant, entry.path, data_spec, int(len(x)), tol, first, layers)
 
 
-def save_layerwise(report: LayerwiseReport, bundle: str | Path) -> list[Path]:
-    """Write reports/layerwise-<variant>.json and .md in the bundle; returns both paths."""
+def save_layerwise(report: LayerwiseReport, bundle: str | Path, also: str | Path | None = None) -> list[Path]:
+    """Write reports/layerwise-<variant>.json and .md in the bundle (and the JSON at `also`); returns the paths."""
     reports = Path(bundle) / "reports"
     js = write_json(report.to_dict(), reports / f"layerwise-{report.variant}.json")
     md = reports / f"layerwise-{report.variant}.md"
     md.write_text(report.markdown())
-    return [js, md]
+    return [js, md] + ([write_json(report.to_dict(), also)] if also else [])
