@@ -66,10 +66,16 @@ def refusal_check(work: Path) -> dict:
     return {"running_info": here, "refusal": message, "ok": ok}
 
 
-def events_check() -> dict:
-    from cuda.bindings import runtime as rt
+def _check(rt: object, result: tuple) -> object:
+    err, *values = result
+    if err != rt.cudaError_t.cudaSuccess:
+        raise RuntimeError(f"CUDA call failed: {rt.cudaGetErrorName(err)[1]}")
+    return values[0] if values else None
 
-    from resnet_deploy.runtime.tensorrt_backend import _check
+
+def events_check() -> dict:
+    """The CUDA event calls TrtBackend makes, with the same arguments, around a device-to-device copy."""
+    from cuda.bindings import runtime as rt
 
     stream = _check(rt, rt.cudaStreamCreate())
     start, end = _check(rt, rt.cudaEventCreate()), _check(rt, rt.cudaEventCreate())
