@@ -14,7 +14,7 @@ from resnet_deploy import models
 from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.export import ExportOptions, export_bundle
-from resnet_deploy.runtime import Predictor, ResnetDeployError, variants
+from resnet_deploy.runtime import Predictor, ResnetDeployError, manifest, variants
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.runtime.variants import Gate, Variant
 from resnet_deploy.validate.parity import check_parity
@@ -56,6 +56,7 @@ def test_builtin_rows_hold_every_fact():
     assert variants.get("fp8").options == {"graph_optimization": "basic"}
     assert variants.gate_names() == ("fp32_agreement", "fp32_max_abs", "fp16_agreement", "int8_top1_drop",
                                      "fp8_top1_drop")
+    assert set(variants.precisions()) | {"none"} == set(manifest.PRECISIONS)  # every precision a manifest may hold
     assert variants.override_gates({"int8_top1_drop": 0.5})["int8"] == Gate(top1_drop=0.5)
     with pytest.raises(ResnetDeployError, match="unknown tolerance fp8_drop; choose from: fp32_agreement"):
         variants.override_gates({"fp8_drop": 1})

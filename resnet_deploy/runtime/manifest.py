@@ -24,7 +24,7 @@ REPORTS_DIR = "reports"  # where `resnet-deploy validate` and `bench` write insi
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FORMATS = ("onnx", "engine", "text")
-PRECISIONS = ("fp32", "fp16", "int8", "none")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8", "none")  # the registry's precisions, and "none" for text files
 TARGETS = ("any", "cpu", "trt")
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
@@ -47,7 +47,7 @@ class FileEntry:
     Attributes:
         path: relative to the bundle directory, e.g. "model.int8.onnx".
         sha256, size: of the file's bytes.
-        precision: "fp32", "fp16", "int8"; "none" for the text files (config.yaml, export.log).
+        precision: "fp32", "fp16", "int8", "fp8"; "none" for the text files (config.yaml, export.log).
         format: "onnx", "engine" (TensorRT) or "text".
         target: who the file is for: "any" (fp32/fp16 ONNX), "cpu" (ORT int8 QDQ U8S8) or "trt" (symmetric INT8 QDQ,
             or a TensorRT engine).
