@@ -314,8 +314,8 @@ def test_long_values_are_quoted_short(tmp_path: Path) -> None:
                                                                 "'bilinear', found 'nearest'"),
     (lambda d: d["files"][0].update(size=-1), "files[0].size must be an integer >= 0, found -1"),
     (lambda d: d["files"][0].update(sha256=None), "files[0].sha256 must be 64 lower-case hex digits, found None"),
-    (lambda d: d["files"][0].update(precision="fp8"), "files[0].precision must be one of 'fp32', 'fp16', 'int8', "
-                                                      "'none', found 'fp8'"),
+    (lambda d: d["files"][0].update(precision="fp4"), "files[0].precision must be one of 'fp32', 'fp16', 'int8', "
+                                                      "'fp8', 'none', found 'fp4'"),
     (lambda d: d["files"].append(dict(d["files"][0])), "files must be distinct paths, found 'model.onnx'"),
     (lambda d: d.update(classes="ant"), "classes must be a list, found 'ant'"),
     (lambda d: d.update(classes=[]), "classes must hold 1 to 100000 items, found 0"),
