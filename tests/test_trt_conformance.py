@@ -15,7 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).with_name("trt_conformance_cases.py")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("major", sorted(trt_real.VERSIONS))
 def test_export_and_runtime_conform_to_the_real_tensorrt_api(major: str) -> None:
     version = trt_real.VERSIONS[major].version
