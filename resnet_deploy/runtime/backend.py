@@ -1,4 +1,4 @@
-"""The `Backend` protocol and one loader per runtime that runs bundle files (ONNX Runtime, TensorRT).
+"""The `Backend` protocol and one loader per runtime that runs bundle files (ONNX Runtime, OpenVINO, TensorRT).
 
 A variant of the registry (`variants.py`) names its loader; `load_backend` turns the variant's file into a running
 `Backend`, and `Loader.refuse` says, before anything is loaded, why that cannot happen on this machine. Heavy runtimes
@@ -52,8 +52,9 @@ class Backend(Protocol):
 class Loader(Protocol):
     """Loads one runtime's files; `refuse` says why it cannot here, before loading."""
 
-    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
-        """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild."""
+    def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
+        """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild,
+        `options` the variant's loader options (a precision the CPU may lack)."""
 
     def load(self, path: Path, opts: LoadOptions) -> Backend:
         """The running backend for the file at `path`."""
@@ -62,7 +63,7 @@ class Loader(Protocol):
 class OrtLoader:
     """ONNX files on ONNX Runtime: the CPU provider, or CUDA with onnxruntime-gpu."""
 
-    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
+    def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         from resnet_deploy.runtime.onnx_backend import ort_has_cuda, ort_installed
 
         if not ort_installed():
@@ -83,7 +84,7 @@ class TrtLoader:
     """TensorRT engines (full or lean runtime), refused unless built for this machine's TensorRT and GPU (or compatible
     with them)."""
 
-    def refuse(self, entry: FileEntry, device: str, rebuild: str) -> str | None:
+    def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         from resnet_deploy.runtime.tensorrt_backend import engine_mismatch, running_info
 
         if device != "cuda":
@@ -101,7 +102,29 @@ class TrtLoader:
                           version_compatible=bool(opts.info.get("version_compatible")))
 
 
-LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "tensorrt": TrtLoader()}
+class OvLoader:
+    """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
+
+    def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
+        from resnet_deploy.runtime.openvino_backend import cpu_has_bf16, ov_installed
+
+        if device != "cpu":
+            return "the OpenVINO backend runs on the CPU only"
+        if not ov_installed():
+            return "openvino is not installed (pip install 'resnet-deploy[openvino]')"
+        if options.get("inference_precision") == "bf16":
+            native, why = cpu_has_bf16()
+            return None if native else why
+        return None
+
+    def load(self, path: Path, opts: LoadOptions) -> Backend:
+        from resnet_deploy.runtime.openvino_backend import OvBackend, cache_dir
+
+        return OvBackend(path, threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
+                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir())
+
+
+LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "openvino": OvLoader(), "tensorrt": TrtLoader()}
 
 
 def loader(name: str) -> Loader:

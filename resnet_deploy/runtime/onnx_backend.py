@@ -66,6 +66,17 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_int8_is_fast(flags: set[str] | None = None) -> tuple[bool, str]:
     """Whether ONNX Runtime's int8 kernels beat fp32 on this CPU, and why (see INT8_DOT_FLAGS)."""
     flags = cpu_flags() if flags is None else flags

@@ -16,7 +16,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from resnet_deploy.runtime import variants
+from resnet_deploy.runtime import autotune, variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
@@ -73,7 +73,7 @@ def _reason(bundle: Path, manifest: Manifest, name: str, device: str) -> str | N
         instead = [v.name for v in variants.variants() if v.precision == variant.precision and device in v.devices]
         return (f"the {name} model runs on {' or '.join(variant.devices)} only"
                 + (f"; on {device} use {' or '.join(instead)}" if instead else ""))
-    return loader(variant.loader).refuse(entry, device, rebuild_command(bundle, manifest))
+    return loader(variant.loader).refuse(entry, device, rebuild_command(bundle, manifest), variant.options)
 
 
 def rebuild_command(bundle: Path, manifest: Manifest) -> str:
@@ -102,13 +102,19 @@ def available_backends(bundle_path: str | Path, device: str = "cpu") -> dict[str
     return {name: _reason(bundle, manifest, name, device) for name in variants.names()}
 
 
-def _candidates(backend: str, device: str) -> tuple[tuple[str, ...], str]:
-    """Variants to try in order for `backend`, and why that order."""
+def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[tuple[str, ...], str]:
+    """Variants to try in order for `backend`, and why that order: for "auto", the order `bench` measured on this
+    machine when the bundle records one (`autotune.py`), else the registry's static order."""
     if backend == "trt":
         return tuple(v.name for v in variants.engines()), "best TensorRT engine present"
     if backend != "auto":
         return (variants.get(backend).name,), "asked for"
     order = [v.name for v in variants.ranked(device)]
+    if bundle is not None and (measured := autotune.measured_order(bundle, device)) is not None:
+        names, entry = measured
+        first = [n for n in names if n in order]
+        return (*first, *(n for n in order if n not in first)), (
+            f"fastest measured on this machine by bench ({autotune.AUTO_JSON}, {entry.get('created', '?')})")
     if device == "cuda":
         return tuple(order), "fastest usable on the GPU"
     fast, why = cpu_int8_is_fast()
@@ -124,7 +130,7 @@ def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto"
                    device: str = "cpu") -> tuple[str, FileEntry, str]:
     """(variant name, its file, why it was chosen) for a backend request; the reasons of all refusals otherwise."""
     _check_device(device)
-    candidates, why = _candidates(backend, device)
+    candidates, why = _candidates(backend, device, Path(bundle))
     refused = {}
     for name in candidates:
         reason = _reason(Path(bundle), manifest, name, device)

@@ -2,7 +2,8 @@
 
 Every point is measured by the one timing routine (`latency.measure_latency`); speed-ups are ratios of numbers taken
 side by side on the same machine, and the achieved FLOP rate is set beside the machine's fp32 ceiling measured in the
-same run (a roofline ratio).
+same run, per precision (a roofline ratio, `ceiling.py`). On the CPU, `record_fastest` stores which variant was
+fastest within the accuracy gates for `auto` (`runtime/autotune.py`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class BenchRow:
     latency_ms: dict[str, float]  # min, mean, p50, p90, p95, p99, max
     device_latency_ms: dict[str, float] | None  # the same keys, from the backend's own device timing
     achieved_gflops: float
-    roofline_ratio: float  # achieved / ceiling
+    roofline_ratio: float  # achieved / the ceiling of `roof_precision`; above 1 means that roof is too low
     latency_ratio: float | None = None  # p50 / pytorch's p50 at the same batch
     speedup: float | None = None  # its inverse
+    roof_precision: str = "fp32"  # which of the measured ceilings the ratio is against
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (a bench.json `results` entry)."""
@@ -123,13 +125,14 @@ def _workloads(model: Any, predictors: dict[str, Any], batches: Sequence[int], s
         yield b, fns | {name: _predictor_fn(predictor, x) for name, predictor in predictors.items()}
 
 
-def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: float) -> BenchRow:
+def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: dict[str, Any]) -> BenchRow:
     s = latency.summarize(samples.host_s, batch)
     dev = latency.summarize(samples.device_s, batch) if samples.device_s else None
     gflops = latency.achieved_gflops(macs, s.throughput_ips)
     precision = "fp32" if backend == "pytorch" else variants.get(backend).precision
+    roof_precision, roof = latency.roof_for(ceiling, precision)
     return BenchRow(backend, precision, batch, s.iterations, s.total_s, s.throughput_ips, s.stats_ms(),
-                    dev.stats_ms() if dev else None, gflops, gflops / ceiling)
+                    dev.stats_ms() if dev else None, gflops, gflops / roof, roof_precision=roof_precision)
 
 
 def _with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
@@ -186,17 +189,48 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
             for name in run:
                 predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
             timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
-            rows = [_row(name, b, samples, macs, ceiling["gflops"])
+            rows = [_row(name, b, samples, macs, ceiling)
                     for b, fns in _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
                     for name, samples in latency.measure_interleaved(fns, **timing).items()]
         finally:
             for predictor in predictors.values():
                 predictor.close()
     notes = [note] if note else []
-    notes.append("int8 and fp16 rows count the same multiply-adds as fp32; their roofline ratio is against the fp32 "
-                 "ceiling")
+    notes.append("int8 and bf16 rows count the same multiply-adds as fp32 (GOP/s); their roofline ratio is against the "
+                 "GEMM ceiling of their own precision where one was measured (fp32's otherwise); " + ceiling["method"])
     return BenchReport(str(bundle), manifest.arch, [c, h, w], macs,
                        {"backends": ["pytorch"] * pytorch + run, "batches": sorted(set(batches)), "warmup_s": warmup_s,
                         "duration_s": duration_s, "rounds": rounds, "threads": threads, "device": device},
                        ceiling, _with_ratios(rows), [{"backend": k, "reason": v} for k, v in skipped.items()], notes,
                        environment(threads))
+
+
+def record_fastest(bundle: str | Path, bench: dict[str, Any]) -> tuple[Path, list[str]] | None:
+    """Store this machine's measured order for `auto`: variants by p50 at the smallest batch, fastest first, leaving
+    out those that failed `validate`'s gates (the bundle's reports/validate.json, when present).
+
+    Args:
+        bundle: the bundle directory.
+        bench: a bench report dict (`BenchReport.to_dict()`) measured on this machine.
+
+    Returns:
+        (the file written, the order), or None when nothing was recorded (a GPU run, no backend row).
+    """
+    from resnet_deploy.runtime import autotune
+    from resnet_deploy.validate.report import VALIDATE_JSON, read_report
+
+    if bench["settings"]["device"] != "cpu":
+        return None
+    rows = [r for r in bench["results"] if r["backend"] != "pytorch"]
+    if not rows:
+        return None
+    batch = min(r["batch"] for r in rows)
+    p50 = {r["backend"]: r["latency_ms"]["p50"] for r in rows if r["batch"] == batch}
+    validated = read_report(Path(bundle) / "reports" / VALIDATE_JSON) or {}
+    failed = {b["backend"]: "failed validate: " + "; ".join(b.get("failures") or [])
+              for b in validated.get("backends", []) if b.get("status") == "FAIL"}
+    excluded = {s["backend"]: s["reason"] for s in bench["skipped"]} | failed
+    order = sorted((n for n in p50 if n not in failed), key=p50.get)
+    path = autotune.record_order(bundle, order, device="cpu", batch=batch, threads=bench["settings"]["threads"],
+                                 p50_ms=p50, excluded=excluded)
+    return path, order

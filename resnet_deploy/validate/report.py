@@ -80,6 +80,21 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def roofline_text(r: dict[str, Any]) -> str:
+    """A row's share of its roof; above 100% the roof was measured too low, and the figure is not a share."""
+    ratio, roof = r["roofline_ratio"], r.get("roof_precision", "fp32")
+    return f"{ratio:.1%} {roof}" if ratio <= 1 else f"over {roof} roof ({ratio:.0%}: roof too low)"
+
+
+def ceilings_text(c: dict[str, Any]) -> str:
+    """'fp32 ceiling 190.0 GFLOP/s (2048^3 matmul, same run); int8 ... GOP/s (...)' from a bench ceiling."""
+    text = f"fp32 ceiling {c['gflops']:.1f} GFLOP/s ({c['n']}^3 matmul, same run)"
+    for p, e in (c.get("precisions") or {}).items():
+        if p != "fp32":
+            text += f"; {p} ceiling {e['gflops']:.1f} GOP/s ({e['n']}^3, {e['library']})"
+    return text
+
+
 def validate_markdown(v: dict[str, Any]) -> str:
     """The validate report as a Markdown section."""
     ref = v["reference"]
@@ -105,8 +120,7 @@ def bench_markdown(b: dict[str, Any]) -> str:
     lines = ["## Latency and throughput", "",
              f"{s['device']}, {s['threads'] or 'default'} threads, warm-up {s['warmup_s']} s, run {s['duration_s']} s "
              f"per point in {s.get('rounds', 1)} round-robin round(s); "
-             f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image; fp32 ceiling "
-             f"{c['gflops']:.1f} GFLOP/s ({c['n']}^3 matmul, same run).", "",
+             f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image; {ceilings_text(c)}.", "",
              "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s | x pytorch latency "
              "| GFLOP/s | roofline |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -114,7 +128,7 @@ def bench_markdown(b: dict[str, Any]) -> str:
         lat = r["latency_ms"]
         lines.append(f"| {r['backend']} | {r['batch']} | {lat['p50']:.3f} | {lat['mean']:.3f} | {lat['p90']:.3f} | "
                      f"{lat['p99']:.3f} | {lat['min']:.3f} | {lat['max']:.3f} | {r['throughput_ips']:.1f} | "
-                     f"{_fmt(r['latency_ratio'], '.3f')} | {r['achieved_gflops']:.1f} | {r['roofline_ratio']:.1%} |")
+                     f"{_fmt(r['latency_ratio'], '.3f')} | {r['achieved_gflops']:.1f} | {roofline_text(r)} |")
     device_rows = [r for r in b["results"] if r.get("device_latency_ms")]
     if device_rows:
         lines += ["", "Device time (CUDA events / engine timing), apart from host time including copies:", "",
@@ -316,14 +330,13 @@ def validate_summary(v: dict[str, Any]) -> list[str]:
 
 def bench_summary(b: dict[str, Any]) -> list[str]:
     """Terminal lines for a bench report: one per backend and batch size."""
-    lines = [f"fp32 ceiling {b['ceiling']['gflops']:.1f} GFLOP/s ({b['ceiling']['n']}^3 matmul); "
-             f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image"]
+    lines = [f"{ceilings_text(b['ceiling'])}; {b['macs_per_image'] / 1e6:.1f} M multiply-adds per image"]
     for r in b["results"]:
         lat = r["latency_ms"]
         ratio = f"  {r['latency_ratio']:.3f}x pytorch" if r["latency_ratio"] is not None else ""
         dev = f"  device p50 {r['device_latency_ms']['p50']:.3f} ms" if r["device_latency_ms"] else ""
         lines.append(f"{r['backend']:<9} batch {r['batch']:>3}  p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  "
                      f"{r['throughput_ips']:.1f} img/s{ratio}  {r['achieved_gflops']:.1f} GFLOP/s "
-                     f"({r['roofline_ratio']:.1%} of ceiling){dev}")
+                     f"({roofline_text(r)}){dev}")
     lines += [f"SKIPPED {s['backend']}: {s['reason']}" for s in b["skipped"]]
     return lines

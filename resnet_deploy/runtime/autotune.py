@@ -1,0 +1,87 @@
+"""`auto` by measurement: which variant `bench` found fastest on which CPU, kept in the bundle for the runtime to read.
+
+`resnet-deploy bench` times every variant side by side; `record_order` stores the variants that passed `validate`'s
+gates, fastest first, in `BUNDLE/reports/auto.json`, one entry per machine. A machine is its CPU model and a digest of
+its feature flags: the same model name with other flags (a VM that hides AVX-512 or AMX) is another machine.
+`Predictor.from_bundle(backend="auto")` uses the entry of the machine it runs on and the registry's static order
+otherwise (a bundle copied to another kind of box does not inherit a foreign ranking).
+
+The file is a hint, not a bundle file: it is not in the manifest, and a name in it that is not a registered variant
+is ignored; what `auto` loads is still checked against the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
+
+AUTO_JSON = "auto.json"
+AUTO_SCHEMA = "resnet-deploy/auto"
+
+
+def machine_key(flags: set[str] | None = None, model: str | None = None) -> dict[str, str]:
+    """{"cpu": model name, "flags": sha256 of the sorted flags, 16 hex digits} of this machine (or of those given)."""
+    flags = cpu_flags() if flags is None else flags
+    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
+    return {"cpu": cpu_model() if model is None else model, "flags": digest}
+
+
+def record_path(bundle: str | Path) -> Path:
+    """Where a bundle keeps its measured orders."""
+    return Path(bundle) / "reports" / AUTO_JSON
+
+
+def read_records(bundle: str | Path) -> list[dict[str, Any]]:
+    """Every machine's entry of the bundle's auto.json; empty when it is missing, unreadable or of another schema."""
+    try:
+        data = json.loads(record_path(bundle).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or data.get("schema") != AUTO_SCHEMA or not isinstance(data.get("machines"), list):
+        return []
+    return [m for m in data["machines"] if isinstance(m, dict)]
+
+
+def measured_order(bundle: str | Path, device: str = "cpu",
+                   key: dict[str, str] | None = None) -> tuple[list[str], dict[str, Any]] | None:
+    """The variant names measured fastest first on this machine and `device`, and the entry; None without one."""
+    key = machine_key() if key is None else key
+    for entry in read_records(bundle):
+        if entry.get("machine") == key and entry.get("device") == device and isinstance(entry.get("order"), list):
+            return [str(n) for n in entry["order"]], entry
+    return None
+
+
+def record_order(bundle: str | Path, order: list[str], *, device: str = "cpu", batch: int = 1,
+                 threads: int | None = None, p50_ms: dict[str, float] | None = None,
+                 excluded: dict[str, str] | None = None, key: dict[str, str] | None = None) -> Path:
+    """Store (or replace) this machine's entry: `order` fastest first, with the figures it was decided on.
+
+    Args:
+        bundle: the bundle directory; the file is `reports/auto.json` in it.
+        order: variant names, fastest first, every one within its accuracy gate.
+        device, batch, threads: what was measured.
+        p50_ms: the median latency of each variant at that batch.
+        excluded: variants left out, with the reason (failed validate, could not run).
+        key: the machine (default: this one).
+
+    Returns:
+        The path written (atomically: a reader never sees half a file).
+    """
+    key = machine_key() if key is None else key
+    entry = {"machine": key, "device": device, "order": list(order), "batch": batch, "threads": threads,
+             "p50_ms": dict(p50_ms or {}), "excluded": dict(excluded or {}),
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    others = [m for m in read_records(bundle) if (m.get("machine"), m.get("device")) != (key, device)]
+    path = record_path(bundle)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{AUTO_JSON}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"schema": AUTO_SCHEMA, "machines": [*others, entry]}, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

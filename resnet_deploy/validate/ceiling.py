@@ -1,0 +1,125 @@
+"""The roof of the roofline ratio: the fastest dense GEMM this CPU does per precision, measured in a clean subprocess.
+
+A convolutional network cannot run faster than the best matrix multiply on the same cores, so the roof is the best
+of several GEMM sizes and libraries (numpy's BLAS, torch, ONNX Runtime's MLAS), not one library at one size: on the
+project's machines one 2048^3 numpy matmul ran below what ONNX Runtime's convolutions reach, and ratios read over
+100%. The measuring process runs without `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` (set on these machines, they
+make OpenBLAS use the kernels of an older core) and with the benchmark's thread count; the variables stay as they are
+in the benchmark's own process.
+
+Per precision: fp32 (numpy, torch, ONNX Runtime MatMul), int8 (ONNX Runtime MatMulInteger, u8 x s8, the VNNI path
+of its quantized convolutions) and bf16 (torch's bf16 matmul, oneDNN's AVX512_BF16/AMX path). Rows are compared with
+the roof of their own precision; int8 and bf16 rows count multiply-adds as fp32 rows do (GOP/s, "FLOP-equivalent").
+
+    python -m resnet_deploy.validate.ceiling '{"sizes": [512, 1024, 2048], "threads": 2, "duration_s": 0.3}'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Variables that slow numpy's GEMM on these machines; removed in the measuring process only.
+UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SIZES = (512, 1024, 2048)
+
+
+def _ort_matmul(n: int, int8: bool, threads: int | None) -> Callable[[], Any]:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a_type, b_type, c_type, op = ((TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger") if int8
+                                  else (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, "MatMul"))
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", a_type, [n, n]),
+                               helper.make_tensor_value_info("b", b_type, [n, n])],
+                              [helper.make_tensor_value_info("c", c_type, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    if int8:
+        feed = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
+    else:
+        feed = {k: rng.standard_normal((n, n), dtype=np.float32) for k in "ab"}
+    return lambda: session.run(None, feed)
+
+
+def _candidates(n: int, threads: int | None) -> dict[str, dict[str, Callable[[], Any]]]:
+    """{precision: {library: one n x n x n multiply}} for this machine."""
+    import torch
+
+    from resnet_deploy.runtime.openvino_backend import cpu_has_bf16
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out = {"fp32": {"numpy": lambda: a @ b, "torch": lambda: torch.mm(ta, tb),
+                    "onnxruntime": _ort_matmul(n, False, threads)},
+           "int8": {"onnxruntime": _ort_matmul(n, True, threads)}}
+    if cpu_has_bf16()[0]:  # without native bf16, torch emulates it far below the fp32 roof
+        ha, hb = ta.bfloat16(), tb.bfloat16()
+        out["bf16"] = {"torch": lambda: torch.mm(ha, hb)}
+    return out
+
+
+def measure_here(sizes: tuple[int, ...] = SIZES, threads: int | None = None, duration_s: float = 0.3
+                 ) -> dict[str, dict[str, Any]]:
+    """The best GOP/s per precision over `sizes` and libraries, measured in this process.
+
+    Returns:
+        {precision: {"gflops", "n", "library", "p50_ms", "tried": {"library@n": gflops}}}.
+    """
+    import torch
+
+    from resnet_deploy.validate.latency import measure_latency, summarize
+
+    if threads:
+        torch.set_num_threads(threads)
+    best: dict[str, dict[str, Any]] = {}
+    for n in sizes:
+        for precision, libs in _candidates(n, threads).items():
+            for lib, fn in libs.items():
+                samples = measure_latency(fn, warmup_s=min(0.2, duration_s), duration_s=duration_s, min_iters=3)
+                seconds = summarize(samples.host_s).p50_ms / 1e3
+                gflops = 2 * n**3 / seconds / 1e9
+                entry = best.setdefault(precision, {"gflops": 0.0, "tried": {}})
+                entry["tried"][f"{lib}@{n}"] = round(gflops, 1)
+                if gflops > entry["gflops"]:
+                    entry.update(gflops=gflops, n=n, library=lib, p50_ms=seconds * 1e3)
+    return best
+
+
+def measure_clean(sizes: tuple[int, ...] = SIZES, threads: int | None = None, duration_s: float = 0.3,
+                  timeout_s: float = 300.0) -> dict[str, dict[str, Any]]:
+    """`measure_here` in a subprocess without UNSET_ENV and with BLAS threads set to `threads`."""
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_ENV}
+    if threads:
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
+    root = str(Path(__file__).resolve().parents[2])  # this package's folder, whatever sys.path the caller had
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    args = json.dumps({"sizes": list(sizes), "threads": threads, "duration_s": duration_s})
+    done = subprocess.run([sys.executable, "-m", "resnet_deploy.validate.ceiling", args], env=env, text=True,
+                          capture_output=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the GEMM ceiling subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Entry of the measuring subprocess: JSON arguments in argv[1], the result as one JSON line on stdout."""
+    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    print(json.dumps(measure_here(tuple(args.get("sizes", SIZES)), args.get("threads"), args.get("duration_s", 0.3))))
+
+
+if __name__ == "__main__":
+    main()
