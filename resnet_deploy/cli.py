@@ -130,11 +130,14 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
 def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **options: Any) -> None:
     """Latency and throughput of every backend of BUNDLE, beside PyTorch eager timed in the same run."""
     from resnet_deploy.validate import report
-    from resnet_deploy.validate.bench import bench_bundle, parse_batches
+    from resnet_deploy.validate.bench import bench_bundle, parse_batches, record_fastest
 
     result = bench_bundle(bundle, batches=parse_batches(batches), pytorch=not no_pytorch, **options).to_dict()
     written = report.save(result, bundle, json_file)
     click.echo("\n".join(report.bench_summary(result)))
+    recorded = record_fastest(bundle, result)
+    if recorded:
+        click.echo(f"auto on this machine: {', '.join(recorded[1])} (fastest first; {recorded[0]})")
     click.echo(f"reports: {', '.join(str(p) for p in written)}")
 
 

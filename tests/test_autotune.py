@@ -69,7 +69,7 @@ def test_a_recorded_variant_that_cannot_run_falls_through(bundle: Path) -> None:
 def _bench(rows: dict[str, tuple[float, float]], device: str = "cpu") -> dict:
     """A bench report dict with p50 at batch 1 and 32 per backend."""
     results = [{"backend": n, "batch": b, "latency_ms": {"p50": ms}} for n, ms1_32 in rows.items()
-               for b, ms in zip((1, 32), ms1_32)]
+               for b, ms in zip((1, 32), ms1_32, strict=True)]
     return {"settings": {"device": device, "threads": 2}, "results": results,
             "skipped": [{"backend": "ov-bf16", "reason": "CPU lacks bf16"}]}
 

@@ -1,0 +1,154 @@
+"""Our CPU backends beside the peer's own best path: OpenVINO with NNCF int8, all timed in one interleaved run.
+
+The peer: the same fp32 ONNX model quantized by OpenVINO's own post-training quantization (NNCF `nncf.quantize`,
+default preset, on the SAME calibration images the bundle's int8 model was calibrated on, read back from its manifest),
+once as OpenVINO IR (run by OpenVINO) and once as NNCF's QDQ ONNX (run by ONNX Runtime and OpenVINO). OpenVINO fp32
+and bf16 on model.onnx are the peer's other figures (our ov-fp32/ov-bf16 backends compile exactly that).
+
+Per model (ResNet-50 with random torchvision-layout weights for latency; the trained demo ResNet-20 for accuracy on
+the full Fashion-MNIST test set and latency): every backend x batch {1, 32}, p50 ms and img/s, ratio to PyTorch
+eager and to the best peer figure at the same batch, top-1 and its drop from fp32. Needs `nncf` (benchmark only).
+
+    .venv/bin/python benchmarks/bench_openvino.py --r50 R50_BUNDLE --demo DEMO_BUNDLE [--threads 2] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from resnet_deploy.runtime import Predictor, read_manifest
+from resnet_deploy.runtime.onnx_backend import OrtBackend
+from resnet_deploy.runtime.openvino_backend import OvBackend
+from resnet_deploy.validate import latency
+from resnet_deploy.validate.bench import _eager_model, _torch_fn
+
+OURS = ("onnx", "int8", "ov-fp32", "ov-bf16", "ov-int8")
+# NNCF's int8 files: name -> (runtime, file made by nncf_models)
+NNCF = {"nncf-ov int8 (IR)": ("openvino", "nncf.xml"), "nncf-onnx int8 on ov": ("openvino", "nncf.onnx"),
+        "nncf-onnx int8 on ort": ("onnxruntime", "nncf.onnx")}
+# The peer's figures: NNCF's int8, and OpenVINO fp32/bf16 and ONNX Runtime fp32 on model.onnx (what our ov-fp32,
+# ov-bf16 and onnx backends compile: the same runtime calls on the same file).
+PEER = (*NNCF, "ov-fp32", "ov-bf16", "onnx")
+PRECISION = {"onnx": "fp32", "int8": "int8", "ov-fp32": "fp32", "ov-bf16": "bf16", "ov-int8": "int8"}
+
+
+def calibration(bundle: Path) -> np.ndarray:
+    """The images the bundle's int8 model was calibrated on (same spec, count and seeded subset as export)."""
+    from resnet_deploy.export.source import load_calibration
+
+    m = read_manifest(bundle)
+    args = m.export_args
+    return load_calibration(args["calib_data"], m.preprocess, int(args["calib_size"]))
+
+
+def nncf_models(bundle: Path, work: Path) -> dict[str, Path]:
+    """NNCF int8 of the bundle's model.onnx: OpenVINO IR (nncf.xml) and QDQ ONNX (nncf.onnx), same calibration."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    calib = calibration(bundle)
+    items = [calib[i:i + 1] for i in range(len(calib))]
+    name = read_manifest(bundle).input_name
+    with contextlib.redirect_stdout(io.StringIO()):
+        q = nncf.quantize(ov.Core().read_model(str(bundle / "model.onnx")), nncf.Dataset(items),
+                          subset_size=len(items))
+        ov.save_model(q, str(work / "nncf.xml"))
+        q_onnx = nncf.quantize(onnx.load(str(bundle / "model.onnx")), nncf.Dataset([{name: x} for x in items]),
+                               subset_size=len(items))
+        onnx.save(q_onnx, str(work / "nncf.onnx"))
+    return {"nncf.xml": work / "nncf.xml", "nncf.onnx": work / "nncf.onnx"}
+
+
+def runners(bundle: Path, files: dict[str, Path], threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """name -> run(batch) for our backends (through Predictor) and the peer's files."""
+    out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    for name in OURS:
+        out[name] = Predictor.from_bundle(bundle, backend=name, threads=threads).run
+    for name, (runtime, file) in NNCF.items():
+        # no model cache here: timing is warm anyway
+        out[name] = (OvBackend(files[file], threads=threads) if runtime == "openvino"
+                     else OrtBackend(files[file], threads=threads)).run
+    return out
+
+
+def accuracy(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]]) -> dict[str, float]:
+    """Top-1 % of every runner on the full Fashion-MNIST test set, preprocessed by the bundle."""
+    from resnet_deploy.data import load_eval_arrays
+
+    x, labels, _ = load_eval_arrays("fashion-mnist", read_manifest(bundle).preprocess)
+    return {name: float((np.concatenate([fn(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(1) == labels)
+                        .mean() * 100) for name, fn in run.items()}
+
+
+def timing(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]], batches: list[int],
+           args: argparse.Namespace) -> dict[tuple[str, int], latency.LatencyStats]:
+    """p50 etc. of every runner and PyTorch eager, per batch, interleaved in `args.rounds` rounds."""
+    manifest = read_manifest(bundle)
+    model, _ = _eager_model(bundle, manifest, None)
+    out = {}
+    rng = np.random.default_rng(0)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    for b in batches:
+        x = rng.standard_normal((b, *manifest.input_shape), dtype=np.float32)
+        fns = {"pytorch": _torch_fn(model, x, "cpu")} | {n: (lambda f=fn, x=x: f(x)) for n, fn in run.items()}
+        samples = latency.measure_interleaved(fns, rounds=args.rounds, warmup_s=args.warmup_s,
+                                              duration_s=args.duration_s, min_iters=args.min_iters)
+        out |= {(n, b): latency.summarize(s.host_s, b) for n, s in samples.items()}
+    return out
+
+
+def table(title: str, stats: dict[tuple[str, int], latency.LatencyStats], top1: dict[str, float] | None) -> str:
+    """The Markdown table: backend x batch, ms, img/s, x eager, x best peer, top-1 and drop from fp32."""
+    lines = [f"### {title}", "", "| backend | precision | batch | p50 ms | img/s | x eager | x best peer | top-1 % "
+             "| drop (points) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ref = (top1 or {}).get("onnx")
+    for b in sorted({b for _, b in stats}):
+        eager = stats[("pytorch", b)].p50_ms
+        peer = min(s.p50_ms for (n, bb), s in stats.items() if bb == b and n in PEER)
+        ours = min(s.p50_ms for (n, bb), s in stats.items() if bb == b and n in OURS)
+        for (name, _), s in sorted(((k, v) for k, v in stats.items() if k[1] == b), key=lambda kv: kv[1].p50_ms):
+            acc = (top1 or {}).get(name)
+            lines.append(f"| {name} | {PRECISION.get(name, 'int8' if 'int8' in name else 'fp32')} | {b} | "
+                         f"{s.p50_ms:.3f} | {s.throughput_ips:,.0f} | {s.p50_ms / eager:.3f} | {s.p50_ms / peer:.3f} | "
+                         f"{'-' if acc is None else f'{acc:.2f}'} | "
+                         f"{'-' if acc is None or ref is None else f'{ref - acc:+.2f}'} |")
+        lines.append(f"| **our fastest / best peer, batch {b}** | | | | | | **{ours / peer:.3f}** | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--r50", type=Path, help="a ResNet-50 bundle with model.onnx and model.int8.onnx")
+    ap.add_argument("--demo", type=Path, help="the trained Fashion-MNIST ResNet-20 bundle (fp32 + int8)")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup-s", type=float, default=1.0)
+    ap.add_argument("--duration-s", type=float, default=3.0)
+    ap.add_argument("--min-iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-ov-") as tmp:
+        for label, bundle, with_acc in (("demo ResNet-20, Fashion-MNIST 1x28x28", args.demo, True),
+                                        ("ResNet-50 224x224, random weights", args.r50, False)):
+            if bundle is None:
+                continue
+            work = Path(tmp) / bundle.name
+            work.mkdir()
+            run = runners(bundle, nncf_models(bundle, work), args.threads)
+            top1 = accuracy(bundle, run) if with_acc else None
+            print(table(label, timing(bundle, run, batches, args), top1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
