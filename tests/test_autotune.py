@@ -116,4 +116,4 @@ def test_ceilings_per_precision_and_rows_against_their_own_roof() -> None:
     assert latency.roof_for(c, "int8") == ("int8", per["int8"]["gflops"])
     assert latency.roof_for(c, "fp16") == ("fp32", c["gflops"])
     assert report.roofline_text({"roofline_ratio": 0.5, "roof_precision": "int8"}) == "50.0% int8"
-    assert report.roofline_text({"roofline_ratio": 1.21}) == "over fp32 roof (121%: roof too low)"
+    assert report.roofline_text({"roofline_ratio": 1.21}) == "over the fp32 roof: 121%, roof too low"

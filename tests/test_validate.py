@@ -233,7 +233,12 @@ def test_bench_writes_all_three_report_kinds(tiny):
         base = next(p for p in b["results"] if p["backend"] == "pytorch" and p["batch"] == r["batch"])
         assert r["latency_ratio"] == pytest.approx(lat["p50"] / base["latency_ms"]["p50"])
     assert [s["backend"] for s in b["skipped"]] == ["trt-int8"]
-    assert b["environment"]["threads"] == 1 and b["ceiling"]["n"] == 2048
+    assert b["environment"]["threads"] == 1 and b["ceiling"]["n"] in (512, 1024, 2048)  # the best GEMM size
+    assert {"fp32", "int8"} <= set(b["ceiling"]["precisions"]) and {r["roof_precision"] for r in b["results"]} == {
+        "fp32", "int8"}
+    auto = json.loads((bundle / "reports" / "auto.json").read_text())["machines"][0]
+    assert sorted(auto["order"]) == ["int8", "onnx"] and auto["batch"] == 1 and auto["threads"] == 1
+    assert f"auto on this machine: {', '.join(auto['order'])} (fastest first;" in res.output
     assert b["settings"]["rounds"] == 2 and all(r["iterations"] >= 10 for r in b["results"])  # min_iters kept
     md = (bundle / "reports" / "report.md").read_text()
     assert "## Accuracy parity (PASS)" in md and "## Latency and throughput" in md

@@ -20,7 +20,10 @@ BACKEND_KEYS = {"backend", "precision", "status", "reason", "top1", "top5", "agr
 BENCH_KEYS = {"schema", "schema_version", "created", "bundle", "arch", "input_shape", "macs_per_image", "settings",
               "ceiling", "results", "skipped", "notes", "environment"}
 RESULT_KEYS = {"backend", "precision", "batch", "iterations", "total_s", "throughput_ips", "latency_ms",
-               "device_latency_ms", "latency_ratio", "speedup", "achieved_gflops", "roofline_ratio"}
+               "device_latency_ms", "latency_ratio", "speedup", "achieved_gflops", "roofline_ratio", "roof_precision"}
+CEILING = {"gflops": 190.0, "n": 2048, "dtype": "float32", "threads": 2, "device": "cpu", "p50_ms": 90.4,
+           "precisions": {"fp32": {"gflops": 190.0, "n": 2048, "library": "onnxruntime"},
+                          "int8": {"gflops": 2000.0, "n": 1024, "library": "onnxruntime"}}, "method": "best of"}
 
 
 def _samples(ms: float, n: int, seed: int) -> latency.LatencySamples:
@@ -32,12 +35,11 @@ def _bench() -> dict:
     rows = []
     for batch in (1, 8):
         for name, ms in (("pytorch", 50.0), ("onnx", 35.0), ("int8", 12.0)):
-            rows.append(_row(name, batch, _samples(ms * batch ** 0.8, 20, batch), 4_089_000_000, 190.0))
+            rows.append(_row(name, batch, _samples(ms * batch ** 0.8, 20, batch), 4_089_000_000, CEILING))
     return BenchReport("b", "resnet50", [3, 224, 224], 4_089_000_000,
                        {"backends": ["pytorch", "onnx", "int8"], "batches": [1, 8], "warmup_s": 1, "duration_s": 2,
                         "rounds": 3, "threads": 2, "device": "cpu"},
-                       {"gflops": 190.0, "n": 2048, "dtype": "float32", "threads": 2, "device": "cpu",
-                        "p50_ms": 90.4},
+                       CEILING,
                        _with_ratios(rows), [{"backend": "trt-fp16", "reason": "TensorRT engines need device='cuda'"}],
                        [], environment(2)).to_dict()
 
@@ -65,7 +67,9 @@ def test_bench_rows_have_the_documented_keys_and_ratios():
     torch_row = next(r for r in b["results"] if r["backend"] == "pytorch" and r["batch"] == 1)
     assert int8["latency_ratio"] == pytest.approx(int8["latency_ms"]["p50"] / torch_row["latency_ms"]["p50"])
     assert int8["speedup"] == pytest.approx(1 / int8["latency_ratio"])
-    assert int8["roofline_ratio"] == pytest.approx(int8["achieved_gflops"] / 190.0)
+    assert int8["roofline_ratio"] == pytest.approx(int8["achieved_gflops"] / 2000.0)  # against the int8 roof
+    assert int8["roof_precision"] == "int8" and torch_row["roof_precision"] == "fp32"
+    assert torch_row["roofline_ratio"] == pytest.approx(torch_row["achieved_gflops"] / 190.0)
 
 
 def test_report_schemas_are_the_dataclasses():
@@ -90,7 +94,7 @@ def test_reports_render_markdown_and_png(tmp_path):
     assert "top-1 drop 4.50 points > 1.0; first disagreeing samples: 3, 9" in md
     assert "| trt-int8 | int8 | SKIPPED | - |" in md
     assert "- skipped trt-fp16: TensorRT engines need device='cuda'" in md
-    assert "fp32 ceiling 190.0 GFLOP/s (2048^3 matmul, same run)" in md
+    assert "fp32 ceiling 190.0 GFLOP/s (2048^3 matmul, same run); int8 ceiling 2000.0 GOP/s (1024^3, onnxruntime)" in md
     assert "run 2 s per point in 3 round-robin round(s)" in md
     for png in (report.LATENCY_PNG, report.ACCURACY_PNG):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -104,6 +108,7 @@ def test_summaries_name_failures_and_skips():
     bench_lines = report.bench_summary(_bench())
     assert bench_lines[0].startswith("fp32 ceiling 190.0 GFLOP/s")
     assert any(line.startswith("int8      batch   1") and "x pytorch" in line for line in bench_lines)
+    assert any(line.startswith("int8      batch   1") and "% int8)" in line for line in bench_lines)
 
 
 def test_summary_rows_join_accuracy_and_latency():

@@ -89,7 +89,7 @@ def measure_here(sizes: tuple[int, ...] = SIZES, threads: int | None = None, dur
     for n in sizes:
         for precision, libs in _candidates(n, threads).items():
             for lib, fn in libs.items():
-                samples = measure_latency(fn, warmup_s=min(0.2, duration_s), duration_s=duration_s, min_iters=3)
+                samples = measure_latency(fn, warmup_s=min(0.2, duration_s), duration_s=duration_s, min_iters=2)
                 seconds = summarize(samples.host_s).p50_ms / 1e3
                 gflops = 2 * n**3 / seconds / 1e9
                 entry = best.setdefault(precision, {"gflops": 0.0, "tried": {}})

@@ -83,7 +83,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def roofline_text(r: dict[str, Any]) -> str:
     """A row's share of its roof; above 100% the roof was measured too low, and the figure is not a share."""
     ratio, roof = r["roofline_ratio"], r.get("roof_precision", "fp32")
-    return f"{ratio:.1%} {roof}" if ratio <= 1 else f"over {roof} roof ({ratio:.0%}: roof too low)"
+    return f"{ratio:.1%} {roof}" if ratio <= 1 else f"over the {roof} roof: {ratio:.0%}, roof too low"
 
 
 def ceilings_text(c: dict[str, Any]) -> str:
