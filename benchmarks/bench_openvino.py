@@ -126,6 +126,72 @@ def table(title: str, stats: dict[tuple[str, int], latency.LatencyStats], top1: 
     return "\n".join(lines) + "\n"
 
 
+COLD = """
+import json, sys, time
+t0 = time.perf_counter()
+from resnet_deploy.runtime import Predictor
+import numpy as np
+p = Predictor.from_bundle(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]))
+x = np.zeros((1, *p.manifest.input_shape), np.float32)
+p.run(x)
+print(json.dumps({"cold_ms": (time.perf_counter() - t0) * 1e3}))
+"""
+
+
+def cold_start(bundle: Path, names: tuple[str, ...], threads: int, repeats: int) -> str:
+    """Median cold start (fresh process: import, from_bundle, first run) of OpenVINO variants, without the model cache
+    (its folder unwritable, so the backend runs without one) and with it warm (filled by an earlier process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    got: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="ov-cache-") as tmp:
+        (Path(tmp) / "file").write_text("")
+        for _ in range(repeats):
+            for name in names:
+                for mode in ("no cache", "warm cache"):
+                    cache = Path(tmp) / ("file/off" if mode == "no cache" else "warm")
+                    if mode == "warm cache" and not cache.exists():  # fill it once, untimed
+                        subprocess.run([sys.executable, "-c", COLD, str(bundle), name, str(threads)], check=True,
+                                       capture_output=True, env={**os.environ, "RESNET_DEPLOY_CACHE": str(cache)})
+                    out = subprocess.run([sys.executable, "-c", COLD, str(bundle), name, str(threads)], check=True,
+                                         capture_output=True, text=True,
+                                         env={**os.environ, "RESNET_DEPLOY_CACHE": str(cache)}).stdout
+                    got.setdefault((name, mode), []).append(json.loads(out.strip().splitlines()[-1])["cold_ms"])
+    lines = ["| backend | cold start, no cache (ms) | with a warm model cache (ms) | ratio |",
+             "| --- | ---: | ---: | ---: |"]
+    for name in names:
+        a, b = (float(np.median(got[(name, m)])) for m in ("no cache", "warm cache"))
+        lines.append(f"| {name} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+    return f"Cold start (median of {repeats} fresh processes each; import + from_bundle + first batch-1 run):\n\n" + \
+        "\n".join(lines) + "\n"
+
+
+def auto_check(bundle: Path, args: argparse.Namespace) -> str:
+    """`bench` every CPU variant (which records auto's order), then time `auto`'s choice against each of them in a
+    second interleaved run: auto's p50 over the fastest one's."""
+    from resnet_deploy.runtime.predictor import present
+    from resnet_deploy.validate.bench import bench_bundle, record_fastest
+
+    names = [n for n in present(read_manifest(bundle)) if n in OURS]
+    timing_args = {"warmup_s": args.warmup_s, "duration_s": args.duration_s, "rounds": args.rounds}
+    first = bench_bundle(bundle, backends=names, batches=[1], threads=args.threads, pytorch=False, **timing_args)
+    _, order = record_fastest(bundle, first.to_dict())
+    auto = Predictor.from_bundle(bundle, threads=args.threads)
+    x = np.random.default_rng(1).standard_normal((1, *auto.manifest.input_shape), dtype=np.float32)
+    fns = {"auto": lambda: auto.run(x)}
+    for n in names:
+        fns[n] = (lambda r=Predictor.from_bundle(bundle, backend=n, threads=args.threads).run: r(x))
+    p50 = {k: latency.summarize(v.host_s).p50_ms for k, v in latency.measure_interleaved(
+        fns, rounds=args.rounds, warmup_s=args.warmup_s, duration_s=args.duration_s, min_iters=args.min_iters).items()}
+    fastest = min((n for n in names), key=p50.get)
+    return (f"auto: bench's order {', '.join(order)}; auto chose {auto.backend} ({auto.why}); second run p50: "
+            + ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(p50.items(), key=lambda kv: kv[1]))
+            + f"; auto / fastest ({fastest}) = {p50['auto'] / p50[fastest]:.3f}\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--r50", type=Path, help="a ResNet-50 bundle with model.onnx and model.int8.onnx")
@@ -136,6 +202,7 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=3.0)
     ap.add_argument("--min-iters", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--cold-repeats", type=int, default=5, help="fresh processes per cold-start figure (0: skip)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-ov-") as tmp:
@@ -148,6 +215,10 @@ def main() -> None:
             run = runners(bundle, nncf_models(bundle, work), args.threads)
             top1 = accuracy(bundle, run) if with_acc else None
             print(table(label, timing(bundle, run, batches, args), top1), flush=True)
+            if args.cold_repeats:
+                print(cold_start(bundle, ("ov-fp32", "ov-int8"), args.threads, args.cold_repeats), flush=True)
+            if with_acc:
+                print(auto_check(bundle, args), flush=True)
 
 
 if __name__ == "__main__":
