@@ -39,22 +39,23 @@ PEER = (*NNCF, "ov-fp32", "ov-bf16", "onnx")
 PRECISION = {"onnx": "fp32", "int8": "int8", "ov-fp32": "fp32", "ov-bf16": "bf16", "ov-int8": "int8"}
 
 
-def calibration(bundle: Path) -> np.ndarray:
-    """The images the bundle's int8 model was calibrated on (same spec, count and seeded subset as export)."""
+def calibration(bundle: Path, spec: str | None = None) -> np.ndarray:
+    """The images the bundle's int8 model was calibrated on (same spec, count and seeded subset as export), or those
+    of `spec` where the bundle's data is not at hand."""
     from resnet_deploy.export.source import load_calibration
 
     m = read_manifest(bundle)
     args = m.export_args
-    return load_calibration(args["calib_data"], m.preprocess, int(args["calib_size"]))
+    return load_calibration(spec or args["calib_data"], m.preprocess, int(args["calib_size"]))
 
 
-def nncf_models(bundle: Path, work: Path) -> dict[str, Path]:
+def nncf_models(bundle: Path, work: Path, spec: str | None = None) -> dict[str, Path]:
     """NNCF int8 of the bundle's model.onnx: OpenVINO IR (nncf.xml) and QDQ ONNX (nncf.onnx), same calibration."""
     import nncf
     import onnx
     import openvino as ov
 
-    calib = calibration(bundle)
+    calib = calibration(bundle, spec)
     items = [calib[i:i + 1] for i in range(len(calib))]
     name = read_manifest(bundle).input_name
     with contextlib.redirect_stdout(io.StringIO()):
@@ -202,6 +203,8 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=3.0)
     ap.add_argument("--min-iters", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--calib-data", help="calibrate NNCF on this data SPEC instead of the bundle's own")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy (timing only)")
     ap.add_argument("--cold-repeats", type=int, default=5, help="fresh processes per cold-start figure (0: skip)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -212,8 +215,8 @@ def main() -> None:
                 continue
             work = Path(tmp) / bundle.name
             work.mkdir()
-            run = runners(bundle, nncf_models(bundle, work), args.threads)
-            top1 = accuracy(bundle, run) if with_acc else None
+            run = runners(bundle, nncf_models(bundle, work, args.calib_data), args.threads)
+            top1 = accuracy(bundle, run) if with_acc and not args.no_accuracy else None
             print(table(label, timing(bundle, run, batches, args), top1), flush=True)
             if args.cold_repeats:
                 print(cold_start(bundle, ("ov-fp32", "ov-int8"), args.threads, args.cold_repeats), flush=True)

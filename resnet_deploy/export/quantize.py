@@ -7,7 +7,8 @@ precision from the graph).
 INT8 and FP8, after `quant_pre_process` (ORT's quantization guide: shape inference and graph optimisation first):
 - "cpu" (`model.int8.onnx`): `onnxruntime.quantization.quantize_static` in QDQ format, unsigned 8-bit activations,
   signed 8-bit per-channel weights (U8S8), what ORT's x86 kernels run fastest (benchmarks/RESULTS.md: U8S8 about 2.7x
-  faster than S8S8 for ResNet-50 on an AVX-512 VNNI CPU).
+  faster than S8S8 for ResNet-50 on an AVX-512 VNNI CPU), and what OpenVINO runs as fast as NNCF's own int8 of the
+  same network; the logits stay float.
 - "trt" (`model.int8-trt.onnx`) and FP8 (`model.fp8.onnx`, E4M3): symmetric Q/DQ placed by TensorRT's rules
   (`qdq.py`), what TensorRT's explicit quantization consumes; ONNX Runtime runs them too, so their accuracy is
   measured on the CPU before any engine is built.
@@ -105,7 +106,10 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
         quantize_static(str(src), str(dst), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                         calibrate_method=calibrate, calibration_providers=["CPUExecutionProvider"],
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        extra_options={"CalibStridedMinMax": 1})  # see ArrayReader
+                        # CalibStridedMinMax: see ArrayReader. The classifier's output stays float, as NNCF leaves
+                        # it (benchmarks/RESULTS.md, "OpenVINO"): 8-bit logits only add ties between near classes.
+                        extra_options={"CalibStridedMinMax": 1,
+                                       "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]})
     onnx.checker.check_model(str(dst), full_check=True)
     return Path(dst)
 
