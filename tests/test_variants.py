@@ -47,15 +47,16 @@ def dummy() -> Variant:
 
 def test_builtin_rows_hold_every_fact():
     assert variants.names() == ("onnx", "fp16", "int8", "int8-trt", "trt-fp32", "trt-fp16", "trt-int8", "fp8",
-                                "trt-fp8")
-    assert [v.name for v in variants.ranked("cpu")] == ["int8", "onnx", "fp16", "int8-trt"]  # never fp8 (slow there)
+                                "trt-fp8", "ov-int8", "ov-bf16", "ov-fp32")
+    assert [v.name for v in variants.ranked("cpu")] == ["int8", "ov-int8", "onnx", "ov-bf16", "ov-fp32", "fp16",
+                                                        "int8-trt"]  # never fp8 (slow there)
     assert [v.name for v in variants.ranked("cuda")] == ["trt-int8", "trt-fp8", "trt-fp16", "trt-fp32", "fp16", "onnx",
                                                          "int8-trt"]
     assert variants.get("trt-int8").built_from == "int8-trt" and variants.get("trt-fp16").trt_flags == ("FP16",)
     assert variants.get("trt-fp8").built_from == "fp8"
     assert variants.get("fp8").options == {"graph_optimization": "basic"}
     assert variants.gate_names() == ("fp32_agreement", "fp32_max_abs", "fp16_agreement", "int8_top1_drop",
-                                     "fp8_top1_drop")
+                                     "fp8_top1_drop", "bf16_agreement", "bf16_top1_drop")
     assert set(variants.precisions()) | {"none"} == set(manifest.PRECISIONS)  # every precision a manifest may hold
     assert variants.override_gates({"int8_top1_drop": 0.5})["int8"] == Gate(top1_drop=0.5)
     with pytest.raises(ResnetDeployError, match="unknown tolerance fp8_drop; choose from: fp32_agreement"):
