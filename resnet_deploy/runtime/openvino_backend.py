@@ -60,9 +60,9 @@ def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
 
 def cache_dir() -> Path:
     """Where compiled models are cached: $RESNET_DEPLOY_CACHE/openvino, else the XDG cache folder."""
-    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
-        "resnet-deploy"
-    return Path(root) / "openvino"
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]) / "openvino"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy" / "openvino"
 
 
 def _config(threads: int | None, precision: str, cache: Path | None) -> dict[str, str]:
