@@ -117,3 +117,17 @@ def test_ceilings_per_precision_and_rows_against_their_own_roof() -> None:
     assert latency.roof_for(c, "fp16") == ("fp32", c["gflops"])
     assert report.roofline_text({"roofline_ratio": 0.5, "roof_precision": "int8"}) == "50.0% int8"
     assert report.roofline_text({"roofline_ratio": 1.21}) == "over the fp32 roof: 121%, roof too low"
+
+
+def test_a_record_behind_a_link_out_of_the_bundle_is_neither_read_nor_written(bundle: Path, tmp_path: Path) -> None:
+    from resnet_deploy.runtime import BundleError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (bundle / "reports").symlink_to(elsewhere)
+    (elsewhere / "auto.json").write_text(json.dumps({"schema": autotune.AUTO_SCHEMA, "machines": [
+        {"machine": autotune.machine_key(), "device": "cpu", "order": ["fp16"]}]}))
+    assert Predictor.from_bundle(bundle).backend == "int8"  # the planted record is ignored
+    with pytest.raises(BundleError, match="bundle file 'reports' resolves outside the bundle"):
+        autotune.record_order(bundle, ["onnx"])
+    assert json.loads((elsewhere / "auto.json").read_text())["machines"][0]["order"] == ["fp16"]  # untouched

@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.runtime.errors import BundleError
+from resnet_deploy.runtime.manifest import REPORTS_DIR, bundle_path
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
 AUTO_JSON = "auto.json"
@@ -33,15 +35,18 @@ def machine_key(flags: set[str] | None = None, model: str | None = None) -> dict
 
 
 def record_path(bundle: str | Path) -> Path:
-    """Where a bundle keeps its measured orders."""
-    return Path(bundle) / "reports" / AUTO_JSON
+    """Where a bundle keeps its measured orders; BundleError when reports/ or the file is a link out of the bundle
+    (writing through it would overwrite a file elsewhere)."""
+    bundle_path(bundle, REPORTS_DIR)
+    return bundle_path(bundle, f"{REPORTS_DIR}/{AUTO_JSON}")
 
 
 def read_records(bundle: str | Path) -> list[dict[str, Any]]:
-    """Every machine's entry of the bundle's auto.json; empty when it is missing, unreadable or of another schema."""
+    """Every machine's entry of the bundle's auto.json; empty when it is missing, unreadable, of another schema, or
+    a link out of the bundle (a hint is never read from elsewhere)."""
     try:
         data = json.loads(record_path(bundle).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, BundleError):
         return []
     if not isinstance(data, dict) or data.get("schema") != AUTO_SCHEMA or not isinstance(data.get("machines"), list):
         return []
@@ -79,7 +84,7 @@ def record_order(bundle: str | Path, order: list[str], *, device: str = "cpu", b
              "p50_ms": dict(p50_ms or {}), "excluded": dict(excluded or {}),
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     others = [m for m in read_records(bundle) if (m.get("machine"), m.get("device")) != (key, device)]
-    path = record_path(bundle)
+    path = record_path(bundle)  # checked before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{AUTO_JSON}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"schema": AUTO_SCHEMA, "machines": [*others, entry]}, indent=2) + "\n")
