@@ -103,7 +103,7 @@ def engine_bundle(tmp_path: Path) -> Path:
 
 def test_engines_need_cuda_and_tensorrt(engine_bundle: Path) -> None:
     reasons = available_backends(engine_bundle, device="cpu")
-    assert reasons["trt-fp32"] == "the trt-fp32 model runs on cuda only; on cpu use onnx"
+    assert reasons["trt-fp32"] == "the trt-fp32 model runs on cuda only; on cpu use onnx or ov-fp32"
     assert "--int8 --trt" in reasons["trt-int8"]
     try:
         import tensorrt  # noqa: F401
