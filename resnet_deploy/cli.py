@@ -195,6 +195,8 @@ def train(recipe: str, data_spec: str | None, out_dir: str | None, overrides: tu
     result = run_training(load_train_config(recipe, [*overrides, *extra]), out, resume=resume,
                           progress=not no_progress)
     if result["rank"] == 0:
+        for line in result["notes"] if no_progress else ():  # the progress bar printed them as the run began
+            click.echo(line)
         click.echo(summary_line(result, out))
 
 

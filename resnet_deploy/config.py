@@ -258,14 +258,28 @@ def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ training recipe
+def _at_least(key: str, value: float, low: float) -> None:
+    if not value >= low:  # also refuses NaN
+        raise ResnetDeployError(f"{key} must be at least {low:g}, found {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network of the paper (see `resnet_deploy.models.build`)."""
+    """Which network of the paper (see `resnet_deploy.models.build`), and where its first weights come from."""
 
     arch: str = "cifar_resnet20"
     shortcut: Literal["A", "B", "C"] | None = None  # None: the family default (CIFAR A, ImageNet B)
     stride_in_1x1: bool = False
     zero_init_residual: bool = False
+    weights: str | None = None  # start from a torchvision state dict or a resnet-deploy checkpoint (None: He init)
+    weights_strict: bool = True  # every tensor but the classifier head must fit; false loads those that fit
+    # Fixed weights and BN statistics, from the input on: "layerN" is the stem and layer1..layerN; "backbone" all
+    # but the head.
+    freeze: Literal["none", "stem", "layer1", "layer2", "layer3", "layer4", "backbone"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.weights is not None and not self.weights.strip():
+            raise ResnetDeployError("model.weights must be a file path or null, found an empty string")
 
 
 @dataclass(frozen=True)
@@ -286,6 +300,8 @@ class DataConfig(Checked):
     val_split: int = 0  # hold out this many training images as validation (§4.2's 45k/5k); 0 evaluates on the test set
     stats_images: int = 10000  # folder data sets: training images used for the per-pixel mean (all for small sets)
     workers: int = 8  # DataLoader workers for folder data sets
+    unreadable: Literal["error", "skip"] = "error"  # folders: stop at an unreadable image, or decode all first and skip
+    normalize: Literal["per_pixel_mean", "imagenet"] = "per_pixel_mean"  # imagenet: torchvision's mean/std (RGB)
 
 
 @dataclass(frozen=True)
@@ -300,6 +316,10 @@ class OptimConfig(Checked):
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
+    backbone_lr_mult: float = 1.0  # every layer but the classifier head learns at lr x this (fine-tuning: 0.1)
+
+    def __post_init__(self) -> None:
+        _at_least("optim.backbone_lr_mult", self.backbone_lr_mult, 0.0)
 
 
 @dataclass(frozen=True)
@@ -313,7 +333,7 @@ class ScheduleConfig(Checked):
               "plateau_threshold": between(0), "min_lr": between(0)}
 
     iterations: int = 64000
-    policy: Literal["multistep", "plateau"] = "multistep"
+    policy: Literal["multistep", "plateau", "cosine"] = "multistep"  # cosine: from lr to min_lr after the ramp
     milestones: tuple[int, ...] = (32000, 48000)  # multistep: lr x gamma at each
     gamma: float = 0.1
     warmup_lr: float | None = None  # ResNet-110 (§4.2): this lr until the training error is below warmup_until_error
@@ -321,7 +341,12 @@ class ScheduleConfig(Checked):
     warmup_iterations: int = 0  # linear ramp from 0 (large-batch multi-GPU runs; Goyal et al. 2017)
     plateau_patience: int = 3  # plateau: evaluations without improvement before lr x gamma (§3.4)
     plateau_threshold: float = 0.001  # plateau: error must improve by this much to count
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5  # plateau: the floor; cosine: the final lr
+
+    def __post_init__(self) -> None:
+        if self.policy == "cosine" and not 0 <= self.warmup_iterations < self.iterations:
+            raise ResnetDeployError(f"schedule.warmup_iterations ({self.warmup_iterations}) must be below "
+                                    f"schedule.iterations ({self.iterations}) for the cosine policy")
 
 
 @dataclass(frozen=True)

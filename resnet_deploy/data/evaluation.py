@@ -72,11 +72,12 @@ def _array_batches(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, prep
 
 def iter_eval_batches(spec: str, preprocess: Preprocess, *, batch_size: int = 256, limit: int | None = None,
                       split: str = "test", seed: int | None = None, crops10: bool = False, workers: int = 0,
-                      rank: int = 0, world: int = 1) -> tuple[list[str], int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+                      rank: int = 0, world: int = 1, unreadable: str = "error",
+                      ) -> tuple[list[str], int, Iterator[tuple[np.ndarray, np.ndarray]]]:
     """Batches of preprocessed evaluation images: (class names, number of images, iterator of (x, labels)).
 
     x is float32 (B, C, H, W), or (B, 10, C, H, W) with `crops10`. `rank`/`world` take every world-th image (for
-    evaluating a shard on each process).
+    evaluating a shard on each process). `unreadable` ("error" or "skip") is `sources.image_folder`'s, for folders.
     """
     if split not in ("train", "test"):
         raise ResnetDeployError(f"split must be 'train' or 'test', found {split!r}")
@@ -86,14 +87,14 @@ def iter_eval_batches(spec: str, preprocess: Preprocess, *, batch_size: int = 25
         idx = select_indices(len(arrays.labels), limit, seed)[rank::world]
         return (list(arrays.classes), len(idx),
                 _array_batches(arrays.images, arrays.labels, idx, preprocess, batch_size, crops10))
-    return _folder_batches(ds, preprocess, batch_size, limit, split, seed, crops10, workers, rank, world)
+    return _folder_batches(ds, preprocess, batch_size, limit, split, seed, crops10, workers, rank, world, unreadable)
 
 
-def _folder_batches(ds, preprocess, batch_size, limit, split, seed, crops10, workers, rank, world):
+def _folder_batches(ds, preprocess, batch_size, limit, split, seed, crops10, workers, rank, world, unreadable):
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    folder = image_folder(ds, split, transform=_Apply(preprocess, crops10))
+    folder = image_folder(ds, split, transform=_Apply(preprocess, crops10), unreadable=unreadable)
     idx = select_indices(len(folder), limit, seed)[rank::world]
     loader = DataLoader(Subset(folder, idx.tolist()), batch_size=batch_size, num_workers=workers, shuffle=False)
 

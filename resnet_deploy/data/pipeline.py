@@ -13,11 +13,11 @@ import torch
 from resnet_deploy.config import DataConfig
 from resnet_deploy.data import augment
 from resnet_deploy.data.evaluation import iter_eval_batches, one_line, select_indices
-from resnet_deploy.data.sources import IN_MEMORY, image_folder, load_arrays, locate
+from resnet_deploy.data.sources import IN_MEMORY, check_training_classes, image_folder, load_arrays, locate
 from resnet_deploy.data.spec import parse_spec
 from resnet_deploy.data.stats import cached_stats, chunks, folder_geometry, make_preprocess, mean_std
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -105,8 +105,11 @@ class FolderData:
             crop = v2.RandomCrop(size) if cfg.augment == "crop_flip" else v2.CenterCrop(size)
             tf = v2.Compose([v2.Resize(preprocess.resize), crop, v2.RandomHorizontalFlip(0.5 if cfg.augment != "none"
                                                                                           else 0.0), v2.PILToTensor()])
-        self.dataset = image_folder(parse_spec(spec), "train", transform=tf)
+        self.dataset = image_folder(parse_spec(spec), "train", transform=tf, unreadable=cfg.unreadable)
+        evaluation = image_folder(parse_spec(spec), "test", unreadable=cfg.unreadable)
+        check_training_classes(self.dataset, evaluation)
         self.classes = list(self.dataset.classes)
+        self.skipped = {"train": self.dataset.skipped, "evaluation": evaluation.skipped}
         self.sampler = _ResumableSampler(self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                          drop_last=True)
         self.iterations_per_epoch = len(self.sampler) // batch_size
@@ -144,7 +147,8 @@ class FolderData:
     def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         # A limited evaluation takes a seeded random subset: ImageNet's val/ is sorted by class.
         _, _, it = iter_eval_batches(self.spec, self.preprocess, batch_size=batch_size, limit=limit, seed=0,
-                                     workers=self.cfg.workers, rank=self.rank, world=self.world)
+                                     workers=self.cfg.workers, rank=self.rank, world=self.world,
+                                     unreadable=self.cfg.unreadable)
         for x, y in it:
             yield torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
 
@@ -165,6 +169,9 @@ def prepare(cfg: DataConfig, *, default_size: int, batch_size: int, seed: int, d
         return _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world)
     if cfg.augment == "scale_pca":
         raise ResnetDeployError(f"data.augment 'scale_pca' is §3.4's ImageNet augmentation; {ds.name} uses 'crop_flip'")
+    if cfg.normalize != "per_pixel_mean":
+        raise ResnetDeployError(f"data.normalize {cfg.normalize!r} applies to folder data sets (RGB images); "
+                                f"{ds.name} uses 'per_pixel_mean'")
     train = load_arrays(ds, "train", cfg.download)
     h = train.images.shape[2]
     if cfg.input_size not in (None, h):
@@ -193,14 +200,18 @@ def _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world) ->
     size = cfg.input_size or default_size
     resize, crop = folder_geometry(size)
     plain = Preprocess(input_size=(size, size), channels=3, resize=resize, crop=crop, mean=(0.0,) * 3, std=(1.0,) * 3)
-    folder = image_folder(ds, "train")
+    if cfg.normalize == "imagenet":  # what torchvision's weights were trained with
+        pp = Preprocess(input_size=(size, size), channels=3, resize=resize, crop=crop, mean=IMAGENET_MEAN,
+                        std=IMAGENET_STD)
+        return FolderData(cfg.spec, cfg, pp, batch_size=batch_size, seed=seed, device=device, rank=rank, world=world)
+    folder = image_folder(ds, "train", unreadable=cfg.unreadable)
     idx = select_indices(len(folder), cfg.stats_images, seed=0)
     key = {"name": ds.name, "root": str(locate(ds).resolve()), "n": len(folder), "size": size, "resize": resize,
            "stats_images": len(idx)}
 
     def compute():  # the mean image of the evaluation view (resize + centre crop) of up to stats_images images
         _, _, it = iter_eval_batches(cfg.spec, plain, batch_size=64, limit=cfg.stats_images, split="train", seed=0,
-                                     workers=cfg.workers)
+                                     workers=cfg.workers, unreadable=cfg.unreadable)
         return mean_std(x for x, _ in it)
 
     mean, std = cached_stats(key, compute)

@@ -1,6 +1,7 @@
 """Readers for the data sets on disk: Fashion-MNIST IDX `.gz`, CIFAR-10 (torchvision's pickled batches), and image
 folders (ImageNet's train/val, any ImageFolder). Small sets come back as uint8 arrays; folders as torchvision
-`ImageFolder`s whose loader turns an unreadable image into a one-line error naming the file.
+`ImageFolder`s whose loader turns an unreadable image into a one-line error naming the file, or, asked to skip them,
+that decode every image once when opened and leave the unreadable ones out (counted).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import gzip
 import pickle
 import struct
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +98,18 @@ def pil_loader(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:  # PIL: SyntaxError for broken PNGs
         raise ResnetDeployError(f"not a readable image: {path} ({e})") from None
+
+
+@cache
+def _readable(path: str, mtime_ns: int, size: int) -> bool:
+    # Keyed by mtime and size so that the train split, its statistics and each evaluation decode a file only once.
+    try:
+        pil_loader(path)
+        return True
+    except ResnetDeployError:
+        return False
 
 
 def split_dir(spec: DataSpec, split: str) -> Path:
@@ -113,12 +125,60 @@ def split_dir(spec: DataSpec, split: str) -> Path:
     return root
 
 
-def image_folder(spec: DataSpec, split: str, transform=None):
-    """A torchvision `ImageFolder` over the split's class folders, with the one-line-error loader."""
+def image_folder(spec: DataSpec, split: str, transform=None, unreadable: str = "error"):
+    """A torchvision `ImageFolder` over the split's class folders, with the one-line-error loader.
+
+    Args:
+        unreadable: "error" opens nothing up front (the first unreadable image met stops the caller, naming it);
+            "skip" decodes every image now and leaves out those that fail, listed in the result's `skipped`.
+
+    Raises:
+        ResnetDeployError: no class folders, or a class folder without (readable) images, named.
+    """
     from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
     d = split_dir(spec, split)
+    skipped: list[str] = []
+
+    def valid(path: str) -> bool:
+        if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+            return False
+        if unreadable == "skip":
+            st = Path(path).stat()
+            if not _readable(path, st.st_mtime_ns, st.st_size):
+                skipped.append(path)
+                return False
+        return True
+
     try:
-        return ImageFolder(str(d), transform=transform, loader=pil_loader)
-    except (FileNotFoundError, RuntimeError) as e:  # torchvision: "Found no valid file for the classes ..."
-        raise ResnetDeployError(f"no images in class folders under {d}: {first_line(e)[:200]}") from None
+        folder = ImageFolder(str(d), transform=transform, loader=pil_loader, is_valid_file=valid, allow_empty=True)
+    except (FileNotFoundError, RuntimeError) as e:  # torchvision: "Couldn't find any class folder in ..."
+        raise ResnetDeployError(f"no class folders under {d}: {first_line(e)[:200]}") from None
+    counts = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes))
+    empty = [c for c, n in zip(folder.classes, counts, strict=True) if n == 0]
+    if empty:
+        what = "readable images" if skipped else f"images ({', '.join(IMG_EXTENSIONS[:4])}, ...)"
+        more = f" (nor do {', '.join(empty[1:4])}{' ...' if len(empty) > 4 else ''})" if len(empty) > 1 else ""
+        raise ResnetDeployError(f"class folder {d / empty[0]} holds no {what}{more}; add images or remove it")
+    folder.skipped = sorted(skipped)
+    return folder
+
+
+def check_training_classes(train, evaluation) -> None:
+    """Refuse training folders a classifier cannot learn from: one class, or other classes in the evaluation split.
+
+    Args:
+        train / evaluation: the splits' `image_folder`s (the same folder when there are no train/ and val/).
+    """
+    root = Path(train.root)
+    if len(train.classes) < 2:
+        raise ResnetDeployError(f"{root} has one class folder ({', '.join(train.classes)}); a classifier needs at "
+                                "least two: add a folder of images for every class")
+    if list(train.classes) != list(evaluation.classes):
+        only_t = sorted(set(train.classes) - set(evaluation.classes)) or ["none"]
+        only_e = sorted(set(evaluation.classes) - set(train.classes)) or ["none"]
+        ev = Path(evaluation.root)
+        raise ResnetDeployError(f"class folders differ between {root} and {ev}: only in {root.name}/: "
+                                f"{', '.join(only_t[:5])}; only in {ev.name}/: {', '.join(only_e[:5])}; every class "
+                                "needs a folder in both")

@@ -1,5 +1,6 @@
 """The iteration-based training loop (§3.4, §4.2): SGD, the paper's schedules, AMP, channels_last, torch.compile,
 DDP, periodic/last/best checkpoints that hold everything --resume needs, metrics.jsonl, and a rich progress bar.
+Fine-tuning (first weights, a new head, frozen layers, a backbone learning rate) is set up by `train.finetune`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from resnet_deploy.config import TrainConfig, dump_yaml, to_dict
 from resnet_deploy.data.pipeline import FolderData, InMemoryData, prepare
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.system import torch_threads
-from resnet_deploy.train import distributed
+from resnet_deploy.train import distributed, finetune
 from resnet_deploy.train.distributed import DistEnv
 from resnet_deploy.train.logger import MetricsLogger
 from resnet_deploy.train.schedule import LRSchedule
@@ -37,7 +38,7 @@ class Trainer:
     """One training run in `out_dir`; use `train()` for the whole thing."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, env: DistEnv, data: InMemoryData | FolderData | None,
-                 progress: bool) -> None:
+                 progress: bool, resume: bool = False) -> None:
         self.cfg, self.out, self.env = cfg, out_dir, env
         r = cfg.run
         torch.manual_seed(r.seed)
@@ -52,31 +53,52 @@ class Trainer:
         self.data = data or prepare(cfg.data, default_size=models.natural_input_size(cfg.model.arch),
                                     batch_size=cfg.optim.batch_size // env.world, seed=r.seed, device=env.device,
                                     rank=env.rank, world=env.world)
-        self._build_model(len(self.data.classes), self.data.in_channels)
+        self._build_model(self.data.classes, self.data.in_channels, load_weights=not resume)
         self.amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.amp]
         self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=r.amp == "fp16")
         self.iteration, self.best_top1, self.last_eval = 0, -1.0, {}
         self.log = MetricsLogger(out_dir, cfg.schedule.iterations, enabled=env.main, progress=progress)
         self.intervals: list[tuple[int, float]] = []  # (images, seconds) of each log interval, for img/s
+        self.notes = self._setup_notes()
+        for line in self.notes:
+            self.log.note(line)
+        if self.weights_report is not None and env.main:
+            self.weights_report.save(out_dir / "weights.json")
 
-    def _build_model(self, num_classes: int, in_channels: int) -> None:
+    def _build_model(self, classes: list[str], in_channels: int, load_weights: bool) -> None:
         m, dev = self.cfg.model, self.env.device
         fam = models.family(m.arch)
         self.model_options = {"shortcut": m.shortcut or models.DEFAULTS[fam]["shortcut"],
                               "stride_in_1x1": m.stride_in_1x1, "zero_init_residual": m.zero_init_residual}
-        self.model = models.build(m.arch, num_classes=num_classes, in_channels=in_channels, **self.model_options)
+        self.model = models.build(m.arch, num_classes=len(classes), in_channels=in_channels, **self.model_options)
+        self.weights_report = None  # a resumed run takes every weight from its last.pt instead
+        if m.weights is not None and load_weights:
+            self.weights_report = finetune.load_weights(self.model, m.weights, m.arch, classes, m.weights_strict)
+        self.frozen = finetune.frozen_modules(self.model, m.freeze, m.arch)
+        self.frozen_params = finetune.freeze(self.model, self.frozen)
         self.channels_last = self.cfg.run.channels_last and dev.type == "cuda"
         self.model.to(dev, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         o = self.cfg.optim
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                         weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.optimizer = torch.optim.SGD(finetune.param_groups(self.model, o.backbone_lr_mult), lr=o.lr,
+                                         momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
         self.net = self.model
         if self.env.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
         if self.cfg.run.compile:
             self.net = torch.compile(self.net)
+
+    def _setup_notes(self) -> list[str]:
+        """What the run starts from beyond the recipe: weights loaded, layers frozen, images skipped."""
+        notes = [self.weights_report.summary()] if self.weights_report is not None else []
+        if self.frozen:
+            notes.append(f"frozen: {', '.join(self.frozen)} ({self.frozen_params:,} parameters; BN statistics fixed)")
+        for split, paths in getattr(self.data, "skipped", {}).items():
+            if paths:
+                notes.append(f"data: skipped {len(paths)} unreadable {split} image(s) (data.unreadable=skip): "
+                             f"{', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}")
+        return notes
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _checkpoint_dict(self) -> dict[str, Any]:
@@ -143,12 +165,13 @@ class Trainer:
         batches = self.data.batches(self.iteration)
         stats = torch.zeros(2, device=self.env.device)  # loss sum, correct since the last log (kept on the device)
         lr, t0, start_it, wall0 = None, time.perf_counter(), self.iteration, time.perf_counter()
+        finetune.train_mode(self.model, self.frozen)
         while self.iteration < total:
             it = self.iteration
             if (new := self.schedule.lr(it)) != lr:
                 lr = new
                 for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_mult", 1.0)
             x, y = next(batches)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -200,7 +223,7 @@ class Trainer:
             s += torch.stack([F.cross_entropy(out, y, reduction="sum").double(),
                               (top5[:, 0] == y).sum().double(), (top5 == y[:, None]).any(1).sum().double(),
                               torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
-        self.model.train()
+        finetune.train_mode(self.model, self.frozen)
         s = distributed.all_reduce_sum(s, self.env).tolist()
         n = max(s[3], 1)
         self.last_eval = {"top1": s[1] / n, "top5": s[2] / n, "eval_loss": s[0] / n, "eval_images": int(s[3])}
@@ -216,7 +239,7 @@ class Trainer:
         images, secs = sum(i for i, _ in steady), sum(s for _, s in steady)
         return {"iteration": self.iteration, **self.last_eval, "best_top1": self.best_top1,
                 "img_per_s": images / secs if secs else 0.0, "wall_s": wall, "world_size": self.env.world,
-                "rank": self.env.rank,
+                "rank": self.env.rank, "notes": self.notes,
                 "out_dir": str(self.out), "last": str(self.out / "last.pt"), "best": str(self.out / "best.pt")}
 
 
@@ -246,7 +269,8 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
         progress: show a rich progress bar (rank 0).
 
     Returns:
-        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, rank, out_dir, last, best.
+        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, rank, notes (lines on the
+        weights loaded, layers frozen and images skipped), out_dir, last, best.
 
     Raises:
         ResnetDeployError: bad recipe or data; TrainingDiverged when the loss becomes NaN.
@@ -264,7 +288,7 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
               file=sys.stderr)
     try:
         with torch_threads(config.run.threads):  # run.threads is for this run, not for the rest of the process
-            trainer = Trainer(config, out, env, data, progress)
+            trainer = Trainer(config, out, env, data, progress, resume=resume)
             if env.main:
                 out.mkdir(parents=True, exist_ok=True)
                 dump_yaml(config, out / "config.yaml")

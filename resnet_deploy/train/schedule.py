@@ -3,19 +3,22 @@
 Written here rather than with `torch.optim.lr_scheduler` because two of the paper's rules are not functions of the
 step count: ResNet-110's warm-up (§4.2: lr 0.01 "until the training error is below 80%", then 0.1) and ImageNet's
 "divide by 10 when the error plateaus" (§3.4) composed with it. One small object with `state_dict` for --resume.
+Beside them, for fine-tuning: a linear warm-up then a cosine decay to `min_lr` (Loshchilov & Hutter 2017, SGDR).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Any
 
 from resnet_deploy.config import ScheduleConfig
 
 
 class LRSchedule:
-    """lr(iteration) = base x gamma^k, where k counts passed milestones (multistep) or plateaus (plateau); before that,
-    an optional linear ramp over `warmup_iterations` and the error-conditioned warm-up lr."""
+    """lr(iteration) = base x gamma^k, where k counts passed milestones (multistep) or plateaus (plateau), or a cosine
+    from base to min_lr over the iterations after the ramp (cosine); before that, an optional linear ramp over
+    `warmup_iterations` and the error-conditioned warm-up lr."""
 
     def __init__(self, cfg: ScheduleConfig, base_lr: float) -> None:
         self.cfg, self.base_lr = cfg, base_lr
@@ -29,6 +32,11 @@ class LRSchedule:
         c = self.cfg
         if self.warming:
             return c.warmup_lr
+        if c.policy == "cosine":
+            if iteration < c.warmup_iterations:
+                return self.base_lr * (iteration + 1) / c.warmup_iterations
+            t = min(1.0, (iteration - c.warmup_iterations) / max(1, c.iterations - c.warmup_iterations))
+            return c.min_lr + (self.base_lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
         k = bisect.bisect_right(c.milestones, iteration) if c.policy == "multistep" else self.reductions
         lr = self.base_lr * c.gamma ** k
         if c.policy == "plateau":
