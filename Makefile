@@ -13,8 +13,10 @@ BUNDLE ?= bundles/demo
 DATA ?= fashion-mnist
 # FORCE=1 retrains and re-exports; otherwise finished stages (checkpoint, bundle) are reused.
 FORCE ?=
+FT_RUN ?= runs/finetune-demo
+FT_BUNDLE ?= bundles/finetune-demo
 
-.PHONY: install test test-slow lint demo data gpu-check clean
+.PHONY: install test test-slow lint demo finetune-demo data gpu-check clean
 
 install: $(STAMP)
 
@@ -58,6 +60,20 @@ demo: install data
 	$(RD) bench $(BUNDLE) --batch 1,32 --warmup-s 1 --duration-s 3 || exit 1; \
 	$(RD) report $(BUNDLE) || exit 1; \
 	echo "demo: done in $$(( $$(date +%s) - start )) s"
+
+# Transfer: pretrain on Fashion-MNIST classes 0-4, fine-tune on a PNG folder of classes 5-9 (50 images each) and
+# train the same recipe from scratch; then export the fine-tuned model, validate it and name a few test images.
+finetune-demo: install data
+	@start=$$(date +%s); \
+	$(PY) benchmarks/finetune_transfer.py --out $(FT_RUN) --data $(DATA) --download $(if $(FORCE),--force) || exit 1; \
+	echo "== export $(FT_RUN)/finetune/last.pt -> $(FT_BUNDLE) --fp16 --int8"; \
+	$(RD) export $(FT_RUN)/finetune/last.pt --out $(FT_BUNDLE) --fp16 --int8 --calib-data folder:$(FT_RUN)/data \
+	  --force --quiet || exit 1; \
+	echo "== validate $(FT_BUNDLE) on the folder's held-out images"; \
+	$(RD) validate $(FT_BUNDLE) --data folder:$(FT_RUN)/data || exit 1; \
+	echo "== predict: one held-out image of each class"; \
+	$(RD) predict $(FT_BUNDLE) $(FT_RUN)/data/test/*/0000.png --topk 2 || exit 1; \
+	echo "finetune-demo: done in $$(( $$(date +%s) - start )) s"
 
 # Fashion-MNIST: Debian's package when apt is usable as root, else training falls back to torchvision's download.
 data:
