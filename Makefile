@@ -61,7 +61,7 @@ demo: install data
 	$(RD) report $(BUNDLE) || exit 1; \
 	echo "demo: done in $$(( $$(date +%s) - start )) s"
 
-# Transfer: pretrain on Fashion-MNIST classes 0-4, fine-tune on a PNG folder of classes 5-9 (50 images each) and
+# Transfer: pretrain on Fashion-MNIST classes 0-4, fine-tune on a PNG folder of classes 5-9 (10 images each) and
 # train the same recipe from scratch; then export the fine-tuned model, validate it and name a few test images.
 finetune-demo: install data
 	@start=$$(date +%s); \

@@ -5,14 +5,18 @@
 2. Write classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) as a folder of PNGs: `train/` with few images per
    class from Fashion-MNIST's training split, `test/` from its test split (never seen by any stage before the end).
 3. Fine-tune `recipes/finetune_folder_small.yaml` from the pretrained checkpoint, and train the same recipe from
-   scratch for the same iterations (He initialisation, the backbone at the full learning rate).
+   scratch (He initialisation): same iterations, learning rates and augmentation; only the first weights differ.
+   Both for several seeds (the head's initialisation, batch order and augmentation), since a thousand test images
+   move by a point or two from one seed to the next.
 4. Print both accuracies on the held-out images and write them to OUT/transfer.json.
 
     .venv/bin/python benchmarks/finetune_transfer.py [--out runs/finetune-demo] [--data fashion-mnist] [--force]
-        [--download] [--pretrain-iterations 1500] [--train-per-class 50] [--set optim.lr=0.05]
+        [--download] [--pretrain-iterations 1500] [--train-per-class 10] [--seeds 3] [--set schedule.iterations=300]
+        [--scratch-set optim.lr=0.1]
 
-Finished stages are reused (--force redoes them). `make finetune-demo` runs this, then exports the fine-tuned model
-and validates and runs it with the CLI. Both runs report their last iterate (no model selection on the test images).
+Finished stages are reused when their recipe and data are unchanged (--force redoes them). `make finetune-demo` runs
+this, then exports the seed-0 fine-tuned model and validates and runs it with the CLI. Every run reports its last
+iterate (no model selection on the test images).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resnet_deploy.config import load_train_config
+from resnet_deploy.config import load_train_config, to_dict
 from resnet_deploy.data import load_arrays, parse_spec
 from resnet_deploy.data.pipeline import InMemoryData
 from resnet_deploy.data.sources import FMNIST_CLASSES
@@ -74,19 +78,22 @@ def pretrain_data(train, test, batch: int) -> InMemoryData:
                         eval_images=tx, eval_labels=ty, batch_size=batch, pad=2, seed=0)
 
 
-def run(name: str, cfg, out: Path, force: bool, data=None) -> dict:
-    """Train unless out/last.pt exists (then read its figures); returns top1, wall_s, img_per_s."""
+def run(name: str, cfg, out: Path, force: bool, data=None, key: object = None) -> dict:
+    """Train, or reuse the figures of a finished run in `out` of the same recipe and `key` (the folder's make-up)."""
     summary = out / "summary.json"
     if summary.is_file() and not force:
-        print(f"== {name}: reusing {out} (--force retrains)", flush=True)
-        return json.loads(summary.read_text())
+        old = json.loads(summary.read_text())
+        if old.get("config") == to_dict(cfg) and old.get("key") == key:
+            print(f"== {name}: reusing {out} (top-1 {old['top1']:.2%}; --force retrains)", flush=True)
+            return old
     shutil.rmtree(out, ignore_errors=True)
     print(f"== {name}: {cfg.model.arch}, {cfg.schedule.iterations} iterations of {cfg.optim.batch_size} -> {out}",
           flush=True)
     r = train(cfg, out, data=data, progress=False)
     for line in r["notes"]:
         print(f"   {line}", flush=True)
-    keep = {k: r[k] for k in ("top1", "top5", "eval_images", "wall_s", "img_per_s", "iteration")}
+    keep = {**{k: r[k] for k in ("top1", "top5", "eval_images", "wall_s", "img_per_s", "iteration")},
+            "config": to_dict(cfg), "key": key}
     summary.write_text(json.dumps(keep, indent=2) + "\n")
     print(f"   top-1 {keep['top1']:.2%} on {keep['eval_images']} held-out images, {keep['wall_s']:.0f} s", flush=True)
     return keep
@@ -97,10 +104,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/finetune-demo"))
     ap.add_argument("--data", default="fashion-mnist", help="Data SPEC of Fashion-MNIST's IDX files.")
     ap.add_argument("--pretrain-iterations", type=int, default=1500)
-    ap.add_argument("--train-per-class", type=int, default=50)
+    ap.add_argument("--train-per-class", type=int, default=10)
     ap.add_argument("--test-per-class", type=int, default=200)
+    ap.add_argument("--seeds", type=int, default=3, help="Fine-tune and scratch runs with run.seed 0..N-1.")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="Override a field of finetune_folder_small.yaml for both runs, e.g. optim.lr=0.05.")
+                    help="Override a field of finetune_folder_small.yaml for both runs, e.g. schedule.iterations=300.")
+    ap.add_argument("--scratch-set", dest="scratch", action="append", default=[],
+                    help="Override a field for the scratch runs only, e.g. optim.lr=0.1.")
     ap.add_argument("--download", action="store_true", help="Let torchvision fetch Fashion-MNIST if not on disk.")
     ap.add_argument("--force", action="store_true", help="Redo every stage.")
     a = ap.parse_args()
@@ -115,27 +125,41 @@ def main() -> int:
                                             "run.checkpoint_every=0"])
         pre = run("pretrain on Fashion-MNIST classes 0-4", pre_cfg, a.out / "pretrain", a.force,
                   pretrain_data(train_set, test_set, pre_cfg.optim.batch_size))
-        common = [f"data.spec=folder:{root}", *a.overrides]
-        ft_cfg = load_train_config(SMALL, [*common, f"model.weights={a.out / 'pretrain' / 'last.pt'}"])
-        ft = run("fine-tune on the folder of classes 5-9", ft_cfg, a.out / "finetune", a.force)
-        sc_cfg = load_train_config(SMALL, [*common, "model.weights=null", "optim.backbone_lr_mult=1.0",
-                                           "optim.lr=0.1"])
-        sc = run("from scratch on the same folder", sc_cfg, a.out / "scratch", a.force)
+        weights, key = f"model.weights={a.out / 'pretrain' / 'last.pt'}", [a.train_per_class, a.test_per_class]
+        ft, sc = [], []
+        for seed in range(a.seeds):
+            common, tag = [f"data.spec=folder:{root}", f"run.seed={seed}", *a.overrides], f"-seed{seed}" * (seed > 0)
+            ft.append(run(f"fine-tune on the folder of classes 5-9, seed {seed}",
+                          load_train_config(SMALL, [*common, weights]), a.out / f"finetune{tag}", a.force, key=key))
+            sc.append(run(f"from scratch on the same folder, seed {seed}",
+                          load_train_config(SMALL, [*common, "model.weights=null", *a.scratch]),
+                          a.out / f"scratch{tag}", a.force, key=key))
     except ResnetDeployError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    margin = ft["top1"] - sc["top1"]
-    result = {"pretrain_top1_classes_0_4": pre["top1"], "finetune_top1": ft["top1"], "scratch_top1": sc["top1"],
-              "margin_points": round(100 * margin, 2), "held_out_images": ft["eval_images"],
-              "train_images_per_class": a.train_per_class, "iterations": ft["iteration"],
-              "wall_s": {"pretrain": pre["wall_s"], "finetune": ft["wall_s"], "scratch": sc["wall_s"]}}
-    (a.out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n| {ft['eval_images']} held-out images of classes 5-9, {a.train_per_class} training images per class "
-          f"| top-1 |\n| --- | ---: |\n| fine-tuned from classes 0-4 | {ft['top1']:.2%} |\n"
-          f"| from scratch, same iterations | {sc['top1']:.2%} |\n| margin | {100 * margin:+.1f} points |")
-    print(f"(pretraining reached {pre['top1']:.2%} on classes 0-4; this script took {time.perf_counter() - t0:.0f} s; "
-          f"{a.out / 'transfer.json'})")
+    report(a, pre, ft, sc, time.perf_counter() - t0)
     return 0
+
+
+def report(a: argparse.Namespace, pre: dict, ft: list[dict], sc: list[dict], wall: float) -> None:
+    """The Markdown table of both runs per seed, and OUT/transfer.json."""
+    f, s = [r["top1"] for r in ft], [r["top1"] for r in sc]
+    margin = [100 * (x - y) for x, y in zip(f, s, strict=True)]
+    result = {"pretrain_top1_classes_0_4": pre["top1"], "finetune_top1": f, "scratch_top1": s,
+              "margin_points": [round(m, 2) for m in margin], "mean_margin_points": round(float(np.mean(margin)), 2),
+              "held_out_images": ft[0]["eval_images"], "train_images_per_class": a.train_per_class,
+              "iterations": ft[0]["iteration"], "overrides": a.overrides, "scratch_overrides": a.scratch,
+              "wall_s": {"pretrain": pre["wall_s"], "finetune": [r["wall_s"] for r in ft],
+                         "scratch": [r["wall_s"] for r in sc]}}
+    (a.out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
+    seeds = " | ".join(f"seed {i}" for i in range(len(f)))
+    print(f"\n{ft[0]['eval_images']} held-out images of classes 5-9, {a.train_per_class} training images per class, "
+          f"{ft[0]['iteration']} iterations\n| top-1 | {seeds} | mean |\n|---|{'---:|' * (len(f) + 1)}")
+    for name, v in (("fine-tuned from classes 0-4", f), ("from scratch, same recipe", s)):
+        print(f"| {name} | {' | '.join(f'{x:.2%}' for x in v)} | {np.mean(v):.2%} |")
+    print(f"| margin (points) | {' | '.join(f'{m:+.1f}' for m in margin)} | {np.mean(margin):+.1f} |")
+    print(f"(pretraining reached {pre['top1']:.2%} on classes 0-4; this script took {wall:.0f} s; "
+          f"{a.out / 'transfer.json'})")
 
 
 if __name__ == "__main__":
