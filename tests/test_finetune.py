@@ -92,6 +92,9 @@ def test_torchvision_state_dict_into_another_class_count(tmp_path):
         assert (model.eval()(x) - tv(x)).abs().max() < 1e-5
     assert r.summary() == (f"weights: 100 tensors loaded from {tmp_path / 'r18.pth'} (torchvision state dict); head "
                            "fc.weight, fc.bias replaced (1000 classes in the file, 4 in the data)")
+    torch.save({k: v for k, v in sd.items() if ".fc." not in k}, tmp_path / "backbone.pth")  # a headless backbone
+    r = load_weights(models.build("resnet18", num_classes=4), tmp_path / "backbone.pth", "resnet18", "abcd")
+    assert r.head_reason == "the file has no classifier head" and len(r.loaded) == 100
 
 
 def test_checkpoint_head_kept_only_for_the_same_classes(tmp_path):
