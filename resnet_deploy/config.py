@@ -258,14 +258,11 @@ def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ training recipe
-def _at_least(key: str, value: float, low: float) -> None:
-    if not value >= low:  # also refuses NaN
-        raise ResnetDeployError(f"{key} must be at least {low:g}, found {value!r}")
-
-
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Checked):
     """Which network of the paper (see `resnet_deploy.models.build`), and where its first weights come from."""
+
+    LIMITS = {"weights": Allowed(lambda v: bool(v.strip()), "a file path or null")}
 
     arch: str = "cifar_resnet20"
     shortcut: Literal["A", "B", "C"] | None = None  # None: the family default (CIFAR A, ImageNet B)
@@ -276,10 +273,6 @@ class ModelConfig:
     # Fixed weights and BN statistics, from the input on: "layerN" is the stem and layer1..layerN; "backbone" all
     # but the head.
     freeze: Literal["none", "stem", "layer1", "layer2", "layer3", "layer4", "backbone"] = "none"
-
-    def __post_init__(self) -> None:
-        if self.weights is not None and not self.weights.strip():
-            raise ResnetDeployError("model.weights must be a file path or null, found an empty string")
 
 
 @dataclass(frozen=True)
@@ -309,7 +302,7 @@ class OptimConfig(Checked):
     """SGD as §3.4/§4.2: momentum 0.9, weight decay 1e-4; `batch_size` and `lr` are global (all ranks together)."""
 
     LIMITS = {"batch_size": between(1, 65536), "lr": between(0), "momentum": between(0, 1),
-              "weight_decay": between(0)}
+              "weight_decay": between(0), "backbone_lr_mult": between(0)}
 
     batch_size: int = 128
     lr: float = 0.1
@@ -317,9 +310,6 @@ class OptimConfig(Checked):
     weight_decay: float = 1e-4
     nesterov: bool = False
     backbone_lr_mult: float = 1.0  # every layer but the classifier head learns at lr x this (fine-tuning: 0.1)
-
-    def __post_init__(self) -> None:
-        _at_least("optim.backbone_lr_mult", self.backbone_lr_mult, 0.0)
 
 
 @dataclass(frozen=True)
@@ -344,9 +334,10 @@ class ScheduleConfig(Checked):
     min_lr: float = 1e-5  # plateau: the floor; cosine: the final lr
 
     def __post_init__(self) -> None:
-        if self.policy == "cosine" and not 0 <= self.warmup_iterations < self.iterations:
-            raise ResnetDeployError(f"schedule.warmup_iterations ({self.warmup_iterations}) must be below "
-                                    f"schedule.iterations ({self.iterations}) for the cosine policy")
+        super().__post_init__()
+        if self.policy == "cosine" and self.warmup_iterations >= self.iterations:  # no iterations left to decay
+            raise OutOfRange("warmup_iterations", self.warmup_iterations,
+                             f"below schedule.iterations ({self.iterations}) with the cosine policy")
 
 
 @dataclass(frozen=True)
