@@ -53,16 +53,17 @@ class ExportLog:
             self.echo(line)
 
 
-def check_destination(out: Path, force: bool) -> None:
-    """Refuse an existing DIR unless `force`, and never replace something that is not a bundle."""
+def check_destination(out: Path, force: bool, marker: str = MANIFEST_NAME, kind: str = "bundle") -> None:
+    """Refuse an existing DIR unless `force`, and never replace something that is not a `kind` (a non-empty
+    directory without `marker`): a bundle here, a Triton model repository for `resnet-deploy triton`."""
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise ResnetDeployError(f"{out} exists and is not a directory; choose another --out")
         if not force:
             raise ResnetDeployError(f"{out} already exists; add --force to replace it, or choose another --out")
-        if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-            raise ResnetDeployError(f"{out} is a non-empty directory that is not a bundle (no {MANIFEST_NAME}); "
-                                    "--force only replaces bundles")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            raise ResnetDeployError(f"{out} is a non-empty directory that is not a {kind} (no {marker}); "
+                                    f"--force only replaces {kind}s")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
