@@ -50,6 +50,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def top_predictions(logits: np.ndarray, classes: list[str], topk: int) -> list[Prediction]:
+    """One Prediction per row of logits (N, K): softmax scores of the `topk` best classes (capped at K), best first."""
+    probs = softmax(logits)
+    k = min(int(topk), len(classes))
+    results = []
+    for p in probs:
+        best = np.argsort(-p, kind="stable")[:k]
+        top = [(int(c), classes[c], float(p[c])) for c in best]
+        results.append(Prediction(top[0][0], top[0][1], top[0][2], top))
+    return results
+
+
 def find_entry(manifest: Manifest, name: str) -> FileEntry | None:
     """The manifest's file that variant `name` runs, or None when the bundle has none."""
     key = variants.get(name).key
@@ -298,14 +310,7 @@ class Predictor:
         """
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
             raise ResnetDeployError(f"topk must be a positive integer, found {topk!r}")
-        probs = softmax(self.run(self.preprocess_images(images)))
-        k = min(int(topk), len(self.classes))
-        results = []
-        for p in probs:
-            best = np.argsort(-p, kind="stable")[:k]
-            top = [(int(c), self.classes[c], float(p[c])) for c in best]
-            results.append(Prediction(top[0][0], top[0][1], top[0][2], top))
-        return results
+        return top_predictions(self.run(self.preprocess_images(images)), self.classes, topk)
 
     def close(self) -> None:
         """Release the backend (device memory for TensorRT); closing twice is harmless."""
