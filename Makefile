@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# Optional extras the tests exercise when present: a platform without their wheels still tests the rest.
 	$(PY) -m pip install -q -e '.[openvino]' || echo "the openvino extra did not install: its tests will skip"
+	$(PY) -m pip install -q -e '.[serve]' || echo "the serve extra (Triton) did not install: its tests will skip"
 	touch $(STAMP)
 
 test: install

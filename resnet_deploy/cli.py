@@ -16,6 +16,7 @@ import click
 from resnet_deploy import __version__
 from resnet_deploy.cli_options import CHECKPOINT, DATA_HELP, DEVICE, JSON_FILE, THREADS, Backends, export_options
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.serve.cli import register as register_serve_commands
 
 
 class UserError(click.ClickException):
@@ -236,6 +237,9 @@ def export(checkpoint: str | None, out_dir: str, arch: str | None, weights: str 
                         weights=weights and Path(weights), classes=classes_file and Path(classes_file), force=force,
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     click.echo(f"bundle written to {out}")
+
+
+register_serve_commands(main)  # triton, serve, loadtest (resnet_deploy/serve/cli.py)
 
 
 if __name__ == "__main__":

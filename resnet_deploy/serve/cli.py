@@ -1,0 +1,127 @@
+"""The serving commands, `triton`, `serve` and `loadtest`, registered on the main group by `register`.
+
+Thin, like every command: parse, call `resnet_deploy.serve`, print. Library errors (`ResnetDeployError`) become the
+group's one-line `Error: ...` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.serve import PRECISIONS, TARGETS
+
+PORT = click.IntRange(1, 65535)
+
+
+def _model_options(f: click.decorators.FC) -> click.decorators.FC:
+    """The options of a model in a repository, shared by `triton` and `serve`."""
+    for option in reversed([
+        click.option("--name", help="Model name in Triton (default: the bundle's architecture)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="Which of the bundle's models to serve (auto: as `predict --backend auto`)."),
+        click.option("--max-batch", type=click.IntRange(min=1),
+                     help="Triton's max_batch_size [default: the bundle's largest batch]."),
+        click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Model instances (each runs its own copy of the model)."),
+        click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="How long the dynamic batcher may hold a request to form a larger batch."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Model repository directory to write.")
+@click.option("--backend", "target", type=click.Choice(TARGETS), default="python", show_default=True,
+              help="python: runs wherever Triton runs; onnxruntime, tensorrt: for NVIDIA's Triton containers.")
+@_model_options
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes in the python model's labels/scores/class_ids outputs.")
+@click.option("--force", is_flag=True, help="Replace an existing repository at --out (once the new one is complete).")
+def triton(bundle: str, out: str, target: str, force: bool, **options: object) -> None:
+    """Write a Triton model repository for BUNDLE: config.pbtxt, the model, labels (and for onnxruntime/tensorrt a
+    preprocessing model and an ensemble for encoded images)."""
+    from resnet_deploy.serve.repository import MARKER, write_repository
+
+    repo = write_repository(bundle, out, target=target, force=force, **options)
+    facts = json.loads((repo / MARKER).read_text())
+    models = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+    click.echo(f"model repository written to {repo}: {', '.join(models)} ({facts['backend']}, "
+               f"max_batch_size {facts['max_batch_size']})")
+    if target == "python":
+        click.echo(f"serve it here with `resnet-deploy serve {bundle}`, or with any tritonserver whose Python can "
+                   "import resnet_deploy")
+    else:
+        click.echo("for NVIDIA's Triton container on a GPU (not served here): docker run --gpus=1 -p 8000:8000 "
+                   f"-v {repo.resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver "
+                   "--model-repository=/models")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 makes the server reachable from the network.")
+@click.option("--port", type=PORT, default=8000, show_default=True, help="HTTP port (KServe v2 REST).")
+@click.option("--grpc-port", type=PORT, default=8001, show_default=True, help="gRPC port (KServe v2).")
+@click.option("--metrics-port", type=PORT, default=8002, show_default=True, help="Prometheus metrics port.")
+@_model_options
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
+              help="Keep tritonserver's log here [default: a temporary file, removed on exit].")
+def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
+          **options: object) -> None:
+    """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
+    from resnet_deploy.serve.server import serve_bundle
+
+    def ready(server: object, name: str) -> None:
+        metrics = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{metrics_port}/metrics"
+        click.echo(f"ready: {server.url} (model {name!r}; gRPC {host}:{grpc_port}; metrics {metrics}); "
+                   "Ctrl-C stops it")
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can send requests", err=True)
+    code = serve_bundle(bundle, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port,
+                        log_file=log_file, on_ready=ready, **options)
+    click.echo(f"stopped (tritonserver exit code {code})", err=True)
+
+
+@click.command()
+@click.argument("url")
+@click.option("--model", required=True, help="Model name on the server.")
+@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated numbers of clients.")
+@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Timed seconds per concurrency level.")
+@click.option("--warmup-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Untimed seconds per level first.")
+@click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Most requests per level.")
+@click.option("--images", type=click.Path(path_type=str), help="Send these JPEG/PNG files (default: random tensors).")
+@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Per-request timeout.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the JSON result here.")
+def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s: float, max_requests: int,
+             images: str | None, timeout_s: float, json_file: str | None) -> None:
+    """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
+    percentiles per concurrency level."""
+    from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
+
+    try:
+        levels = [int(v) for v in concurrency.split(",") if v.strip()]
+    except ValueError:
+        raise ResnetDeployError(f"--concurrency must be comma-separated numbers, found {concurrency!r}") from None
+    result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
+                          max_requests=max_requests, images=images, timeout_s=timeout_s)
+    if json_file:
+        Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
+    click.echo("\n".join(loadtest_summary(result)))
+
+
+def register(group: click.Group) -> None:
+    """Add the serving commands to the `resnet-deploy` group."""
+    for command in (triton, serve, loadtest):
+        group.add_command(command)

@@ -1,0 +1,209 @@
+"""`resnet-deploy loadtest`: concurrent KServe v2 requests against a Triton server, bounded in count and time.
+
+For each concurrency level, that many client threads (one tritonclient connection each) send single-image requests
+back to back for a warm-up, then for `duration_s` or until `max_requests` were sent, recording every request's
+latency. The latency statistics are `validate.latency.summarize`'s (the same as `bench`); throughput is answered
+requests over the wall-clock time of the level, since with several clients at once the latencies overlap.
+
+Requests carry random float32 tensors shaped as the model's input, or, with `images`, the JPEG/PNG files of a folder
+as encoded BYTES (`image` input). tritonclient is imported inside the functions (the `serve` extra).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.validate.latency import summarize
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+POOL = 64  # distinct request payloads, reused round-robin
+
+
+def _client_module(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError:
+        raise ResnetDeployError("tritonclient is not installed; install it with "
+                                "pip install 'resnet-deploy[serve]'") from None
+    return module
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """("http" | "grpc", "host:port") from "http://host:port", "grpc://host:port" or "host:port" (HTTP)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "grpc") or not parts.hostname or parts.port is None:
+        raise ResnetDeployError(f"expected a URL like http://127.0.0.1:8000 or grpc://127.0.0.1:8001, found {url!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return parts.scheme, f"{host}:{parts.port}"
+
+
+def _model_inputs(client: Any, model: str, protocol: str) -> dict[str, dict[str, Any]]:
+    module = _client_module(protocol)
+    try:
+        config = client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
+    except module.InferenceServerException as e:
+        raise ResnetDeployError(f"cannot read model {model!r}'s config from the server: {e.message()}") from None
+    except OSError as e:
+        raise ResnetDeployError(f"cannot reach the server: {e}") from None
+    config = config.get("config", config)
+    return {i["name"]: i for i in config.get("input", [])}
+
+
+def load_payloads(client: Any, model: str, protocol: str, images: str | Path | None,
+                  seed: int = 0) -> tuple[str, str, list[np.ndarray]]:
+    """(input name, Triton datatype, one batch-1 array per request) for `model`."""
+    inputs = _model_inputs(client, model, protocol)
+    if images is not None:
+        folder = Path(images)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise ResnetDeployError(f"no {', '.join(IMAGE_SUFFIXES)} files in {folder}")
+        if "image" not in inputs:
+            raise ResnetDeployError(f"model {model!r} has no 'image' input for encoded images (its inputs: "
+                                    f"{', '.join(inputs)}); serve it with the python backend or use its ensemble")
+        return "image", "BYTES", [np.array([[f.read_bytes()]], dtype=np.object_) for f in files[:POOL]]
+    tensors = [i for i in inputs.values() if i.get("data_type") == "TYPE_FP32"]
+    if not tensors:
+        raise ResnetDeployError(f"model {model!r} takes no float32 tensor (its inputs: {', '.join(inputs)}); "
+                                "pass --images DIR")
+    dims = [int(d) for d in tensors[0]["dims"]]
+    rng = np.random.default_rng(seed)
+    return tensors[0]["name"], "FP32", [rng.standard_normal((1, *dims), dtype=np.float32) for _ in range(POOL)]
+
+
+class _Budget:
+    """At most `total` requests, shared by every client thread."""
+
+    def __init__(self, total: int) -> None:
+        self.left, self.lock = total, threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            self.left -= 1
+            return self.left >= 0
+
+
+def _client_loop(make_client: Callable[[], Any], send: Callable[[Any, int], None], stop_at: float, budget: _Budget,
+                 offset: int, latencies: list[float], errors: list[str]) -> None:
+    client = make_client()
+    i = offset
+    try:
+        while time.perf_counter() < stop_at and budget.take():
+            t0 = time.perf_counter()
+            try:
+                send(client, i)
+                latencies.append(time.perf_counter() - t0)  # list.append is atomic: threads share the list
+            except Exception as e:  # tritonclient raises its own exception types, and OSError for connections
+                errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            i += 1
+    finally:
+        client.close()
+
+
+def _run_level(make_client: Callable[[], Any], send: Callable[[Any, int], None], concurrency: int,
+               duration_s: float, max_requests: int) -> tuple[list[float], list[str], float]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop_at = time.perf_counter() + duration_s
+    budget = _Budget(max_requests)
+    threads = [threading.Thread(target=_client_loop, daemon=True,
+                                args=(make_client, send, stop_at, budget, k * 7, latencies, errors))
+               for k in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - t0
+
+
+def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16), duration_s: float = 10.0,
+                 warmup_s: float = 1.0, max_requests: int = 100_000, images: str | Path | None = None,
+                 timeout_s: float = 30.0) -> dict[str, Any]:
+    """Load a Triton server's model at each concurrency level.
+
+    Args:
+        url: http://host:port (HTTP/REST) or grpc://host:port.
+        model: the model's name on the server.
+        concurrency: numbers of clients sending at once, one level after the other.
+        duration_s: timed seconds per level (a level also ends after `max_requests`).
+        warmup_s: untimed seconds at each level first.
+        max_requests: most requests per level (warm-up not counted).
+        images: a folder of JPEG/PNG files to send as encoded images (default: random float32 tensors).
+        timeout_s: per-request network timeout.
+
+    Returns:
+        {"url", "model", "protocol", "payload", "duration_s", "results": [one dict per level: concurrency,
+        requests, errors, error_samples, wall_s, throughput_ips, latency_ms {min, mean, p50, p90, p95, p99, max}]}.
+    """
+    if not concurrency or min(concurrency) < 1:
+        raise ResnetDeployError(f"concurrency levels must be at least 1, found {list(concurrency)}")
+    if duration_s <= 0 or max_requests < 1:
+        raise ResnetDeployError("duration must be positive and max requests at least 1")
+    protocol, address = parse_url(url)
+    module = _client_module(protocol)
+    timeout = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}
+
+    def make_client() -> Any:
+        return module.InferenceServerClient(address, **timeout)
+
+    probe = make_client()
+    try:
+        name, datatype, payloads = load_payloads(probe, model, protocol, images)
+    finally:
+        probe.close()
+    kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+
+    def send(client: Any, i: int) -> None:
+        x = payloads[i % len(payloads)]
+        inp = module.InferInput(name, list(x.shape), datatype)
+        inp.set_data_from_numpy(x)
+        client.infer(model, [inp], **kwargs)
+
+    results = []
+    for c in concurrency:
+        if warmup_s > 0:
+            _run_level(make_client, send, c, warmup_s, max_requests)
+        latencies, errors, wall = _run_level(make_client, send, c, duration_s, max_requests)
+        results.append(_level_result(c, latencies, errors, wall))
+    return {"url": url, "model": model, "protocol": protocol, "payload": "images" if images else "tensors",
+            "duration_s": duration_s, "results": results}
+
+
+def _level_result(concurrency: int, latencies: list[float], errors: list[str], wall: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"concurrency": concurrency, "requests": len(latencies) + len(errors),
+                           "errors": len(errors), "error_samples": sorted(set(errors))[:3], "wall_s": wall}
+    if not latencies:
+        return {**row, "throughput_ips": 0.0, "latency_ms": None}
+    # summarize's throughput divides by the summed latencies; concurrent requests overlap, so use the wall clock.
+    stats = dataclasses.replace(summarize(latencies), total_s=wall, throughput_ips=len(latencies) / wall)
+    return {**row, "throughput_ips": stats.throughput_ips,
+            "latency_ms": {k: getattr(stats, f"{k}_ms") for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")}}
+
+
+def loadtest_summary(result: dict[str, Any]) -> list[str]:
+    """Terminal lines: one per concurrency level, as `bench` prints one per batch size."""
+    lines = [f"{result['model']} at {result['url']} ({result['protocol']}, {result['payload']}, "
+             f"{result['duration_s']:g} s per level)"]
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        errors = f"  {r['errors']} errors ({'; '.join(r['error_samples'])})" if r["errors"] else ""
+        if lat is None:
+            lines.append(f"concurrency {r['concurrency']:>3}  no answers{errors}")
+            continue
+        lines.append(f"concurrency {r['concurrency']:>3}  min {lat['min']:.3f}  p50 {lat['p50']:.3f}  "
+                     f"p90 {lat['p90']:.3f}  p95 {lat['p95']:.3f}  p99 {lat['p99']:.3f} ms  "
+                     f"{r['throughput_ips']:.1f} img/s  {r['requests']} requests{errors}")
+    return lines

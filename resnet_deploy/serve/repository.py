@@ -1,0 +1,245 @@
+"""Triton model repositories for a bundle: `config.pbtxt`, the model files, and a Python-backend model.
+
+Targets (`write_repository(target=...)`):
+
+- "python": one Python-backend model (`triton_model.py` copied as `1/model.py`) that loads the bundle, copied into
+  `1/bundle/`, through `resnet_deploy.runtime`; it takes encoded images (`image`, BYTES: JPEG/PNG) or preprocessed
+  float32 tensors (`input`), and answers `logits` and the top-k `labels`, `scores` and `class_ids`. It runs wherever
+  Triton runs, CPUs included.
+- "onnxruntime" / "tensorrt": the bundle's ONNX file or TensorRT engine as `<name>/1/model.onnx|model.plan` for
+  NVIDIA's Triton containers on GPUs, a Python preprocessing model `<name>_preprocess`, and an ensemble
+  `<name>_image` that chains the two for encoded images.
+
+Every model carries `labels.txt` on its `logits` output, so Triton's classification extension answers top-k labels
+for any of them (`InferRequestedOutput("logits", class_count=k)`). The layout follows Triton's model repository
+documentation (docs/user_guide/model_repository.md, model_configuration.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sysconfig
+from pathlib import Path
+
+from resnet_deploy import __version__
+from resnet_deploy.atomic import check_destination, replace_dir, staging_dir
+from resnet_deploy.runtime import Manifest, ResnetDeployError, read_manifest, verify_files
+from resnet_deploy.runtime.predictor import ENGINES, find_entry
+from resnet_deploy.serve import PRECISIONS, TARGETS
+
+IMAGE_INPUT = "image"
+MARKER = "resnet-deploy.json"  # what wrote the repository, and from which bundle
+SYS_PATH_FILE = "sys_path.txt"  # read by model.py before its imports (see triton_model.py)
+MODEL_PY = Path(__file__).with_name("triton_model.py")
+# The Python backend on a CPU runs the runtime's CPU backends; "auto" picks int8 or fp32 as `Predictor` does.
+PYTHON_BACKENDS = {"auto": "auto", "fp32": "onnx", "fp16": "fp16", "int8": "int8"}
+# Files for NVIDIA's containers, as runtime backend names in order of preference. INT8 on a GPU is the symmetric QDQ
+# model (TensorRT's), not the U8S8 one made for CPUs.
+FILE_BACKENDS = {
+    "onnxruntime": {"auto": ("onnx",), "fp32": ("onnx",), "fp16": ("fp16",), "int8": ("int8-trt",)},
+    "tensorrt": {"auto": ENGINES, "fp32": ("trt-fp32",), "fp16": ("trt-fp16",), "int8": ("trt-int8",)},
+}
+EXPORT_HINT = {"onnx": "", "fp16": " --fp16", "int8-trt": " --int8 --int8-target trt", "trt-fp32": " --trt",
+               "trt-fp16": " --fp16 --trt", "trt-int8": " --int8 --trt"}
+MAX_IMAGE_BYTES = 32 << 20  # larger request bodies are refused before decoding
+MAX_IMAGE_PIXELS = 50_000_000  # about a 48-megapixel photo; larger headers are refused before decoding
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def environment_paths() -> list[str]:
+    """Where this interpreter finds resnet_deploy and its dependencies, for the Python backend's stub.
+
+    The stub embeds the base interpreter and ignores PYTHONPATH and virtual environments, so model.py puts these
+    first on sys.path itself: the directory holding this resnet_deploy package, then this environment's
+    site-packages.
+    """
+    paths = [str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["purelib"],
+             sysconfig.get_paths()["platlib"]]
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = None, target: str = "python",
+                     precision: str = "auto", max_batch: int | None = None, instances: int = 1,
+                     max_queue_delay_us: int = 0, topk: int = 5, threads: int | None = None,
+                     force: bool = False, sys_path: list[str] | None = None) -> Path:
+    """Write a Triton model repository serving `bundle`, atomically.
+
+    Args:
+        bundle: a bundle directory written by `resnet-deploy export` (its files are checked against the manifest).
+        out: the repository directory to create.
+        name: the model's name in Triton (default: the bundle's architecture).
+        target: "python", "onnxruntime" or "tensorrt" (see the module docstring).
+        precision: "auto", "fp32", "fp16" or "int8": which of the bundle's models is served.
+        max_batch: Triton's max_batch_size (default, and for onnxruntime/tensorrt at most, the bundle's largest
+            batch).
+        instances: model instances (instance_group count); each runs its own copy of the model.
+        max_queue_delay_us: how long the dynamic batcher may hold a request to form a larger batch.
+        topk: how many classes the Python model's labels/scores/class_ids outputs hold (capped at the class count).
+        threads: ONNX Runtime intra-op threads per Python-model instance (None: one per core).
+        force: replace an existing repository at `out` (only once the new one is complete).
+        sys_path: paths model.py puts first on sys.path (default: `environment_paths()`).
+
+    Returns:
+        `out`.
+
+    Raises:
+        ResnetDeployError: a bad option, a changed bundle, or a model file the bundle does not have.
+    """
+    out, bundle = Path(out), Path(bundle)
+    _check_options(target, precision, instances, max_queue_delay_us, topk, threads, max_batch)
+    manifest = read_manifest(bundle)
+    verify_files(bundle, manifest)
+    name = name or manifest.arch
+    if not _NAME.match(name):
+        raise ResnetDeployError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                                "(it becomes a directory and a URL path)")
+    batch = _max_batch(manifest, target, max_batch)
+    check_destination(out, force, marker=MARKER, kind="model repository")
+    tmp = staging_dir(out)
+    try:
+        if target == "python":
+            backend = PYTHON_BACKENDS[precision]
+            _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
+                          {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
+                          min(topk, len(manifest.classes)), sys_path)
+        else:
+            backend = _file_model(tmp / name, bundle, manifest, target, precision, batch, instances,
+                                  max_queue_delay_us)
+            _python_model(tmp / f"{name}_preprocess", bundle, manifest, batch, instances, max_queue_delay_us,
+                          {"role": "preprocess"}, 0, sys_path)
+            _ensemble(tmp / f"{name}_image", name, manifest, batch)
+        marker = {"written_by": f"resnet-deploy {__version__}", "bundle": str(bundle.resolve()), "model": name,
+                  "target": target, "precision": precision, "backend": backend, "max_batch_size": batch}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _check_options(target: str, precision: str, instances: int, delay_us: int, topk: int, threads: int | None,
+                   max_batch: int | None) -> None:
+    if target not in TARGETS:
+        raise ResnetDeployError(f"unknown Triton backend {target!r}; choose one of: {', '.join(TARGETS)}")
+    if precision not in PRECISIONS:
+        raise ResnetDeployError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    for what, value, low in (("instances", instances, 1), ("max queue delay", delay_us, 0), ("topk", topk, 1),
+                             ("threads", threads, 1), ("max batch", max_batch, 1)):
+        if value is not None and int(value) < low:
+            raise ResnetDeployError(f"{what} must be at least {low}, found {value}")
+
+
+def _max_batch(manifest: Manifest, target: str, max_batch: int | None) -> int:
+    low, _, high = manifest.batch
+    if target == "tensorrt" and low > 1:
+        raise ResnetDeployError(f"the bundle's engines take batches of {low} to {high}, but Triton sends batches "
+                                "from 1; export again with --batch 1:OPT:MAX")
+    if max_batch is None:
+        return high
+    if target != "python" and max_batch > high:
+        raise ResnetDeployError(f"max batch {max_batch} is larger than the bundle's largest batch {high} "
+                                "(export again with --batch 1:OPT:MAX to raise it)")
+    return int(max_batch)
+
+
+def _dims(dims: tuple[int, ...] | list[int]) -> str:
+    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+
+
+def _tensor(name: str, dtype: str, dims: tuple[int, ...] | list[int], extra: str = "") -> str:
+    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: {_dims(dims)}\n{extra}  }}'
+
+
+def _section(key: str, tensors: list[str]) -> str:
+    return f"{key} [\n" + ",\n".join(tensors) + "\n]\n"
+
+
+def _batching(batch: int, instances: int, kind: str, delay_us: int) -> str:
+    return (f"max_batch_size: {batch}\n"
+            f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n}}\n"
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]\n")
+
+
+def _labels(model_dir: Path, manifest: Manifest) -> str:
+    # One label per line, line i = class i (Triton's label_filename format); a line break inside a name would shift
+    # every later class.
+    (model_dir / "labels.txt").write_text("".join(c.replace("\n", " ") + "\n" for c in manifest.classes))
+    return '    label_filename: "labels.txt"\n'
+
+
+def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int, instances: int, delay_us: int,
+                  params: dict[str, str], topk: int, sys_path: list[str] | None) -> None:
+    """A Python-backend model: "classify" (the bundle copied whole, image or tensor in, logits and top-k out) or
+    "preprocess" (the manifest only, image in, tensor out)."""
+    classify = params["role"] == "classify"
+    version = model_dir / "1"
+    (version / "bundle").mkdir(parents=True)
+    shutil.copyfile(MODEL_PY, version / "model.py")
+    for rel in ["manifest.json", *(f.path for f in manifest.files if classify)]:
+        (version / "bundle" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle / rel, version / "bundle" / rel)
+    (model_dir / SYS_PATH_FILE).write_text("".join(p + "\n" for p in (sys_path or environment_paths())))
+    shape = list(manifest.input_shape)
+    if classify:
+        optional = "    optional: true\n"  # a request sends one of the two
+        inputs = [_tensor(IMAGE_INPUT, "TYPE_STRING", [1], optional),
+                  _tensor(manifest.input_name, "TYPE_FP32", shape, optional)]
+        outputs = [_tensor(manifest.output_name, "TYPE_FP32", [len(manifest.classes)], _labels(model_dir, manifest)),
+                   _tensor("labels", "TYPE_STRING", [topk]), _tensor("scores", "TYPE_FP32", [topk]),
+                   _tensor("class_ids", "TYPE_INT64", [topk])]
+    else:
+        inputs = [_tensor(IMAGE_INPUT, "TYPE_STRING", [1])]
+        outputs = [_tensor(manifest.input_name, "TYPE_FP32", shape)]
+    params = {**params, "max_image_bytes": str(MAX_IMAGE_BYTES), "max_image_pixels": str(MAX_IMAGE_PIXELS)}
+    text = (f'name: "{model_dir.name}"\nbackend: "python"\n' + _batching(batch, instances, "KIND_CPU", delay_us)
+            + _section("input", inputs) + _section("output", outputs)
+            + "".join(f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
+                      for k, v in params.items()))
+    (model_dir / "config.pbtxt").write_text(text)
+
+
+def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, precision: str, batch: int,
+                instances: int, delay_us: int) -> str:
+    """The bundle's ONNX file or engine for NVIDIA's Triton containers; returns the runtime backend name it came
+    from."""
+    candidates = FILE_BACKENDS[target][precision]
+    entry, backend = next(((e, b) for b in candidates if (e := find_entry(manifest, b)) is not None), (None, None))
+    if entry is None or backend is None:
+        wanted = candidates[-1]  # for "auto", the plainest file that would do
+        raise ResnetDeployError(f"the bundle has no {' or '.join(candidates)} model for --backend {target} "
+                                f"--precision {precision}; export it with `resnet-deploy export ..."
+                                f"{EXPORT_HINT[wanted]}`")
+    version = model_dir / "1"
+    version.mkdir(parents=True)
+    filename = "model.plan" if target == "tensorrt" else "model.onnx"
+    shutil.copyfile(bundle / entry.path, version / filename)
+    c, h, w = manifest.input_shape
+    platform = "tensorrt_plan" if target == "tensorrt" else "onnxruntime_onnx"
+    text = (f'name: "{model_dir.name}"\nplatform: "{platform}"\n' + _batching(batch, instances, "KIND_GPU", delay_us)
+            + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", [c, h, w])])
+            + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [len(manifest.classes)],
+                                          _labels(model_dir, manifest))]))
+    (model_dir / "config.pbtxt").write_text(text)
+    return backend
+
+
+def _ensemble(model_dir: Path, name: str, manifest: Manifest, batch: int) -> None:
+    """Encoded image -> `<name>_preprocess` -> `<name>`: one request, two models, inside the server."""
+    (model_dir / "1").mkdir(parents=True)  # an ensemble's version directory is empty but must exist
+    k = len(manifest.classes)
+    text = (f'name: "{model_dir.name}"\nplatform: "ensemble"\nmax_batch_size: {batch}\n'
+            + _section("input", [_tensor(IMAGE_INPUT, "TYPE_STRING", [1])])
+            + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [k], _labels(model_dir, manifest))])
+            + "ensemble_scheduling {\n  step [\n"
+            f'    {{\n      model_name: "{name}_preprocess"\n      model_version: -1\n'
+            f'      input_map {{ key: "{IMAGE_INPUT}" value: "{IMAGE_INPUT}" }}\n'
+            f'      output_map {{ key: "{manifest.input_name}" value: "preprocessed" }}\n    }},\n'
+            f'    {{\n      model_name: "{name}"\n      model_version: -1\n'
+            f'      input_map {{ key: "{manifest.input_name}" value: "preprocessed" }}\n'
+            f'      output_map {{ key: "{manifest.output_name}" value: "{manifest.output_name}" }}\n    }}\n'
+            "  ]\n}\n")
+    (model_dir / "config.pbtxt").write_text(text)
+

@@ -1,0 +1,294 @@
+"""Run NVIDIA's `tritonserver` binary on a model repository: find it, start it, wait until ready, stop it cleanly.
+
+The binary, its Python backend and the backend's stubs per Python version come from PyPI's `nvidia-pytriton` wheel
+(server 2.51; the `serve` extra). PyTriton's own Python API is not used: the binary is driven directly. What it takes
+on a machine like this one (see README, "Serving"): a backend directory holding `python/libtriton_python.so`,
+`python/triton_python_backend_utils.py` and the stub for the running Python; the wheel's bundled libraries and this
+interpreter's libpython on LD_LIBRARY_PATH; and numpy < 2, because that stub (built for numpy 1.x) reads tensors as
+zeros under numpy 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.runtime.errors import ResnetDeployError
+
+INSTALL_HINT = "pip install 'resnet-deploy[serve]'"
+SHM_DIR = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the tritonserver binary and its Python backend are."""
+
+    binary: Path
+    python_backend: Path  # libtriton_python.so and triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub for this interpreter's Python version
+    libraries: tuple[Path, ...]  # for LD_LIBRARY_PATH
+
+
+def find_triton() -> TritonInstall:
+    """The tritonserver that nvidia-pytriton's wheel installed, for this Python version.
+
+    Raises:
+        ResnetDeployError: the wheel is not installed, lacks a stub for this Python, or numpy is 2.x.
+    """
+    spec = importlib.util.find_spec("pytriton")  # finds the package without importing PyTriton's Python API
+    if spec is None or not spec.submodule_search_locations:
+        raise ResnetDeployError(f"tritonserver is not installed; install it with {INSTALL_HINT} "
+                                "(nvidia-pytriton's wheel carries the server)")
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(root / "bin" / "tritonserver", root / "backends" / "python",
+                            root / "python_backend_stubs" / version / "triton_python_backend_stub",
+                            tuple(p for p in (_libpython_dir(), root.parents[1] / "nvidia_pytriton.libs") if p))
+    for path in (install.binary, install.python_backend / "libtriton_python.so", install.stub):
+        if not path.is_file():
+            raise ResnetDeployError(f"{path} is missing: nvidia-pytriton is incomplete or has no Python backend "
+                                    f"stub for Python {version}; reinstall it with {INSTALL_HINT}")
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise ResnetDeployError(f"numpy {numpy.__version__} is installed, but the Python backend of "
+                                "nvidia-pytriton's tritonserver reads tensors as zeros with numpy 2; install numpy<2 "
+                                f"({INSTALL_HINT} resolves it)")
+    return install
+
+
+def _libpython_dir() -> Path | None:
+    # The stub links libpython3.X.so: this interpreter's own, so that the stub runs the same Python build.
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libdir = sysconfig.get_config_var("LIBDIR")
+        return Path(libdir) if libdir else None
+    return None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that something already listens on (tritonserver would fail later with a long log)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as servers set it: connections of an earlier run in TIME_WAIT do not count as "in use".
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ResnetDeployError(f"cannot listen on {host}:{port} ({e.strerror}); choose another port") from None
+
+
+class TritonServer:
+    """A tritonserver process serving a model repository; a context manager that always stops it.
+
+    The process runs in a session of its own, so a terminal's Ctrl-C reaches only this program, which then stops the
+    server with SIGTERM (in-flight requests are answered, new ones refused) and, after `exit_timeout_s`, kills its
+    whole process group (the server and its Python stubs). Its log goes to `log_file`, or a temporary file removed on
+    stop.
+    """
+
+    def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
+                 grpc_port: int = 8001, metrics_port: int = 8002, log_file: str | Path | None = None,
+                 exit_timeout_s: int = 10, models: list[str] | None = None) -> None:
+        self.repository = Path(repository).resolve()
+        self.models = models
+        # The Python backend's shared-memory regions in /dev/shm outlive a server that exits by its timeout: a prefix
+        # of our own lets `stop` remove them.
+        self.shm_prefix = f"resnet-deploy-{uuid.uuid4().hex[:12]}"
+        self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.exit_timeout_s = exit_timeout_s
+        self.requested_log = Path(log_file) if log_file else None
+        self.workdir: Path | None = None
+        self.log_file: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The HTTP endpoint (KServe v2)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.http_port}"
+
+    def command(self, install: TritonInstall, backends: Path) -> list[str]:
+        """The tritonserver command line: loopback unless `host` says otherwise, strict configs, Prometheus metrics;
+        every model of the repository, or only `models`."""
+        return [str(install.binary), f"--model-repository={self.repository}",
+                f"--backend-directory={backends}", "--disable-auto-complete-config",
+                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+                *(["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)] if self.models
+                  else ["--model-control-mode=none"]),
+                "--exit-on-error=true", f"--exit-timeout-secs={self.exit_timeout_s}",
+                f"--http-address={self.host}", f"--http-port={self.http_port}",
+                f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+                "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.host}",
+                f"--metrics-port={self.metrics_port}", "--pinned-memory-pool-byte-size=0", "--log-verbose=0"]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the server and wait until every model is ready.
+
+        Raises:
+            ResnetDeployError: not installed, a port in use, or the server exited or was not ready in time (the
+                message holds the log's error lines).
+        """
+        if self.process is not None:
+            raise ResnetDeployError("this tritonserver is already running")
+        install = find_triton()
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            check_port(self.host, port)
+        self.workdir = Path(tempfile.mkdtemp(prefix="resnet-deploy-triton-"))
+        self.log_file = self.requested_log or self.workdir / "tritonserver.log"
+        try:
+            backend = self.workdir / "backends" / "python"
+            backend.mkdir(parents=True)
+            for src in (install.python_backend / "libtriton_python.so",
+                        install.python_backend / "triton_python_backend_utils.py", install.stub):
+                shutil.copy2(src, backend / src.name)
+            env = dict(os.environ)
+            env["LD_LIBRARY_PATH"] = os.pathsep.join([*map(str, install.libraries), env.get("LD_LIBRARY_PATH", "")])
+            with open(self.log_file, "wb") as log:
+                self.process = subprocess.Popen(self.command(install, backend.parent), stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.exited():
+                raise ResnetDeployError(f"tritonserver exited before it was ready: {self.log_errors()}")
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        raise ResnetDeployError(f"tritonserver was not ready after {timeout_s:.0f} s: {self.log_errors()}")
+
+    def exited(self) -> bool:
+        """True once the server process has ended. It is not reaped here: while it is a zombie its process group
+        cannot be reused, so `stop` can still kill the group safely."""
+        return self.process is None or _exited(self.process.pid)
+
+    def is_ready(self) -> bool:
+        """True when the server answers /v2/health/ready with 200 (all models loaded)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1.0) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_errors(self, lines: int = 6) -> str:
+        """The log's last error lines (E..., failed, UNAVAILABLE), joined into one line."""
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines() if self.log_file else []
+        except OSError:
+            return "(no log)"
+        keep = [t.strip() for t in text if t[:1] == "E" or "failed" in t or "UNAVAILABLE" in t or "rror:" in t]
+        return " | ".join(keep[-lines:]) or f"see {self.log_file}"
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to exit_timeout_s + 5 s, then SIGKILL the process group (the server and its Python stubs,
+        whether or not they outlived it); remove the work directory.
+
+        Returns:
+            The server's exit code: 0 after a clean shutdown, -9 when it had to be killed; None if never started.
+        """
+        proc, self.process = self.process, None
+        code = None
+        if proc is not None:
+            if not _exited(proc.pid):
+                proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.exit_timeout_s + 5
+            while not _exited(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the group id is the server's pid: it leads its own session
+            except ProcessLookupError:
+                pass
+            code = proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        for region in Path(SHM_DIR).glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
+        return code
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _exited(pid: int) -> bool:
+    # WNOWAIT: look without reaping, so the pid (and its process group) stays reserved until Popen.wait reaps it.
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops `serve` the way Ctrl-C does
+
+
+def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+                 metrics_port: int = 8002, log_file: str | Path | None = None,
+                 on_ready: Callable[[TritonServer, str], None] | None = None, **repository: Any) -> int | None:
+    """Serve `bundle` with tritonserver until Ctrl-C or SIGTERM, from a Python-backend repository in a temporary
+    directory; the server, its stubs and every temporary file are gone when this returns.
+
+    Args:
+        bundle: the bundle directory.
+        host, http_port, grpc_port, metrics_port: where to listen (loopback by default).
+        log_file: keep tritonserver's log here (default: a temporary file, removed).
+        on_ready: called with the server and the model's name once every model is ready.
+        **repository: options of `write_repository` (name, precision, max_batch, instances, max_queue_delay_us, ...).
+
+    Returns:
+        tritonserver's exit code once stopped.
+
+    Raises:
+        ResnetDeployError: a bad bundle or option, the server failing to start, or the server ending by itself.
+    """
+    from resnet_deploy.serve.repository import MARKER, write_repository
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    workdir = Path(tempfile.mkdtemp(prefix="resnet-deploy-serve-"))
+    server = None
+    try:
+        repo = write_repository(bundle, workdir / "repository", target="python", **repository)
+        name = json.loads((repo / MARKER).read_text())["model"]
+        server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
+                              metrics_port=metrics_port, log_file=log_file)
+        server.start()
+        if on_ready is not None:
+            on_ready(server, name)
+        while not server.exited():
+            time.sleep(0.2)
+        raise ResnetDeployError(f"tritonserver stopped by itself: {server.log_errors()}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main_thread:  # a second Ctrl-C must not cut the clean-up short
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        code = server.stop() if server is not None else None
+        shutil.rmtree(workdir, ignore_errors=True)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
+    return code

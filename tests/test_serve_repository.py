@@ -1,0 +1,201 @@
+"""`resnet-deploy triton`: model repositories and their config.pbtxt, checked against Triton's own ModelConfig schema.
+
+The bundles here are stand-ins (manifest + files of random bytes): writing a repository only copies files and reads the
+manifest, so no export is needed. Serving a repository for real is tests/test_serve_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from resnet_deploy.cli import main
+from resnet_deploy.runtime import ResnetDeployError
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
+from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.serve.loadtest import parse_url
+from resnet_deploy.serve.repository import MAX_IMAGE_PIXELS, write_repository
+
+CLASSES = ["ankle boot", "bag", "coat", "dress", "pullover", "sandal", "shirt"]
+PRE = Preprocess(input_size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
+FILES = {"model.onnx": ("fp32", "onnx", "any"), "model.int8.onnx": ("int8", "onnx", "cpu"),
+         "model.fp16.onnx": ("fp16", "onnx", "any"), "model.fp32.engine": ("fp32", "engine", "trt"),
+         "model.fp16.engine": ("fp16", "engine", "trt")}
+
+
+def _bundle(root: Path, files: tuple[str, ...] = tuple(FILES), batch: tuple[int, int, int] = (1, 8, 32)) -> Path:
+    """A bundle whose model files are random bytes, with a manifest that matches them."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(len(files))
+    entries = []
+    for name in files:
+        (root / name).write_bytes(rng.integers(0, 256, 1000 + 10 * len(name), dtype=np.uint8).tobytes())
+        precision, fmt, target = FILES[name]
+        info = {"tensorrt_version": "10.13.0", "gpu": "NVIDIA H200"} if fmt == "engine" else {}
+        entries.append(FileEntry.for_file(root, name, precision, fmt, target, info))
+    write_manifest(root, Manifest("cifar_resnet20", CLASSES, PRE, entries, batch=batch))
+    return root
+
+
+def _config(path: Path):  # -> model_config_pb2.ModelConfig
+    """Parse a config.pbtxt with Triton's own ModelConfig protobuf (what tritonserver does at load)."""
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                           reason="tritonclient (the serve extra) carries Triton's ModelConfig schema")
+    from google.protobuf import text_format
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_python_repository_layout_and_config(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b")
+    repo = write_repository(bundle, tmp_path / "repo", name="fmnist", max_queue_delay_us=500, instances=2, topk=3,
+                            threads=1, sys_path=["/opt/env/site-packages"])
+    model = repo / "fmnist"
+    assert sorted(p.name for p in repo.iterdir()) == ["fmnist", "resnet-deploy.json"]
+    assert (model / "1" / "model.py").read_text().startswith('"""Triton Python-backend model for a resnet-deploy')
+    for name in ("manifest.json", *FILES):  # the whole bundle, byte for byte: "auto" chooses at load
+        assert sha256_file(model / "1" / "bundle" / name) == sha256_file(bundle / name)
+    assert (model / "labels.txt").read_text().splitlines() == CLASSES
+    assert (model / "sys_path.txt").read_text() == "/opt/env/site-packages\n"
+    c = _config(model / "config.pbtxt")
+    assert (c.name, c.backend, c.max_batch_size) == ("fmnist", "python", 32)
+    assert [(i.name, i.data_type, list(i.dims), i.optional) for i in c.input] == [
+        ("image", 13, [1], True), ("input", 11, [1, 28, 28], True)]  # TYPE_STRING, TYPE_FP32
+    assert [(o.name, list(o.dims), o.label_filename) for o in c.output] == [
+        ("logits", [7], "labels.txt"), ("labels", [3], ""), ("scores", [3], ""), ("class_ids", [3], "")]
+    assert c.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.count, g.kind) for g in c.instance_group] == [(2, c.instance_group[0].KIND_CPU)]
+    params = {k: v.string_value for k, v in c.parameters.items()}
+    assert params == {"role": "classify", "runtime_backend": "auto", "threads": "1", "max_image_bytes": "33554432",
+                      "max_image_pixels": str(MAX_IMAGE_PIXELS)}
+    facts = json.loads((repo / "resnet-deploy.json").read_text())
+    assert facts["target"] == "python" and facts["backend"] == "auto" and facts["max_batch_size"] == 32
+
+
+@pytest.mark.parametrize("precision, backend", [("fp32", "onnx"), ("fp16", "fp16"), ("int8", "int8")])
+def test_python_precision_fixes_the_runtime_backend(tmp_path: Path, precision: str, backend: str) -> None:
+    repo = write_repository(_bundle(tmp_path / "b"), tmp_path / "repo", precision=precision, max_batch=64, topk=50)
+    c = _config(repo / "cifar_resnet20" / "config.pbtxt")
+    assert c.parameters["runtime_backend"].string_value == backend
+    assert c.max_batch_size == 64  # the python model splits larger batches itself
+    assert list(c.output[1].dims) == [len(CLASSES)]  # topk capped at the class count
+
+
+def test_onnxruntime_repository_has_model_preprocess_and_ensemble(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b", batch=(1, 8, 16))
+    repo = write_repository(bundle, tmp_path / "repo", target="onnxruntime", precision="fp16", instances=3)
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
+        "cifar_resnet20", "cifar_resnet20_image", "cifar_resnet20_preprocess"]
+    assert sha256_file(repo / "cifar_resnet20" / "1" / "model.onnx") == sha256_file(bundle / "model.fp16.onnx")
+    m = _config(repo / "cifar_resnet20" / "config.pbtxt")
+    assert (m.platform, m.max_batch_size) == ("onnxruntime_onnx", 16)
+    assert [(i.name, list(i.dims)) for i in m.input] == [("input", [1, 28, 28])]
+    assert [(o.name, list(o.dims), o.label_filename) for o in m.output] == [("logits", [7], "labels.txt")]
+    assert [(g.count, g.kind) for g in m.instance_group] == [(3, m.instance_group[0].KIND_GPU)]
+    assert m.HasField("dynamic_batching")
+    p = _config(repo / "cifar_resnet20_preprocess" / "config.pbtxt")
+    assert p.backend == "python" and p.parameters["role"].string_value == "preprocess"
+    assert [(o.name, list(o.dims)) for o in p.output] == [("input", [1, 28, 28])]
+    assert sorted(f.name for f in (repo / "cifar_resnet20_preprocess" / "1" / "bundle").iterdir()) == ["manifest.json"]
+    e = _config(repo / "cifar_resnet20_image" / "config.pbtxt")
+    assert (e.platform, e.max_batch_size, e.input[0].name) == ("ensemble", 16, "image")
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in e.ensemble_scheduling.step]
+    assert steps == [("cifar_resnet20_preprocess", {"image": "image"}, {"input": "preprocessed"}),
+                     ("cifar_resnet20", {"input": "preprocessed"}, {"logits": "logits"})]
+
+
+def test_tensorrt_repository_takes_the_best_engine(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b")
+    repo = write_repository(bundle, tmp_path / "repo", target="tensorrt")
+    assert sha256_file(repo / "cifar_resnet20" / "1" / "model.plan") == sha256_file(bundle / "model.fp16.engine")
+    c = _config(repo / "cifar_resnet20" / "config.pbtxt")
+    assert (c.platform, c.max_batch_size) == ("tensorrt_plan", 32)
+    assert json.loads((repo / "resnet-deploy.json").read_text())["backend"] == "trt-fp16"
+
+
+@pytest.mark.parametrize("files, batch, options, message", [
+    (("model.onnx",), (1, 8, 32), {"target": "tensorrt"},
+     "the bundle has no trt-int8 or trt-fp16 or trt-fp32 model for --backend tensorrt --precision auto; export it "
+     "with `resnet-deploy export ... --trt`"),
+    (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "precision": "int8"},
+     "the bundle has no int8-trt model for --backend onnxruntime --precision int8; export it with "
+     "`resnet-deploy export ... --int8 --int8-target trt`"),
+    (("model.onnx", "model.fp32.engine"), (4, 8, 32), {"target": "tensorrt"},
+     "the bundle's engines take batches of 4 to 32, but Triton sends batches from 1; export again with "
+     "--batch 1:OPT:MAX"),
+    (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "max_batch": 33},
+     "max batch 33 is larger than the bundle's largest batch 32 (export again with --batch 1:OPT:MAX to raise it)"),
+    (("model.onnx",), (1, 8, 32), {"name": "my model"},
+     "model name 'my model' must be 1-64 letters, digits, '_', '.' or '-' (it becomes a directory and a URL path)"),
+    (("model.onnx",), (1, 8, 32), {"instances": 0}, "instances must be at least 1, found 0"),
+])
+def test_bad_requests_are_one_line_and_write_nothing(tmp_path: Path, files: tuple[str, ...],
+                                                      batch: tuple[int, int, int], options: dict,
+                                                      message: str) -> None:
+    bundle = _bundle(tmp_path / "b", files, batch)
+    with pytest.raises(ResnetDeployError) as e:
+        write_repository(bundle, tmp_path / "repo", **options)
+    assert str(e.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no repository, no staging directory left
+
+
+def test_changed_bundle_is_refused(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b", ("model.onnx", "model.int8.onnx"))
+    (bundle / "model.int8.onnx").write_bytes(b"changed")
+    with pytest.raises(ResnetDeployError, match=r"^bundle file model.int8.onnx does not match the manifest"):
+        write_repository(bundle, tmp_path / "repo")
+
+
+def test_existing_repository_needs_force_and_others_are_never_replaced(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b", ("model.onnx",))
+    repo = write_repository(bundle, tmp_path / "repo", name="one")
+    with pytest.raises(ResnetDeployError, match="already exists; add --force to replace it"):
+        write_repository(bundle, repo, name="two")
+    write_repository(bundle, repo, name="two", force=True)
+    assert sorted(p.name for p in repo.iterdir()) == ["resnet-deploy.json", "two"]
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(ResnetDeployError) as e:
+        write_repository(bundle, other, force=True)
+    assert str(e.value) == (f"{other} is a non-empty directory that is not a model repository (no resnet-deploy.json);"
+                            " --force only replaces a model repository")
+    assert (other / "cat.jpg").read_bytes() == b"\xff\xd8"
+
+
+def test_triton_command(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path / "b", ("model.onnx",))
+    r = CliRunner().invoke(main, ["triton", str(bundle), "--out", str(tmp_path / "repo"), "--backend",
+                                  "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == (f"model repository written to {tmp_path / 'repo'}: cifar_resnet20, "
+                                        "cifar_resnet20_image, cifar_resnet20_preprocess (onnx, max_batch_size 32)")
+    r = CliRunner().invoke(main, ["triton", str(bundle), "--out", str(tmp_path / "r2"), "--backend", "openvino"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("Error: Invalid value for '--backend': 'openvino' is not one of 'python', "
+                                "'onnxruntime', 'tensorrt'.")
+    r = CliRunner().invoke(main, ["triton", str(tmp_path / "nothing"), "--out", str(tmp_path / "r3")])
+    assert r.exit_code == 2 and r.output.strip() == f"Error: bundle directory not found: {tmp_path / 'nothing'}"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:8000", ("http", "127.0.0.1:8000")), ("127.0.0.1:9000", ("http", "127.0.0.1:9000")),
+    ("grpc://localhost:8001", ("grpc", "localhost:8001")), ("http://[::1]:8000", ("http", "[::1]:8000")),
+])
+def test_loadtest_urls(url: str, expected: tuple[str, str]) -> None:
+    assert parse_url(url) == expected
+
+
+def test_loadtest_bad_input_is_one_line() -> None:
+    r = CliRunner().invoke(main, ["loadtest", "ftp://host:21", "--model", "m"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("Error: expected a URL like http://127.0.0.1:8000 or grpc://127.0.0.1:8001, "
+                                "found 'ftp://host:21'")
+    r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:8000", "--model", "m", "--concurrency", "1,x"])
+    assert r.exit_code == 2 and r.output.strip() == "Error: --concurrency must be comma-separated numbers, found '1,x'"
+    r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:8000", "--model", "m", "--concurrency", "0"])
+    assert r.exit_code == 2 and r.output.strip() == "Error: concurrency levels must be at least 1, found [0]"
