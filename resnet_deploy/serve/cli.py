@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.serve import PRECISIONS, TARGETS
+
+if TYPE_CHECKING:
+    from resnet_deploy.serve.server import TritonServer
 
 PORT = click.IntRange(1, 65535)
 
@@ -77,7 +81,7 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
     from resnet_deploy.serve.server import serve_bundle
 
-    def ready(server: object, name: str) -> None:
+    def ready(server: TritonServer, name: str) -> None:
         metrics = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{metrics_port}/metrics"
         click.echo(f"ready: {server.url} (model {name!r}; gRPC {host}:{grpc_port}; metrics {metrics}); "
                    "Ctrl-C stops it")

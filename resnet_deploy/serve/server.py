@@ -122,7 +122,7 @@ class TritonServer:
     def url(self) -> str:
         """The HTTP endpoint (KServe v2)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.http_port}"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
 
     def command(self, install: TritonInstall, backends: Path) -> list[str]:
         """The tritonserver command line: loopback unless `host` says otherwise, strict configs, Prometheus metrics;
