@@ -226,3 +226,18 @@ def test_server_preflight_refuses_numpy_2(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ResnetDeployError, match=r"^numpy 2\.1\.0 is installed, but the Python backend of "
                                                 r"nvidia-pytriton's tritonserver reads tensors as zeros with numpy 2"):
         server.find_triton()
+
+
+def test_python_repository_refuses_a_precision_the_bundle_lacks(tmp_path: Path) -> None:
+    with pytest.raises(ResnetDeployError) as e:
+        write_repository(_bundle(tmp_path / "b", ("model.onnx",)), tmp_path / "repo", precision="fp16")
+    assert str(e.value) == ("the bundle has no fp16 model for --backend python --precision fp16; export it with "
+                            "`resnet-deploy export ... --fp16`")
+
+
+def test_tensorrt_command_names_the_engines_tensorrt(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["triton", str(_bundle(tmp_path / "b")), "--out", str(tmp_path / "repo"),
+                                  "--backend", "tensorrt", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert ("the engine was built with TensorRT 10.13.0 for NVIDIA H200: serve it with a Triton release that ships "
+            "that TensorRT, on that GPU model") in r.output

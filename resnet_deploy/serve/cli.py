@@ -61,6 +61,10 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
         click.echo(f"serve it here with `resnet-deploy serve {bundle}`, or with any tritonserver whose Python can "
                    "import resnet_deploy")
     else:
+        if facts["file_info"].get("tensorrt_version"):
+            click.echo(f"the engine was built with TensorRT {facts['file_info']['tensorrt_version']} for "
+                       f"{facts['file_info'].get('gpu', 'its GPU')}: serve it with a Triton release that ships that "
+                       "TensorRT, on that GPU model")
         click.echo("for NVIDIA's Triton container on a GPU (not served here): docker run --gpus=1 -p 8000:8000 "
                    f"-v {repo.resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver "
                    "--model-repository=/models")

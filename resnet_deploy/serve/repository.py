@@ -25,8 +25,8 @@ from pathlib import Path
 
 from resnet_deploy import __version__
 from resnet_deploy.atomic import check_destination, replace_dir, staging_dir
-from resnet_deploy.runtime import Manifest, ResnetDeployError, read_manifest, verify_files
-from resnet_deploy.runtime.predictor import ENGINES, find_entry
+from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, verify_files
+from resnet_deploy.runtime.predictor import ENGINES, EXPORT_FLAGS, find_entry
 from resnet_deploy.serve import PRECISIONS, TARGETS
 
 IMAGE_INPUT = "image"
@@ -41,8 +41,6 @@ FILE_BACKENDS = {
     "onnxruntime": {"auto": ("onnx",), "fp32": ("onnx",), "fp16": ("fp16",), "int8": ("int8-trt",)},
     "tensorrt": {"auto": ENGINES, "fp32": ("trt-fp32",), "fp16": ("trt-fp16",), "int8": ("trt-int8",)},
 }
-EXPORT_HINT = {"onnx": "", "fp16": " --fp16", "int8-trt": " --int8 --int8-target trt", "trt-fp32": " --trt",
-               "trt-fp16": " --fp16 --trt", "trt-int8": " --int8 --trt"}
 MAX_IMAGE_BYTES = 32 << 20  # larger request bodies are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # about a 48-megapixel photo; larger headers are refused before decoding
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -99,19 +97,23 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     check_destination(out, force, marker=MARKER, kind="model repository")
     tmp = staging_dir(out)
     try:
+        info: dict = {}
         if target == "python":
             backend = PYTHON_BACKENDS[precision]
+            if backend != "auto":  # refuse now what the server would refuse at load
+                _entry(manifest, (backend,), target, precision)
             _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
                           {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
                           min(topk, len(manifest.classes)), sys_path)
         else:
-            backend = _file_model(tmp / name, bundle, manifest, target, precision, batch, instances,
-                                  max_queue_delay_us)
+            backend, info = _file_model(tmp / name, bundle, manifest, target, precision, batch, instances,
+                                        max_queue_delay_us)
             _python_model(tmp / f"{name}_preprocess", bundle, manifest, batch, instances, max_queue_delay_us,
                           {"role": "preprocess"}, 0, sys_path)
             _ensemble(tmp / f"{name}_image", name, manifest, batch)
         marker = {"written_by": f"resnet-deploy {__version__}", "bundle": str(bundle.resolve()), "model": name,
-                  "target": target, "precision": precision, "backend": backend, "max_batch_size": batch}
+                  "target": target, "precision": precision, "backend": backend, "max_batch_size": batch,
+                  "file_info": info}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         replace_dir(tmp, out)
     except BaseException:
@@ -201,29 +203,31 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
     (model_dir / "config.pbtxt").write_text(text)
 
 
+def _entry(manifest: Manifest, candidates: tuple[str, ...], target: str, precision: str) -> tuple[FileEntry, str]:
+    """The bundle's file for the first of `candidates` it has, and that runtime backend name."""
+    for backend in candidates:
+        entry = find_entry(manifest, backend)
+        if entry is not None:
+            return entry, backend
+    raise ResnetDeployError(f"the bundle has no {' or '.join(candidates)} model for --backend {target} --precision "
+                            f"{precision}; export it with `resnet-deploy export ...{EXPORT_FLAGS[candidates[-1]]}`")
+
+
 def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, precision: str, batch: int,
-                instances: int, delay_us: int) -> str:
+                instances: int, delay_us: int) -> tuple[str, dict]:
     """The bundle's ONNX file or engine for NVIDIA's Triton containers; returns the runtime backend name it came
-    from."""
-    candidates = FILE_BACKENDS[target][precision]
-    entry, backend = next(((e, b) for b in candidates if (e := find_entry(manifest, b)) is not None), (None, None))
-    if entry is None or backend is None:
-        wanted = candidates[-1]  # for "auto", the plainest file that would do
-        raise ResnetDeployError(f"the bundle has no {' or '.join(candidates)} model for --backend {target} "
-                                f"--precision {precision}; export it with `resnet-deploy export ..."
-                                f"{EXPORT_HINT[wanted]}`")
+    from and the file's facts (an engine's TensorRT version and GPU)."""
+    entry, backend = _entry(manifest, FILE_BACKENDS[target][precision], target, precision)
     version = model_dir / "1"
     version.mkdir(parents=True)
-    filename = "model.plan" if target == "tensorrt" else "model.onnx"
-    shutil.copyfile(bundle / entry.path, version / filename)
-    c, h, w = manifest.input_shape
+    shutil.copyfile(bundle / entry.path, version / ("model.plan" if target == "tensorrt" else "model.onnx"))
     platform = "tensorrt_plan" if target == "tensorrt" else "onnxruntime_onnx"
     text = (f'name: "{model_dir.name}"\nplatform: "{platform}"\n' + _batching(batch, instances, "KIND_GPU", delay_us)
-            + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", [c, h, w])])
+            + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", list(manifest.input_shape))])
             + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [len(manifest.classes)],
                                           _labels(model_dir, manifest))]))
     (model_dir / "config.pbtxt").write_text(text)
-    return backend
+    return backend, dict(entry.info)
 
 
 def _ensemble(model_dir: Path, name: str, manifest: Manifest, batch: int) -> None:
