@@ -89,7 +89,9 @@ def main() -> None:
     try:
         with Predictor.from_bundle(bundle, backend=backend) as predictor:
             local = {b: in_process(predictor, b, args.duration_s) for b in (1, 16)}
-        load = run_loadtest(server.url, "demo", concurrency=[1, 16], duration_s=args.duration_s, warmup_s=1.0)
+        # logits only, as Predictor.run returns (the top-k outputs are a few more small tensors per answer)
+        load = run_loadtest(server.url, "demo", concurrency=[1, 16], duration_s=args.duration_s, warmup_s=1.0,
+                            outputs=["logits"])
     finally:
         server.stop()
     served = {r["concurrency"]: r for r in load["results"]}

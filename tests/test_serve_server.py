@@ -285,8 +285,8 @@ def test_loadtest_against_the_server(served: SimpleNamespace, tmp_path: Path) ->
         (images / f"{i}.png").write_bytes(_encode(_blocky(np.random.default_rng(i), 20, 20), "PNG"))
     out = tmp_path / "load.json"
     r = CliRunner().invoke(main, ["loadtest", served.server.url, "--model", "tiny", "--concurrency", "2",
-                                  "--duration-s", "5", "--warmup-s", "0", "--max-requests", "12", "--images",
-                                  str(images), "--json", str(out)])
+                                  "--duration-s", "5", "--warmup-s", "0", "--max-requests", "12", "--output", "labels",
+                                  "--images", str(images), "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert "concurrency   2  min " in r.output and "12 requests" in r.output
     assert '"payload": "images"' in out.read_text()

@@ -108,12 +108,13 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
 @click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Most requests per level.")
 @click.option("--images", type=click.Path(path_type=str), help="Send these JPEG/PNG files (default: random tensors).")
+@click.option("--output", "outputs", multiple=True, help="Ask only for this output (repeatable; default: all).")
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Per-request timeout.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=str),
               help="Also write the JSON result here.")
 def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s: float, max_requests: int,
-             images: str | None, timeout_s: float, json_file: str | None) -> None:
+             images: str | None, outputs: tuple[str, ...], timeout_s: float, json_file: str | None) -> None:
     """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
     percentiles per concurrency level."""
     from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
@@ -123,7 +124,7 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
     except ValueError:
         raise ResnetDeployError(f"--concurrency must be comma-separated numbers, found {concurrency!r}") from None
     result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
-                          max_requests=max_requests, images=images, timeout_s=timeout_s)
+                          max_requests=max_requests, images=images, outputs=outputs, timeout_s=timeout_s)
     if json_file:
         Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
     click.echo("\n".join(loadtest_summary(result)))

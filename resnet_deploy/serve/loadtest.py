@@ -95,15 +95,15 @@ class _Budget:
             return self.left >= 0
 
 
-def _client_loop(make_client: Callable[[], Any], send: Callable[[Any, int], None], stop_at: float, budget: _Budget,
+def _client_loop(make_client: Callable[[], tuple[Any, Callable[[int], None]]], stop_at: float, budget: _Budget,
                  offset: int, latencies: list[float], errors: list[str]) -> None:
-    client = make_client()
+    client, send = make_client()
     i = offset
     try:
         while time.perf_counter() < stop_at and budget.take():
             t0 = time.perf_counter()
             try:
-                send(client, i)
+                send(i)
                 latencies.append(time.perf_counter() - t0)  # list.append is atomic: threads share the list
             except Exception as e:  # tritonclient raises its own exception types, and OSError for connections
                 errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -112,14 +112,14 @@ def _client_loop(make_client: Callable[[], Any], send: Callable[[Any, int], None
         client.close()
 
 
-def _run_level(make_client: Callable[[], Any], send: Callable[[Any, int], None], concurrency: int,
-               duration_s: float, max_requests: int) -> tuple[list[float], list[str], float]:
+def _run_level(make_client: Callable[[], tuple[Any, Callable[[int], None]]], concurrency: int, duration_s: float,
+               max_requests: int) -> tuple[list[float], list[str], float]:
     latencies: list[float] = []
     errors: list[str] = []
     stop_at = time.perf_counter() + duration_s
     budget = _Budget(max_requests)
     threads = [threading.Thread(target=_client_loop, daemon=True,
-                                args=(make_client, send, stop_at, budget, k * 7, latencies, errors))
+                                args=(make_client, stop_at, budget, k * 7, latencies, errors))
                for k in range(concurrency)]
     t0 = time.perf_counter()
     for t in threads:
@@ -131,7 +131,7 @@ def _run_level(make_client: Callable[[], Any], send: Callable[[Any, int], None],
 
 def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16), duration_s: float = 10.0,
                  warmup_s: float = 1.0, max_requests: int = 100_000, images: str | Path | None = None,
-                 timeout_s: float = 30.0) -> dict[str, Any]:
+                 outputs: Sequence[str] | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
     """Load a Triton server's model at each concurrency level.
 
     Args:
@@ -142,6 +142,7 @@ def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16
         warmup_s: untimed seconds at each level first.
         max_requests: most requests per level (warm-up not counted).
         images: a folder of JPEG/PNG files to send as encoded images (default: random float32 tensors).
+        outputs: the outputs to ask for (default: every output the model has).
         timeout_s: per-request network timeout.
 
     Returns:
@@ -156,27 +157,29 @@ def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16
     module = _client_module(protocol)
     timeout = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}
 
-    def make_client() -> Any:
-        return module.InferenceServerClient(address, **timeout)
-
-    probe = make_client()
+    probe = module.InferenceServerClient(address, **timeout)
     try:
         name, datatype, payloads = load_payloads(probe, model, protocol, images)
     finally:
         probe.close()
-    kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+    kwargs: dict[str, Any] = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+    if outputs:
+        kwargs["outputs"] = [module.InferRequestedOutput(o) for o in outputs]
 
-    def send(client: Any, i: int) -> None:
-        x = payloads[i % len(payloads)]
-        inp = module.InferInput(name, list(x.shape), datatype)
-        inp.set_data_from_numpy(x)
-        client.infer(model, [inp], **kwargs)
+    def make_client() -> tuple[Any, Callable[[int], None]]:
+        """One connection, and a function that sends payload i on it (inputs built once, reused)."""
+        client = module.InferenceServerClient(address, **timeout)
+        inputs = []
+        for x in payloads:
+            inputs.append(module.InferInput(name, list(x.shape), datatype))
+            inputs[-1].set_data_from_numpy(x)
+        return client, lambda i: client.infer(model, [inputs[i % len(inputs)]], **kwargs)
 
     results = []
     for c in concurrency:
         if warmup_s > 0:
-            _run_level(make_client, send, c, warmup_s, max_requests)
-        latencies, errors, wall = _run_level(make_client, send, c, duration_s, max_requests)
+            _run_level(make_client, c, warmup_s, max_requests)
+        latencies, errors, wall = _run_level(make_client, c, duration_s, max_requests)
         results.append(_level_result(c, latencies, errors, wall))
     return {"url": url, "model": model, "protocol": protocol, "payload": "images" if images else "tensors",
             "duration_s": duration_s, "results": results}
