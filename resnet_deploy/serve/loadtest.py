@@ -131,7 +131,8 @@ def _run_level(make_client: Callable[[], tuple[Any, Callable[[int], None]]], con
 
 def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16), duration_s: float = 10.0,
                  warmup_s: float = 1.0, max_requests: int = 100_000, images: str | Path | None = None,
-                 outputs: Sequence[str] | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+                 outputs: Sequence[str] | None = None, timeout_s: float = 30.0,
+                 keep_samples: bool = False) -> dict[str, Any]:
     """Load a Triton server's model at each concurrency level.
 
     Args:
@@ -144,6 +145,7 @@ def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16
         images: a folder of JPEG/PNG files to send as encoded images (default: random float32 tensors).
         outputs: the outputs to ask for (default: every output the model has).
         timeout_s: per-request network timeout.
+        keep_samples: also return every answered request's latency in seconds ("samples_s"), to pool runs.
 
     Returns:
         {"url", "model", "protocol", "payload", "duration_s", "results": [one dict per level: concurrency,
@@ -180,7 +182,7 @@ def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16
         if warmup_s > 0:
             _run_level(make_client, c, warmup_s, max_requests)
         latencies, errors, wall = _run_level(make_client, c, duration_s, max_requests)
-        results.append(_level_result(c, latencies, errors, wall))
+        results.append(_level_result(c, latencies, errors, wall) | ({"samples_s": latencies} if keep_samples else {}))
     return {"url": url, "model": model, "protocol": protocol, "payload": "images" if images else "tensors",
             "duration_s": duration_s, "results": results}
 
