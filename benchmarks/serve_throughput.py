@@ -15,6 +15,7 @@ Without --bundle, a ResNet-20 for Fashion-MNIST (cifar_resnet20, 1x28x28, 10 cla
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import tempfile
@@ -26,8 +27,9 @@ import numpy as np
 from resnet_deploy.runtime import Predictor, read_manifest
 from resnet_deploy.runtime.predictor import choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.serve import precisions
 from resnet_deploy.serve.loadtest import run_loadtest
-from resnet_deploy.serve.repository import PYTHON_BACKENDS, write_repository
+from resnet_deploy.serve.repository import MARKER, write_repository
 from resnet_deploy.serve.server import TritonServer
 from resnet_deploy.validate.latency import measure_latency, summarize
 
@@ -84,7 +86,7 @@ def free_ports(n: int) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a bundle (default: export the random-weight ResNet-20)")
-    parser.add_argument("--precision", default="auto", choices=sorted(PYTHON_BACKENDS))
+    parser.add_argument("--precision", default="auto", choices=precisions())
     parser.add_argument("--duration-s", type=float, default=10.0, help="timed seconds per measurement")
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
@@ -92,16 +94,17 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     bundle = args.bundle or export_demo(tmp / "bundle")
-    backend, _, why = choose_backend(bundle, read_manifest(bundle), PYTHON_BACKENDS[args.precision])
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend {backend} ({why})")
-
     t0 = time.perf_counter()
     repo = write_repository(bundle, tmp / "repo", name="demo", precision=args.precision, instances=args.instances,
                             max_queue_delay_us=args.max_queue_delay_us)
+    # the server's model chooses like this (same machine, same bundle): the same runtime backend on both sides
+    asked = json.loads((repo / MARKER).read_text())["backend"]
+    backend, _, why = choose_backend(bundle, read_manifest(bundle), asked)
     http, grpc, metrics = free_ports(3)
     server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
     server.start()
     ready_s = time.perf_counter() - t0
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend {backend} ({why})")
     try:
         with Predictor.from_bundle(bundle, backend=backend) as predictor:
             local, served = side_by_side(predictor, server.url, args.duration_s, args.rounds)

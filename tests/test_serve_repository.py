@@ -124,7 +124,7 @@ def test_tensorrt_repository_takes_the_best_engine(tmp_path: Path) -> None:
      "with `resnet-deploy export ... --trt`"),
     (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "precision": "int8"},
      "the bundle has no int8-trt model for --backend onnxruntime --precision int8; export it with "
-     "`resnet-deploy export ... --int8 --int8-target trt`"),
+     "`resnet-deploy export ... --int8 --trt`"),
     (("model.onnx", "model.fp32.engine"), (4, 8, 32), {"target": "tensorrt"},
      "the bundle's engines take batches of 4 to 32, but Triton sends batches from 1; export again with "
      "--batch 1:OPT:MAX"),

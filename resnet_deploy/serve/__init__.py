@@ -6,8 +6,14 @@
   (`resnet-deploy serve`), from PyPI's nvidia-pytriton wheel (the `serve` extra).
 - `loadtest.run_loadtest`: concurrent KServe v2 requests with latency percentiles (`resnet-deploy loadtest`).
 
-Nothing heavy is imported here, so the command line stays quick to start.
+Nothing heavy is imported here (the variant registry is torch-free), so the command line stays quick to start.
 """
 
+from resnet_deploy.runtime import variants
+
 TARGETS = ("python", "onnxruntime", "tensorrt")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def precisions() -> tuple[str, ...]:
+    """What `--precision` takes: "auto", then every precision of the variant registry."""
+    return ("auto", *variants.precisions())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.serve import PRECISIONS, TARGETS
+from resnet_deploy.serve import TARGETS, precisions
 
 if TYPE_CHECKING:
     from resnet_deploy.serve.server import TritonServer
@@ -25,7 +25,7 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
     """The options of a model in a repository, shared by `triton` and `serve`."""
     for option in reversed([
         click.option("--name", help="Model name in Triton (default: the bundle's architecture)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+        click.option("--precision", type=click.Choice(precisions()), default="auto", show_default=True,
                      help="Which of the bundle's models to serve (auto: as `predict --backend auto`)."),
         click.option("--max-batch", type=click.IntRange(min=1),
                      help="Triton's max_batch_size [default: the bundle's largest batch]."),

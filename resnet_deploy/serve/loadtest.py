@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 from resnet_deploy.validate.latency import summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -106,7 +106,7 @@ def _client_loop(make_client: Callable[[], tuple[Any, Callable[[int], None]]], s
                 send(i)
                 latencies.append(time.perf_counter() - t0)  # list.append is atomic: threads share the list
             except Exception as e:  # tritonclient raises its own exception types, and OSError for connections
-                errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+                errors.append(first_line(e))
             i += 1
     finally:
         client.close()

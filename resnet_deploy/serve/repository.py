@@ -25,22 +25,17 @@ from pathlib import Path
 
 from resnet_deploy import __version__
 from resnet_deploy.atomic import check_destination, replace_dir, staging_dir
-from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, verify_files
-from resnet_deploy.runtime.predictor import ENGINES, EXPORT_FLAGS, find_entry
-from resnet_deploy.serve import PRECISIONS, TARGETS
+from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, variants, verify_files
+from resnet_deploy.runtime.predictor import find_entry
+from resnet_deploy.serve import TARGETS, precisions
 
 IMAGE_INPUT = "image"
 MARKER = "resnet-deploy.json"  # what wrote the repository, and from which bundle
 SYS_PATH_FILE = "sys_path.txt"  # read by model.py before its imports (see triton_model.py)
 MODEL_PY = Path(__file__).with_name("triton_model.py")
-# The Python backend on a CPU runs the runtime's CPU backends; "auto" picks int8 or fp32 as `Predictor` does.
-PYTHON_BACKENDS = {"auto": "auto", "fp32": "onnx", "fp16": "fp16", "int8": "int8"}
-# Files for NVIDIA's containers, as runtime backend names in order of preference. INT8 on a GPU is the symmetric QDQ
-# model (TensorRT's), not the U8S8 one made for CPUs.
-FILE_BACKENDS = {
-    "onnxruntime": {"auto": ("onnx",), "fp32": ("onnx",), "fp16": ("fp16",), "int8": ("int8-trt",)},
-    "tensorrt": {"auto": ENGINES, "fp32": ("trt-fp32",), "fp16": ("trt-fp16",), "int8": ("trt-int8",)},
-}
+# Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
+# containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
+DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
 MAX_IMAGE_BYTES = 32 << 20  # larger request bodies are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # about a 48-megapixel photo; larger headers are refused before decoding
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -99,9 +94,8 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     try:
         info: dict = {}
         if target == "python":
-            backend = PYTHON_BACKENDS[precision]
-            if backend != "auto":  # refuse now what the server would refuse at load
-                _entry(manifest, (backend,), target, precision)
+            # "auto" is chosen at load, on the serving machine, as `Predictor` chooses; a fixed precision now
+            backend = "auto" if precision == "auto" else _entry(manifest, target, precision)[1]
             _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
                           {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
                           min(topk, len(manifest.classes)), sys_path)
@@ -126,8 +120,8 @@ def _check_options(target: str, precision: str, instances: int, delay_us: int, t
                    max_batch: int | None) -> None:
     if target not in TARGETS:
         raise ResnetDeployError(f"unknown Triton backend {target!r}; choose one of: {', '.join(TARGETS)}")
-    if precision not in PRECISIONS:
-        raise ResnetDeployError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in precisions():
+        raise ResnetDeployError(f"unknown precision {precision!r}; choose one of: {', '.join(precisions())}")
     for what, value, low in (("instances", instances, 1), ("max queue delay", delay_us, 0), ("topk", topk, 1),
                              ("threads", threads, 1), ("max batch", max_batch, 1)):
         if value is not None and int(value) < low:
@@ -203,21 +197,31 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
     (model_dir / "config.pbtxt").write_text(text)
 
 
-def _entry(manifest: Manifest, candidates: tuple[str, ...], target: str, precision: str) -> tuple[FileEntry, str]:
-    """The bundle's file for the first of `candidates` it has, and that runtime backend name."""
-    for backend in candidates:
-        entry = find_entry(manifest, backend)
+def candidates(target: str, precision: str) -> tuple[str, ...]:
+    """The registry's variants that can serve `precision` ("auto": any) for `target`, best first: those of the
+    target's runtime, in the order `auto` tries them on its device."""
+    device = DEVICES[target]
+    ranked = [v for v in variants.ranked(device) if target == "python" or v.loader == target]
+    return tuple(v.name for v in ranked if precision in ("auto", v.precision))
+
+
+def _entry(manifest: Manifest, target: str, precision: str) -> tuple[FileEntry, str]:
+    """The bundle's file for the best variant it has among `candidates`, and that variant's name."""
+    names = candidates(target, precision)
+    for name in names:
+        entry = find_entry(manifest, name)
         if entry is not None:
-            return entry, backend
-    raise ResnetDeployError(f"the bundle has no {' or '.join(candidates)} model for --backend {target} --precision "
-                            f"{precision}; export it with `resnet-deploy export ...{EXPORT_FLAGS[candidates[-1]]}`")
+            return entry, name
+    flags = " ".join(("...", *variants.get(names[-1]).flags)) if names else "..."
+    raise ResnetDeployError(f"the bundle has no {' or '.join(names) or precision} model for --backend {target} "
+                            f"--precision {precision}; export it with `resnet-deploy export {flags}`")
 
 
 def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, precision: str, batch: int,
                 instances: int, delay_us: int) -> tuple[str, dict]:
     """The bundle's ONNX file or engine for NVIDIA's Triton containers; returns the runtime backend name it came
     from and the file's facts (an engine's TensorRT version and GPU)."""
-    entry, backend = _entry(manifest, FILE_BACKENDS[target][precision], target, precision)
+    entry, backend = _entry(manifest, target, precision)
     version = model_dir / "1"
     version.mkdir(parents=True)
     shutil.copyfile(bundle / entry.path, version / ("model.plan" if target == "tensorrt" else "model.onnx"))
