@@ -40,7 +40,7 @@ def export_demo(out: Path) -> Path:
 
     from resnet_deploy import models
     from resnet_deploy.checkpoint import save_checkpoint
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     pre = Preprocess(input_size=(28, 28), channels=1, mean=(0.2860,), std=(0.3530,))
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def export_demo(out: Path) -> Path:
                             "in_channels": 1, "model": model.state_dict(), "classes": [f"class {i}" for i in range(10)],
                             "preprocess": pre.to_dict(), "config": {}, "iteration": 0}, out.parent / "demo.pt")
     calib = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
-    return export_bundle(out, checkpoint=ckpt, int8=True, calib_arrays=calib)
+    return export_bundle(out, ExportOptions(precisions=("fp32", "int8")), checkpoint=ckpt, calib_arrays=calib)
 
 
 def side_by_side(predictor: Predictor, url: str, duration_s: float, rounds: int) -> tuple[dict, dict]:

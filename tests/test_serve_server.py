@@ -81,7 +81,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _export(root: Path) -> Path:
     """ResNet-20, 1x16x16, 4 classes, its classifier re-centred so that blocky images get every class."""
-    from resnet_deploy.export import export_bundle
+    from resnet_deploy.export import ExportOptions, export_bundle
 
     x = torch.from_numpy(np.stack([PP(_blocky(np.random.default_rng(i), 16, 16)) for i in range(64)]))
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def _export(root: Path) -> Path:
     ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 4,
                             "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
                             "preprocess": PP.to_dict(), "config": {}, "iteration": 0}, root / "tiny.pt")
-    return export_bundle(root / "bundle", checkpoint=ckpt, batch=(1, 8, 16))
+    return export_bundle(root / "bundle", ExportOptions(batch=(1, 8, 16)), checkpoint=ckpt)
 
 
 def _start(repo: Path, **kwargs: object) -> TritonServer:
