@@ -90,13 +90,14 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=10.0, help="timed seconds per measurement")
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads per served instance (default: per core)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per figure")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     bundle = args.bundle or export_demo(tmp / "bundle")
     t0 = time.perf_counter()
     repo = write_repository(bundle, tmp / "repo", name="demo", precision=args.precision, instances=args.instances,
-                            max_queue_delay_us=args.max_queue_delay_us)
+                            max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
     # the server's model chooses like this (same machine, same bundle): the same runtime backend on both sides
     asked = json.loads((repo / MARKER).read_text())["backend"]
     backend, _, why = choose_backend(bundle, read_manifest(bundle), asked)
@@ -104,7 +105,9 @@ def main() -> None:
     server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
     server.start()
     ready_s = time.perf_counter() - t0
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend {backend} ({why})")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend {backend} ({why}); "
+          f"served: {args.instances} instance(s), {args.threads or 'default'} thread(s) each, queue delay "
+          f"{args.max_queue_delay_us} us; in process: default threads")
     try:
         with Predictor.from_bundle(bundle, backend=backend) as predictor:
             local, served = side_by_side(predictor, server.url, args.duration_s, args.rounds)

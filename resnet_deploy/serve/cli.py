@@ -33,6 +33,9 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
                      help="Model instances (each runs its own copy of the model)."),
         click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=0, show_default=True,
                      help="How long the dynamic batcher may hold a request to form a larger batch."),
+        click.option("--threads", type=click.IntRange(min=1),
+                     help="ONNX Runtime threads per python-model instance [default: one per core]; with several "
+                          "--instances, cores / instances."),
     ]):
         f = option(f)
     return f
