@@ -273,6 +273,16 @@ def test_preprocessing_model_of_the_gpu_repository_serves_here(served: SimpleNam
     assert np.array_equal(r.as_numpy("input"), expected)
 
 
+def test_a_bundle_changed_in_the_repository_is_refused_at_load(served: SimpleNamespace) -> None:
+    repo = write_repository(served.bundle, served.root / "changed-repo", name="tiny")
+    onnx = repo / "tiny" / "1" / "bundle" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ResnetDeployError) as e:
+        _start(repo)
+    assert str(e.value).startswith("tritonserver exited before it was ready: ")
+    assert "bundle file model.onnx does not match the manifest's sha256/size" in str(e.value)
+
+
 def test_loadtest_against_the_server(served: SimpleNamespace, tmp_path: Path) -> None:
     result = run_loadtest(served.server.url, "tiny", concurrency=[1, 4], duration_s=5, warmup_s=0.1,
                           max_requests=40)

@@ -98,9 +98,9 @@ class TritonServer:
     """A tritonserver process serving a model repository; a context manager that always stops it.
 
     The process runs in a session of its own, so a terminal's Ctrl-C reaches only this program, which then stops the
-    server with SIGTERM (in-flight requests are answered, new ones refused) and, after `exit_timeout_s`, kills its
-    whole process group (the server and its Python stubs). Its log goes to `log_file`, or a temporary file removed on
-    stop.
+    server with SIGTERM (Triton answers what it holds and what arrives on connections already open, refuses new
+    connections, and exits when they close or after `exit_timeout_s`) and then kills its whole process group (the
+    server and its Python stubs). Its log goes to `log_file`, or a temporary file removed on stop.
     """
 
     def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
