@@ -73,6 +73,37 @@ def side_by_side(predictor: Predictor, url: str, duration_s: float, rounds: int)
     return mine, theirs
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group: the server and its stubs."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state, ppid, pgrp, ...
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_image(predictor: Predictor, server: TritonServer, duration_s: float) -> tuple[float, float]:
+    """CPU seconds per image at batch / concurrency 16: this process in process; client plus server when served.
+
+    Less disturbed by other jobs than wall-clock figures: on a machine where both saturate the same cores, the
+    throughput ratio is the inverse ratio of these.
+    """
+    x = np.random.default_rng(16).standard_normal((16, *predictor.manifest.input_shape), dtype=np.float32)
+    c0, n, end = time.process_time(), 0, time.perf_counter() + duration_s
+    while time.perf_counter() < end:
+        predictor.run(x)
+        n += 1
+    local = (time.process_time() - c0) / (16 * n)
+    c0, s0 = time.process_time(), group_cpu_s(server.process.pid)
+    level = run_loadtest(server.url, "demo", concurrency=[16], duration_s=duration_s, warmup_s=0,
+                         outputs=["logits"])["results"][0]
+    return local, (time.process_time() - c0 + group_cpu_s(server.process.pid) - s0) / level["requests"]
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -111,6 +142,7 @@ def main() -> None:
     try:
         with Predictor.from_bundle(bundle, backend=backend) as predictor:
             local, served = side_by_side(predictor, server.url, args.duration_s, args.rounds)
+            cpu_local, cpu_served = cpu_per_image(predictor, server, args.duration_s / args.rounds)
     finally:
         server.stop()
     print(f"load average after: {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds, "
@@ -130,6 +162,10 @@ def main() -> None:
           f"{lat16.p50_ms:.2f} / {lat16.p99_ms:.2f} ms | | |")
     print(f"| start to ready (write repository, start tritonserver, load the model) | | {ready_s:.2f} s | <= 15 s | "
           f"{'yes' if ready_s <= 15 else 'no'} |")
+    cpu_ratio = cpu_local / cpu_served
+    print(f"| CPU time per image, batch / concurrency 16 (in process: this process; served: client + server) | "
+          f"{cpu_local * 1e6:.0f} us | {cpu_served * 1e6:.0f} us ({cpu_ratio:.2f}x as many images per CPU second) "
+          f"| | |")
     print(f"\nserved requests: {lat1.iterations} at concurrency 1, {lat16.iterations} at 16; "
           f"errors: {errors1 + errors16}")
 
