@@ -40,6 +40,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from resnet_deploy.runtime import Predictor, ResnetDeployError, read_manifest  # noqa: E402
+from resnet_deploy.runtime.errors import first_line  # noqa: E402
 from resnet_deploy.runtime.predictor import top_predictions  # noqa: E402
 
 IMAGE = "image"
@@ -102,6 +103,8 @@ class TritonPythonModel:
                 good.append((i, self._read(request)))
             except ResnetDeployError as e:
                 errors[i] = str(e)
+            except Exception as e:  # an image PIL or the preprocessing cannot take: still this request's error only
+                errors[i] = f"could not read the request ({type(e).__name__}: {first_line(e)})"
         if self.predictor is None:
             outputs = {i: [pb_utils.Tensor(self.manifest.input_name, x)] for i, x in good}
         else:
