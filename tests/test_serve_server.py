@@ -340,14 +340,18 @@ def test_sigterm_under_load_answers_or_refuses_every_request(served: SimpleNames
     check_port("127.0.0.1", server.http_port)  # nothing listens any more
 
 
-def test_serve_command_stops_on_sigterm_and_leaves_nothing(served: SimpleNamespace, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_command_stops_on_a_signal_and_leaves_nothing(served: SimpleNamespace, tmp_path: Path,
+                                                            stop: signal.Signals) -> None:
     http, grpc, metrics = _free_ports(3)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     cmd = [sys.executable, "-m", "resnet_deploy.cli", "serve", str(served.bundle), "--port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--name", "tiny"]
+    # As a shell starts a background job: SIGINT ignored, which `serve` must override.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp)})
+                            env={**os.environ, "TMPDIR": str(tmp)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
@@ -360,7 +364,7 @@ def test_serve_command_stops_on_sigterm_and_leaves_nothing(served: SimpleNamespa
         assert np.abs(client.infer("tiny", _request("tensor", x)).as_numpy("logits")
                       - served.predictor.run(x)).max() <= 1e-5
         client.close()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         assert proc.wait(timeout=TIMEOUT_S) == 0
     finally:
         if proc.poll() is None:

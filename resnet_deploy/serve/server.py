@@ -241,7 +241,7 @@ def _exited(pid: int) -> bool:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops `serve` the way Ctrl-C does
+    raise KeyboardInterrupt  # SIGINT and SIGTERM stop `serve` alike
 
 
 def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
@@ -266,7 +266,9 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
     from resnet_deploy.serve.repository import MARKER, write_repository
 
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    # Both, explicitly: a shell that starts a program in the background has it ignore SIGINT, and Python then keeps
+    # ignoring it; `kill -INT` or Ctrl-C must stop the server all the same.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     workdir = Path(tempfile.mkdtemp(prefix="resnet-deploy-serve-"))
     server = None
     try:
@@ -283,12 +285,10 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
     except KeyboardInterrupt:
         pass
     finally:
-        if main_thread:  # a second Ctrl-C must not cut the clean-up short
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in previous:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         code = server.stop() if server is not None else None
         shutil.rmtree(workdir, ignore_errors=True)
-        if main_thread:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
