@@ -340,18 +340,18 @@ def test_sigterm_under_load_answers_or_refuses_every_request(served: SimpleNames
     check_port("127.0.0.1", server.http_port)  # nothing listens any more
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_command_stops_on_a_signal_and_leaves_nothing(served: SimpleNamespace, tmp_path: Path,
                                                             stop: signal.Signals) -> None:
     http, grpc, metrics = _free_ports(3)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    cmd = [sys.executable, "-m", "resnet_deploy.cli", "serve", str(served.bundle), "--port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--name", "tiny"]
-    # As a shell starts a background job: SIGINT ignored, which `serve` must override.
+    # Started as a shell starts a background job, with SIGINT ignored (exec keeps that): `serve` must override it.
+    cmd = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "resnet_deploy.cli", "serve",
+           str(served.bundle), "--port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+           "--name", "tiny"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp)},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            env={**os.environ, "TMPDIR": str(tmp)})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
