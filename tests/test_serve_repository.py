@@ -118,6 +118,15 @@ def test_tensorrt_repository_takes_the_best_engine(tmp_path: Path) -> None:
     assert json.loads((repo / "resnet-deploy.json").read_text())["backend"] == "trt-fp16"
 
 
+@pytest.mark.parametrize("target, models", [
+    ("python", 1), ("onnxruntime", 3), ("tensorrt", 3)])
+def test_every_generated_config_parses_with_tritons_schema(tmp_path: Path, target: str, models: int) -> None:
+    repo = write_repository(_bundle(tmp_path / "b"), tmp_path / "repo", target=target, precision="fp16")
+    configs = sorted(repo.glob("*/config.pbtxt"))
+    assert len(configs) == models
+    assert [_config(c).name for c in configs] == [c.parent.name for c in configs]
+
+
 @pytest.mark.parametrize("files, batch, options, message", [
     (("model.onnx",), (1, 8, 32), {"target": "tensorrt"},
      "the bundle has no trt-int8 or trt-fp16 or trt-fp32 model for --backend tensorrt --precision auto; export it "
