@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -125,6 +126,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per figure")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """Export (unless --bundle), serve, measure both sides, print the Markdown table."""
     bundle = args.bundle or export_demo(tmp / "bundle")
     t0 = time.perf_counter()
     repo = write_repository(bundle, tmp / "repo", name="demo", precision=args.precision, instances=args.instances,
@@ -147,6 +156,12 @@ def main() -> None:
         server.stop()
     print(f"load average after: {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds, "
           f"{args.duration_s:g} s per figure in all\n")
+    print_table(local, served, (cpu_local, cpu_served), ready_s)
+
+
+def print_table(local: dict, served: dict, cpu: tuple[float, float], ready_s: float) -> None:
+    """The Markdown table for RESULTS.md: each figure beside its target."""
+    cpu_local, cpu_served = cpu
     print("| figure | in process (`Predictor.run`) | served (tritonserver, HTTP) | target | met |")
     print("| --- | ---: | ---: | --- | --- |")
     thr_local, (lat16, thr_served, errors16) = local[16].throughput_ips, served[16]
