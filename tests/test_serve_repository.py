@@ -36,7 +36,8 @@ def _bundle(root: Path, files: tuple[str, ...] = tuple(FILES), batch: tuple[int,
     for name in files:
         (root / name).write_bytes(rng.integers(0, 256, 1000 + 10 * len(name), dtype=np.uint8).tobytes())
         precision, fmt, target = FILES[name]
-        info = {"tensorrt_version": "10.13.0", "gpu": "NVIDIA H200"} if fmt == "engine" else {}
+        engine = {"tensorrt_version": "10.13.0", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
+        info = engine if fmt == "engine" else {}
         entries.append(FileEntry.for_file(root, name, precision, fmt, target, info))
     write_manifest(root, Manifest("cifar_resnet20", CLASSES, PRE, entries, batch=batch))
     return root
@@ -129,7 +130,8 @@ def test_every_generated_config_parses_with_tritons_schema(tmp_path: Path, targe
 
 @pytest.mark.parametrize("files, batch, options, message", [
     (("model.onnx",), (1, 8, 32), {"target": "tensorrt"},
-     "the bundle has no trt-int8 or trt-fp16 or trt-fp32 model for --backend tensorrt --precision auto; export it "
+     "the bundle has no trt-int8 or trt-fp8 or trt-fp16 or trt-fp32 model for --backend tensorrt --precision auto; "
+     "export it "
      "with `resnet-deploy export ... --trt`"),
     (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "precision": "int8"},
      "the bundle has no int8-trt model for --backend onnxruntime --precision int8; export it with "
@@ -173,7 +175,7 @@ def test_existing_repository_needs_force_and_others_are_never_replaced(tmp_path:
     with pytest.raises(ResnetDeployError) as e:
         write_repository(bundle, other, force=True)
     assert str(e.value) == (f"{other} is a non-empty directory that is not a model repository (no resnet-deploy.json);"
-                            " --force only replaces a model repository")
+                            " --force replaces only a model repository")
     assert (other / "cat.jpg").read_bytes() == b"\xff\xd8"
 
 

@@ -63,7 +63,7 @@ def check_destination(out: Path, force: bool, marker: str = MANIFEST_NAME, kind:
             raise ResnetDeployError(f"{out} already exists; add --force to replace it, or choose another --out")
         if any(out.iterdir()) and not (out / marker).is_file():
             raise ResnetDeployError(f"{out} is a non-empty directory that is not a {kind} (no {marker}); "
-                                    f"--force only replaces {kind}s")
+                                    f"--force replaces only a {kind}")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent

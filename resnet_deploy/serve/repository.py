@@ -24,7 +24,8 @@ import sysconfig
 from pathlib import Path
 
 from resnet_deploy import __version__
-from resnet_deploy.atomic import check_destination, replace_dir, staging_dir
+from resnet_deploy.export.bundle import check_destination
+from resnet_deploy.export.staging import Workdir
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, variants, verify_files
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.serve import TARGETS, precisions
@@ -90,9 +91,10 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
                                 "(it becomes a directory and a URL path)")
     batch = _max_batch(manifest, target, max_batch)
     check_destination(out, force, marker=MARKER, kind="model repository")
-    tmp = staging_dir(out)
-    try:
-        info: dict = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Workdir(out) as work:  # export's staging: built beside `out`, swapped in whole, nothing left on failure
+        check_destination(out, force, marker=MARKER, kind="model repository")
+        tmp, info = work.new, {}
         if target == "python":
             # "auto" is chosen at load, on the serving machine, as `Predictor` chooses; a fixed precision now
             backend = "auto" if precision == "auto" else _entry(manifest, target, precision)[1]
@@ -109,10 +111,7 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
                   "target": target, "precision": precision, "backend": backend, "max_batch_size": batch,
                   "file_info": info}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        work.commit()
     return out
 
 
@@ -208,12 +207,15 @@ def candidates(target: str, precision: str) -> tuple[str, ...]:
 def _entry(manifest: Manifest, target: str, precision: str) -> tuple[FileEntry, str]:
     """The bundle's file for the best variant it has among `candidates`, and that variant's name."""
     names = candidates(target, precision)
+    if not names:
+        raise ResnetDeployError(f"--backend {target} cannot serve precision {precision}: no variant runs it on "
+                                f"{DEVICES[target]}")
     for name in names:
         entry = find_entry(manifest, name)
         if entry is not None:
             return entry, name
-    flags = " ".join(("...", *variants.get(names[-1]).flags)) if names else "..."
-    raise ResnetDeployError(f"the bundle has no {' or '.join(names) or precision} model for --backend {target} "
+    flags = " ".join(("...", *variants.get(names[-1]).flags))
+    raise ResnetDeployError(f"the bundle has no {' or '.join(names)} model for --backend {target} "
                             f"--precision {precision}; export it with `resnet-deploy export {flags}`")
 
 
