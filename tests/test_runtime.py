@@ -131,8 +131,14 @@ def test_images_as_paths_pil_and_arrays_agree(predictor: Predictor, tmp_path: Pa
     rng = np.random.default_rng()
     arr = _images(rng, 1)[0]
     Image.fromarray(arr).save(tmp_path / "a.png")
-    got = [predictor.predict(x)[0] for x in (arr, Image.fromarray(arr), tmp_path / "a.png", str(tmp_path / "a.png"))]
+    encoded = (tmp_path / "a.png").read_bytes()  # as a server receives it
+    got = [predictor.predict(x)[0] for x in (arr, Image.fromarray(arr), tmp_path / "a.png", str(tmp_path / "a.png"),
+                                              encoded, [encoded])]
     assert all(g == got[0] for g in got)
+    with pytest.raises(ResnetDeployError, match=r"^empty image: 0 bytes$"):
+        predictor.predict(b"")
+    with pytest.raises(ResnetDeployError, match=r"^not a readable image: image of 5 bytes \(none of PNG, JPEG, "):
+        predictor.predict(b"hello")
     batch = np.stack([arr, arr])  # N x H x W x C uint8 is a batch of images
     assert predictor.predict(batch) == [got[0], got[0]]
 

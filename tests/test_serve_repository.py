@@ -19,7 +19,7 @@ from resnet_deploy.runtime import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve.loadtest import parse_url
-from resnet_deploy.serve.repository import MAX_IMAGE_PIXELS, write_repository
+from resnet_deploy.serve.repository import write_repository
 
 CLASSES = ["ankle boot", "bag", "coat", "dress", "pullover", "sandal", "shirt"]
 PRE = Preprocess(input_size=(28, 28), channels=1, mean=(0.286,), std=(0.353,))
@@ -72,8 +72,7 @@ def test_python_repository_layout_and_config(tmp_path: Path) -> None:
     assert c.dynamic_batching.max_queue_delay_microseconds == 500
     assert [(g.count, g.kind) for g in c.instance_group] == [(2, c.instance_group[0].KIND_CPU)]
     params = {k: v.string_value for k, v in c.parameters.items()}
-    assert params == {"role": "classify", "runtime_backend": "auto", "threads": "1", "max_image_bytes": "33554432",
-                      "max_image_pixels": str(MAX_IMAGE_PIXELS)}
+    assert params == {"role": "classify", "runtime_backend": "auto", "threads": "1", "max_image_bytes": "33554432"}
     facts = json.loads((repo / "resnet-deploy.json").read_text())
     assert facts["target"] == "python" and facts["backend"] == "auto" and facts["max_batch_size"] == 32
 

@@ -165,8 +165,8 @@ def _check_threads(threads: Any) -> int | None:
 
 
 def _as_list(images: Images) -> list[ImageInput]:
-    # One image (path, PIL image, HxW or HxWxC array) or many (a sequence, or an N x H x W x C uint8 array).
-    if isinstance(images, (str, Path, Image.Image)):
+    # One image (path, encoded bytes, PIL image, HxW or HxWxC array) or many (a sequence, or an N x H x W x C array).
+    if isinstance(images, (str, Path, bytes, Image.Image)):
         return [images]
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]

@@ -16,17 +16,18 @@ Images come from cameras and users, so the work per image is bounded (README, "U
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from resnet_deploy.runtime import fields
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]  # bytes: an encoded file, as a server gets it
 
 # torchvision's ImageNet evaluation transform: the default for weights not trained here.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -122,15 +123,19 @@ class Preprocess:
                    mean=_freeze(fields.get(d, "mean", "preprocess.mean"), "preprocess.mean"), std=tuple(std))
 
     def load(self, image: ImageInput) -> Image.Image:
-        """Open a path, or wrap an array, as an 8-bit PIL image in this model's mode (grey <-> RGB converted).
+        """Open a path or encoded bytes, or wrap an array, as an 8-bit PIL image in this model's mode (grey <-> RGB
+        converted).
 
         Raises:
             ResnetDeployError: not an image of IMAGE_FORMATS, unreadable, empty, or over MAX_IMAGE_PIXELS.
         """
-        if isinstance(image, (str, Path)):
+        if isinstance(image, (str, Path, bytes)):
+            name = image if not isinstance(image, bytes) else f"image of {len(image)} bytes"
+            if isinstance(image, bytes) and not image:
+                raise ResnetDeployError("empty image: 0 bytes")
             try:
-                with Image.open(image, formats=IMAGE_FORMATS) as im:
-                    _check_pixels(im.size, f"{image} is ")
+                with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image, formats=IMAGE_FORMATS) as im:
+                    _check_pixels(im.size, f"{name} is ")
                     im.load()
                     return self._convert(im)
             except ResnetDeployError:
@@ -139,7 +144,10 @@ class Preprocess:
                 raise ResnetDeployError(f"image not found: {image}") from None
             except Exception as e:  # PIL's decoders raise many types on malformed bytes (OSError, SyntaxError,
                 # struct.error, EOFError, DecompressionBombError...): all of them mean "not an image we can read"
-                raise ResnetDeployError(f"not a readable image: {image} ({first_line(e)[:300]})") from None
+                detail = first_line(e)[:300]
+                if isinstance(image, bytes) and isinstance(e, UnidentifiedImageError):  # PIL names a BytesIO object
+                    detail = f"none of {', '.join(IMAGE_FORMATS)}; it starts {image[:8]!r}"
+                raise ResnetDeployError(f"not a readable image: {name} ({detail})") from None
         if isinstance(image, Image.Image):
             _check_pixels(image.size, "image is ")
             return self._convert(image)

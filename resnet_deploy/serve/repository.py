@@ -37,8 +37,7 @@ MODEL_PY = Path(__file__).with_name("triton_model.py")
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
 DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
-MAX_IMAGE_BYTES = 32 << 20  # larger request bodies are refused before decoding
-MAX_IMAGE_PIXELS = 50_000_000  # about a 48-megapixel photo; larger headers are refused before decoding
+MAX_IMAGE_BYTES = 32 << 20  # a larger encoded image is refused unread (pixels: the runtime's MAX_IMAGE_PIXELS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -188,7 +187,7 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
     else:
         inputs = [_tensor(IMAGE_INPUT, "TYPE_STRING", [1])]
         outputs = [_tensor(manifest.input_name, "TYPE_FP32", shape)]
-    params = {**params, "max_image_bytes": str(MAX_IMAGE_BYTES), "max_image_pixels": str(MAX_IMAGE_PIXELS)}
+    params = {**params, "max_image_bytes": str(MAX_IMAGE_BYTES)}
     text = (f'name: "{model_dir.name}"\nbackend: "python"\n' + _batching(batch, instances, "KIND_CPU", delay_us)
             + _section("input", inputs) + _section("output", outputs)
             + "".join(f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
