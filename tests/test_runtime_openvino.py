@@ -17,9 +17,10 @@ needs_ov = pytest.mark.skipif(not ovb.ov_installed(), reason="openvino is not in
 needs_bf16 = pytest.mark.skipif(not ovb.cpu_has_bf16()[0], reason="this CPU has no native bf16 (avx512_bf16/amx)")
 
 # Largest logit difference from ONNX Runtime, relative to the largest |logit|, per variant (measured on this tiny
-# random net: ov-fp32 ~1e-6, ov-bf16 ~7e-3, ov-int8 against ORT's int8 on the same QDQ file ~1e-2: the two
-# runtimes requantize between layers with different rounding).
-REL_TOL = {"ov-fp32": ("onnx", 1e-5), "ov-bf16": ("onnx", 3e-2), "ov-int8": ("int8", 4e-2)}
+# random net: ov-fp32 ~1e-6, ov-bf16 ~7e-3, ov-int8 against ORT's int8 on the same QDQ file: median 2.2e-2, largest
+# 3.7e-2 over 40 fresh draws, since the two runtimes requantize between layers with different rounding; its bound is
+# twice that largest draw so that fresh inputs do not make the test flaky).
+REL_TOL = {"ov-fp32": ("onnx", 1e-5), "ov-bf16": ("onnx", 3e-2), "ov-int8": ("int8", 8e-2)}
 
 
 @pytest.fixture(scope="module")
