@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve import precisions
 from resnet_deploy.serve.loadtest import run_loadtest
 from resnet_deploy.serve.repository import MARKER, write_repository
-from resnet_deploy.serve.server import TritonServer
+from resnet_deploy.serve.server import TritonServer, free_ports
 from resnet_deploy.validate.latency import measure_latency, summarize
 
 
@@ -103,16 +102,6 @@ def cpu_per_image(predictor: Predictor, server: TritonServer, duration_s: float)
     level = run_loadtest(server.url, "demo", concurrency=[16], duration_s=duration_s, warmup_s=0,
                          outputs=["logits"])["results"][0]
     return local, (time.process_time() - c0 + group_cpu_s(server.process.pid) - s0) / level["requests"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def main() -> None:

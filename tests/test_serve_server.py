@@ -11,7 +11,6 @@ import io
 import os
 import queue
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from resnet_deploy.runtime.predictor import softmax
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve.loadtest import run_loadtest
 from resnet_deploy.serve.repository import write_repository
-from resnet_deploy.serve.server import TritonServer, check_port, find_triton
+from resnet_deploy.serve.server import TritonServer, check_port, find_triton, free_ports
 
 
 def _skip_reason() -> str | None:
@@ -69,16 +68,6 @@ def _encode(img: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _export(root: Path) -> Path:
     """ResNet-20, 1x16x16, 4 classes, its classifier re-centred so that blocky images get every class."""
     from resnet_deploy.export import ExportOptions, export_bundle
@@ -96,7 +85,7 @@ def _export(root: Path) -> Path:
 
 
 def _start(repo: Path, **kwargs: object) -> TritonServer:
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, exit_timeout_s=3, **kwargs)
     server.start(timeout_s=60)
     return server
@@ -347,7 +336,7 @@ def test_sigterm_under_load_answers_or_refuses_every_request(served: SimpleNames
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_command_stops_on_a_signal_and_leaves_nothing(served: SimpleNamespace, tmp_path: Path,
                                                             stop: signal.Signals) -> None:
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     # Started as a shell starts a background job, with SIGINT ignored (exec keeps that): `serve` must override it.

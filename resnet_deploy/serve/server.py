@@ -82,6 +82,17 @@ def _libpython_dir() -> Path | None:
     return None
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports the OS says are free on `host` now (for tests and benchmarks that start a server)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind((host, 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse a port that something already listens on (tritonserver would fail later with a long log)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
