@@ -57,7 +57,9 @@ def test_builtin_rows_hold_every_fact():
     assert variants.get("fp8").options == {"graph_optimization": "basic"}
     assert variants.gate_names() == ("fp32_agreement", "fp32_max_abs", "fp16_agreement", "int8_top1_drop",
                                      "fp8_top1_drop", "bf16_agreement", "bf16_top1_drop")
-    assert set(variants.precisions()) | {"none"} == set(manifest.PRECISIONS)  # every precision a manifest may hold
+    assert set(manifest.allowed("precision", "none")) == {"fp32", "fp16", "int8", "fp8", "none"}
+    assert set(manifest.allowed("format", "text")) == {"onnx", "engine", "text"}
+    assert set(manifest.allowed("target", "any")) == {"any", "cpu", "trt"}
     assert variants.override_gates({"int8_top1_drop": 0.5})["int8"] == Gate(top1_drop=0.5)
     with pytest.raises(ResnetDeployError, match="unknown tolerance fp8_drop; choose from: fp32_agreement"):
         variants.override_gates({"fp8_drop": 1})

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import BundleError
-from resnet_deploy.runtime.manifest import REPORTS_DIR, bundle_path
+from resnet_deploy.runtime.manifest import reports_path
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
 AUTO_JSON = "auto.json"
@@ -37,8 +37,7 @@ def machine_key(flags: set[str] | None = None, model: str | None = None) -> dict
 def record_path(bundle: str | Path) -> Path:
     """Where a bundle keeps its measured orders; BundleError when reports/ or the file is a link out of the bundle
     (writing through it would overwrite a file elsewhere)."""
-    bundle_path(bundle, REPORTS_DIR)
-    return bundle_path(bundle, f"{REPORTS_DIR}/{AUTO_JSON}")
+    return reports_path(bundle, AUTO_JSON)
 
 
 def read_records(bundle: str | Path) -> list[dict[str, Any]]:

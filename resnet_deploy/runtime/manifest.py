@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from resnet_deploy.runtime import fields as F
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, quote
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -23,9 +24,6 @@ MANIFEST_NAME = "manifest.json"
 REPORTS_DIR = "reports"  # where `resnet-deploy validate` and `bench` write inside a bundle (not listed, not loaded)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-FORMATS = ("onnx", "engine", "text")
-PRECISIONS = ("fp32", "fp16", "int8", "fp8", "none")  # the registry's precisions, and "none" for text files
-TARGETS = ("any", "cpu", "trt")
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
 MAX_CLASSES, MAX_FILES, MAX_BATCH = 100_000, 64, 4096
@@ -167,20 +165,31 @@ def _parse(d: dict[str, Any]) -> Manifest:
                     output_name=F.string(out.get("name", OUTPUT_NAME), "output.name", max_len=200))
 
 
+def allowed(attribute: str, text: str) -> tuple[str, ...]:
+    """The values a file entry's `format`, `precision` or `target` may take: the variant registry's, and `text`
+    (format, "text"; precision, "none") for config.yaml and export.log. Read from the registry when a manifest is
+    read, so that a registered variant's files are accepted."""
+    found = variants.precisions() if attribute == "precision" else tuple(
+        dict.fromkeys(getattr(v, attribute) for v in variants.variants() if v.runs is None))
+    return (*found, text)
+
+
 def _file_entry(v: Any, field: str) -> FileEntry:
     f = F.mapping(v, field)
     path = check_relative(F.get(f, "path", f"{field}.path"), f"{field}.path")
     sha = F.get(f, "sha256", f"{field}.sha256")
     F.need(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), f"{field}.sha256",
            "64 lower-case hex digits", sha)
-    fmt = F.string(f.get("format", "onnx"), f"{field}.format", FORMATS)
+    fmt = F.string(f.get("format", "onnx"), f"{field}.format", allowed("format", "text"))
     info = F.mapping(f.get("info", {}), f"{field}.info")
     if fmt == "engine":
         for key in ("tensorrt_version", "gpu", "compute_capability"):
             F.string(F.get(info, key, f"{field}.info.{key}"), f"{field}.info.{key}", max_len=200)
-    return FileEntry(path, sha, F.integer(F.get(f, "size", f"{field}.size"), f"{field}.size", 0),
-                     F.string(F.get(f, "precision", f"{field}.precision"), f"{field}.precision", PRECISIONS),
-                     fmt, F.string(f.get("target", "any"), f"{field}.target", TARGETS), dict(info))
+    precision = F.string(F.get(f, "precision", f"{field}.precision"), f"{field}.precision",
+                         allowed("precision", "none"))
+    target = F.string(f.get("target", "any"), f"{field}.target", allowed("target", "any"))
+    return FileEntry(path, sha, F.integer(F.get(f, "size", f"{field}.size"), f"{field}.size", 0), precision, fmt,
+                     target, dict(info))
 
 
 def check_relative(path: Any, field: str = "path") -> str:
@@ -243,6 +252,13 @@ def bundle_path(bundle: str | Path, rel: str) -> Path:
         raise BundleError(f"bundle file {quote(rel)} resolves outside the bundle (a link that leads out of it); "
                           "refused without opening it")
     return target
+
+
+def reports_path(bundle: str | Path, name: str = "") -> Path:
+    """`bundle/reports[/name]`, refused (BundleError) when the folder or the file is a link out of the bundle: a
+    downloaded bundle may carry `reports` as a link, and writing through it would overwrite files elsewhere."""
+    folder = bundle_path(bundle, REPORTS_DIR)
+    return bundle_path(bundle, f"{REPORTS_DIR}/{name}") if name else folder
 
 
 def verify_files(bundle: str | Path, manifest: Manifest, paths: list[str] | None = None) -> None:

@@ -217,6 +217,7 @@ def record_fastest(bundle: str | Path, bench: dict[str, Any]) -> tuple[Path, lis
         (the file written, the order), or None when nothing was recorded (a GPU run, no backend row).
     """
     from resnet_deploy.runtime import autotune
+    from resnet_deploy.runtime.manifest import reports_path
     from resnet_deploy.validate.report import VALIDATE_JSON, read_report
 
     if bench["settings"]["device"] != "cpu":
@@ -226,7 +227,7 @@ def record_fastest(bundle: str | Path, bench: dict[str, Any]) -> tuple[Path, lis
         return None
     batch = min(r["batch"] for r in rows)
     p50 = {r["backend"]: r["latency_ms"]["p50"] for r in rows if r["batch"] == batch}
-    validated = read_report(Path(bundle) / "reports" / VALIDATE_JSON) or {}
+    validated = read_report(reports_path(bundle, VALIDATE_JSON)) or {}
     failed = {b["backend"]: "failed validate: " + "; ".join(b.get("failures") or [])
               for b in validated.get("backends", []) if b.get("status") == "FAIL"}
     excluded = {s["backend"]: s["reason"] for s in bench["skipped"]} | failed

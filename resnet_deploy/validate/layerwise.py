@@ -20,7 +20,7 @@ import numpy as np
 
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import read_manifest, verify_files
+from resnet_deploy.runtime.manifest import read_manifest, reports_path, verify_files
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"
@@ -183,8 +183,7 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
 
 def save_layerwise(report: LayerwiseReport, bundle: str | Path, also: str | Path | None = None) -> list[Path]:
     """Write reports/layerwise-<variant>.json and .md in the bundle (and the JSON at `also`); returns the paths."""
-    reports = Path(bundle) / "reports"
-    js = write_json(report.to_dict(), reports / f"layerwise-{report.variant}.json")
-    md = reports / f"layerwise-{report.variant}.md"
+    js = write_json(report.to_dict(), reports_path(bundle, f"layerwise-{report.variant}.json"))
+    md = reports_path(bundle, f"layerwise-{report.variant}.md")
     md.write_text(report.markdown())
     return [js, md] + ([write_json(report.to_dict(), also)] if also else [])

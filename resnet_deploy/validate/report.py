@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.manifest import bundle_path
+from resnet_deploy.runtime.manifest import reports_path
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
@@ -49,7 +49,7 @@ def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = N
         The rendered files (JSON excluded).
     """
     name = {"resnet-deploy/validate": VALIDATE_JSON, "resnet-deploy/bench": BENCH_JSON}[result["schema"]]
-    reports = Path(bundle) / "reports"
+    reports = reports_path(bundle)
     stay_inside(reports)
     write_json(result, reports / name)
     if also:
@@ -63,8 +63,8 @@ def stay_inside(reports: Path) -> None:
     A downloaded bundle may carry `reports` as a link to another folder: writing through it would overwrite files
     there, reading through it would read them.
     """
-    for rel in (reports.name, *(f"{reports.name}/{n}" for n in REPORT_FILES)):
-        bundle_path(reports.parent, rel)
+    for name in ("", *REPORT_FILES):
+        reports_path(reports.parent, name)
 
 
 def read_report(path: Path) -> dict[str, Any] | None:
@@ -287,7 +287,7 @@ def print_summary(bundle: str | Path) -> list[Path]:
 
     if not Path(bundle).is_dir():
         raise ResnetDeployError(f"bundle directory not found: {bundle}")
-    d = Path(bundle) / "reports"
+    d = reports_path(bundle)
     v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
     if v is None and b is None:
         raise ResnetDeployError(f"{d} holds no validate.json or bench.json; run `resnet-deploy validate` and `bench` "
