@@ -21,6 +21,7 @@ import torch
 
 from resnet_deploy import models
 from resnet_deploy.export import ExportOptions, export_bundle, quantize
+from resnet_deploy.export.options import CALIB_METHODS
 from resnet_deploy.runtime.manifest import read_manifest
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.validate.latency import measure_latency, summarize
@@ -62,7 +63,7 @@ def int8_latency(bundle: Path, threads: int, duration_s: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib-size", type=int, default=256)
-    ap.add_argument("--calib-method", default="minmax", choices=quantize.CALIB_METHODS)
+    ap.add_argument("--calib-method", default="minmax", choices=CALIB_METHODS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--duration-s", type=float, default=3.0)
     ap.add_argument("--no-latency", action="store_true")

@@ -43,8 +43,7 @@ DATA_HELP = "Data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PAT
 
 def export_options(command: Any) -> Any:
     """The export command's options; their defaults are ExportOptions' own, shown in the help, never copied."""
-    from resnet_deploy.export.options import INT8_TARGETS, ExportOptions
-    from resnet_deploy.export.quantize import CALIB_METHODS
+    from resnet_deploy.export.options import CALIB_METHODS, INT8_TARGETS, ExportOptions
 
     d = ExportOptions()
     for decorator in reversed((

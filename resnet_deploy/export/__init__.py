@@ -1,12 +1,24 @@
-"""Export: fold BN, ONNX, FP16, INT8 and FP8 (QDQ), TensorRT engines, written as one bundle (docs/architecture.md)."""
+"""Export: fold BN, ONNX, FP16, INT8 and FP8 (QDQ), TensorRT engines, written as one bundle (docs/architecture.md).
 
-from resnet_deploy.export.bundle import export_bundle
-from resnet_deploy.export.fold import check_fold, fold_batchnorm
-from resnet_deploy.export.onnx import DEFAULT_OPSET, check_onnx, check_onnx_parity, export_onnx
-from resnet_deploy.export.options import ExportOptions
-from resnet_deploy.export.quantize import convert_fp16, quantize_fp8, quantize_int8
-from resnet_deploy.export.tensorrt import TensorRTUnavailable, build_engine, parse_batch, plan_build
+The names below are imported when first used (PEP 562), so that importing a light part of the package (the options,
+the staging directory) does not import torch and onnx: the command line builds its help from `ExportOptions`.
+"""
 
-__all__ = ["DEFAULT_OPSET", "ExportOptions", "TensorRTUnavailable", "build_engine", "check_fold", "check_onnx",
-           "check_onnx_parity", "convert_fp16", "export_bundle", "export_onnx", "fold_batchnorm", "parse_batch",
-           "plan_build", "quantize_fp8", "quantize_int8"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "export_bundle": "bundle", "check_fold": "fold", "fold_batchnorm": "fold", "check_onnx": "onnx",
+    "check_onnx_parity": "onnx", "export_onnx": "onnx", "DEFAULT_OPSET": "options", "ExportOptions": "options",
+    "convert_fp16": "quantize", "quantize_fp8": "quantize", "quantize_int8": "quantize",
+    "TensorRTUnavailable": "tensorrt", "build_engine": "tensorrt", "parse_batch": "tensorrt", "plan_build": "tensorrt",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -8,7 +8,6 @@ docs/architecture.md, "The bundle"), so a failed or killed export never leaves s
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +25,10 @@ from resnet_deploy.export.fold import check_fold, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
 from resnet_deploy.export.options import QUANTIZED, ExportOptions
 from resnet_deploy.export.source import Source, load_calibration, load_source
-from resnet_deploy.export.staging import Workdir
+from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, write_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.variants import Variant
 from resnet_deploy.system import installed_version
 
@@ -51,24 +50,6 @@ class ExportLog:
         self.lines.append(line)
         if self.echo:
             self.echo(line)
-
-
-def check_destination(out: Path, force: bool, marker: str = MANIFEST_NAME, kind: str = "bundle") -> None:
-    """Refuse an existing DIR unless `force`, and never replace something that is not a `kind` (a non-empty
-    directory without `marker`): a bundle here, a Triton model repository for `resnet-deploy triton`."""
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise ResnetDeployError(f"{out} exists and is not a directory; choose another --out")
-        if not force:
-            raise ResnetDeployError(f"{out} already exists; add --force to replace it, or choose another --out")
-        if any(out.iterdir()) and not (out / marker).is_file():
-            raise ResnetDeployError(f"{out} is a non-empty directory that is not a {kind} (no {marker}); "
-                                    f"--force replaces only a {kind}")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ResnetDeployError(f"cannot write {out}: {parent} is not a writable directory")
 
 
 def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint: Path | None = None,

@@ -16,13 +16,13 @@ import onnx
 import torch
 from torch import nn
 
+from resnet_deploy.export.options import DEFAULT_OPSET
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-# Opset 17 is the common ask, but torch's current exporter cannot write 17 (see the module docstring); TensorRT 10
-# and 11 and ONNX Runtime all read 18, so 18 is the oldest opset the maintained exporter writes.
-DEFAULT_OPSET = 18
+# DEFAULT_OPSET (export/options.py) is 18: opset 17 is the common ask, but torch's current exporter cannot write 17
+# (see the module docstring); TensorRT 10 and 11 and ONNX Runtime all read 18, the oldest the exporter writes.
 _DYNAMO_MIN_OPSET = 18
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from resnet_deploy.export.onnx import DEFAULT_OPSET
-from resnet_deploy.export.quantize import CALIB_METHODS
 from resnet_deploy.export.tensorrt import parse_batch, parse_compat
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.variants import Variant
 
+# torch 2.14's exporter writes opset 18 and later; TensorRT 10/11 and ONNX Runtime read 18 (export/onnx.py says why).
+DEFAULT_OPSET = 18
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime.quantization's calibrators, by our names
 # --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
 INT8_TARGETS = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
 QUANTIZED = ("int8", "fp8")  # precisions calibrated on images

@@ -24,11 +24,11 @@ import numpy as np
 import onnx
 
 from resnet_deploy.export import qdq
+from resnet_deploy.export.options import CALIB_METHODS
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("cpu", "trt")
 CALIB_BATCH = 8  # images per calibration run; ranges are merged batch by batch to bound memory
 FP8_METHOD = "minmax"  # see quantize_fp8

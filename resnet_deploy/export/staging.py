@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import read_manifest, verify_files
+from resnet_deploy.runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
@@ -138,3 +138,21 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system or kernel does not offer it
         return False
     raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def check_destination(out: Path, force: bool, marker: str = MANIFEST_NAME, kind: str = "bundle") -> None:
+    """Refuse an existing DIR unless `force`, and never replace something that is not a `kind` (a non-empty
+    directory without `marker`): a bundle here, a Triton model repository for `resnet-deploy triton`."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ResnetDeployError(f"{out} exists and is not a directory; choose another --out")
+        if not force:
+            raise ResnetDeployError(f"{out} already exists; add --force to replace it, or choose another --out")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            raise ResnetDeployError(f"{out} is a non-empty directory that is not a {kind} (no {marker}); "
+                                    f"--force replaces only a {kind}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ResnetDeployError(f"cannot write {out}: {parent} is not a writable directory")

@@ -24,8 +24,7 @@ import sysconfig
 from pathlib import Path
 
 from resnet_deploy import __version__
-from resnet_deploy.export.bundle import check_destination
-from resnet_deploy.export.staging import Workdir
+from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, variants, verify_files
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.serve import TARGETS, precisions

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+
 # Variables that slow numpy's GEMM on these machines; removed in the measuring process only.
 UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SIZES = (512, 1024, 2048)
@@ -132,11 +134,19 @@ def measure_clean(sizes: tuple[int, ...] = SIZES, threads: int | None = None, du
     root = str(Path(__file__).resolve().parents[2])  # this package's folder, whatever sys.path the caller had
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
     args = json.dumps({"sizes": list(sizes), "threads": threads, "duration_s": duration_s})
-    done = subprocess.run([sys.executable, "-m", "resnet_deploy.validate.ceiling", args], env=env, text=True,
-                          capture_output=True, timeout=timeout_s, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the GEMM ceiling subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        done = subprocess.run([sys.executable, "-m", "resnet_deploy.validate.ceiling", args], env=env, text=True,
+                              capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise ResnetDeployError(f"the GEMM ceiling measurement took over {timeout_s:.0f} s; is the machine "
+                                "overloaded?") from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        if done.returncode != 0 or not lines:
+            raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output")
+        return json.loads(lines[-1])
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise ResnetDeployError(f"the GEMM ceiling measurement failed: {first_line(e)[:200]}") from None
 
 
 def main() -> None:
