@@ -39,15 +39,14 @@ def export_demo(out: Path) -> Path:
     import torch
 
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
+    from resnet_deploy.checkpoint import save_model
     from resnet_deploy.export import ExportOptions, export_bundle
 
     pre = Preprocess(input_size=(28, 28), channels=1, mean=(0.2860,), std=(0.3530,))
     torch.manual_seed(0)
     model = models.build("cifar_resnet20", num_classes=10, in_channels=1)
-    ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 10,
-                            "in_channels": 1, "model": model.state_dict(), "classes": [f"class {i}" for i in range(10)],
-                            "preprocess": pre.to_dict(), "config": {}, "iteration": 0}, out.parent / "demo.pt")
+    ckpt = save_model(out.parent / "demo.pt", model, "cifar_resnet20", [f"class {i}" for i in range(10)], pre,
+                      shortcut="A")
     calib = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
     return export_bundle(out, ExportOptions(precisions=("fp32", "int8")), checkpoint=ckpt, calib_arrays=calib)
 

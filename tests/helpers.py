@@ -53,13 +53,11 @@ def write_png(path, width: int, height: int, bit_depth: int = 8, colour_type: in
 def tiny_checkpoint(path, classes: list[str], pre, in_channels: int = 3, seed: int = 0):
     """A cifar_resnet20 checkpoint with random BN statistics, written with the project's own writer."""
     from resnet_deploy import models
-    from resnet_deploy.checkpoint import save_checkpoint
+    from resnet_deploy.checkpoint import save_model
 
     torch.manual_seed(seed)
     model = randomize_bn(models.build("cifar_resnet20", num_classes=len(classes), in_channels=in_channels), seed)
-    return save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": len(classes),
-                            "in_channels": in_channels, "model": model.state_dict(), "classes": list(classes),
-                            "preprocess": pre.to_dict(), "config": {}, "iteration": 0}, path)
+    return save_model(path, model, "cifar_resnet20", classes, pre, shortcut="A")
 
 
 def _status_mb(key: str) -> float:

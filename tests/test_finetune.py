@@ -16,7 +16,7 @@ from test_data import _isolated, write_folder  # noqa: F401  (the fixture isolat
 from test_train import cfg_with, tiny_data
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import load_checkpoint, save_checkpoint
+from resnet_deploy.checkpoint import load_checkpoint, save_model
 from resnet_deploy.cli import main
 from resnet_deploy.config import ScheduleConfig, TrainConfig, apply_overrides
 from resnet_deploy.data.pipeline import prepare
@@ -35,10 +35,7 @@ def write_checkpoint(path: Path, arch: str = "cifar_resnet20", classes=TEN, in_c
     torch.manual_seed(seed)
     model = randomize_bn(models.build(arch, num_classes=len(classes), in_channels=in_channels), seed)
     pp = Preprocess(input_size=(10, 10), channels=in_channels, mean=(0.5,) * in_channels, std=(0.25,) * in_channels)
-    save_checkpoint({"arch": arch, "model_options": {"shortcut": "A"}, "num_classes": len(classes),
-                     "in_channels": in_channels, "model": model.state_dict(), "classes": list(classes),
-                     "preprocess": pp.to_dict(), "config": {}, "iteration": 0}, path)
-    return path
+    return save_model(path, model, arch, classes, pp, shortcut="A")
 
 
 def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> set[str]:

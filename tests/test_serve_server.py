@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from resnet_deploy import models
-from resnet_deploy.checkpoint import save_checkpoint
+from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.runtime import Predictor, ResnetDeployError
 from resnet_deploy.runtime.predictor import softmax
@@ -78,9 +78,7 @@ def _export(root: Path) -> Path:
     with torch.no_grad():
         model.fc.weight *= 10 / model(x).std(0).mean()
         model.fc.bias -= model(x).mean(0)
-    ckpt = save_checkpoint({"arch": "cifar_resnet20", "model_options": {"shortcut": "A"}, "num_classes": 4,
-                            "in_channels": 1, "model": model.state_dict(), "classes": CLASSES,
-                            "preprocess": PP.to_dict(), "config": {}, "iteration": 0}, root / "tiny.pt")
+    ckpt = save_model(root / "tiny.pt", model, "cifar_resnet20", CLASSES, PP, shortcut="A")
     return export_bundle(root / "bundle", ExportOptions(batch=(1, 8, 16)), checkpoint=ckpt)
 
 

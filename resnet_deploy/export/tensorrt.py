@@ -156,13 +156,14 @@ def load_tensorrt() -> ModuleType:
 
 def cuda_device_info(device: int = 0) -> dict[str, str]:
     """Name and compute capability of a CUDA GPU, via cuda-python (as the runtime asks), else torch."""
-    from resnet_deploy.runtime.tensorrt_backend import cuda_device
+    from resnet_deploy.runtime.tensorrt_backend import CudaPythonMissing, cuda_device
 
     try:
         return cuda_device(device)
+    except CudaPythonMissing:
+        pass  # torch below
     except ResnetDeployError as e:
-        if "cuda-python is not installed" not in str(e):
-            raise TensorRTUnavailable(f"{TRT_HINT}; {e}") from None
+        raise TensorRTUnavailable(f"{TRT_HINT}; {e}") from None
     found = torch_cuda_devices()
     if len(found) <= device:
         raise TensorRTUnavailable(f"{TRT_HINT}; no CUDA GPU was found")

@@ -7,6 +7,7 @@ this backend needs no lock.
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,18 @@ def ort_has_cuda() -> bool:
     return ort_installed() and CUDA_EP in _import_ort().get_available_providers()
 
 
+@functools.lru_cache(maxsize=4)
+def _read_cpuinfo(path: str) -> str:
+    # Read once per process: a machine's CPU does not change while it runs, and on large hosts the file is slow.
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     """The CPU feature flags of the first core (x86 `flags`, Arm `Features`); empty when unknown (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
+    for line in _read_cpuinfo(str(cpuinfo)).splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return set(value.split())
@@ -68,12 +74,9 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _read_cpuinfo(str(cpuinfo)).splitlines():
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 

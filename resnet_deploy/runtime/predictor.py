@@ -131,7 +131,7 @@ def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[
         return tuple(order), "fastest usable on the GPU"
     fast, why = cpu_int8_is_fast()
     if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
-        first_fp32 = next(i for i, n in enumerate(order) if variants.get(n).precision == "fp32")
+        first_fp32 = next((i for i, n in enumerate(order) if variants.get(n).precision == "fp32"), len(order) - 1)
         slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow

@@ -45,6 +45,10 @@ def import_tensorrt() -> tuple[Any, str]:
     raise ResnetDeployError(INSTALL_HINT)
 
 
+class CudaPythonMissing(ResnetDeployError):
+    """cuda-python is not installed (callers with another way to reach the GPU fall back to it)."""
+
+
 def _import_cudart() -> Any:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
@@ -52,7 +56,7 @@ def _import_cudart() -> Any:
         try:
             from cuda import cudart  # older cuda-python layout
         except ImportError:
-            raise ResnetDeployError("cuda-python is not installed (pip install cuda-python)") from None
+            raise CudaPythonMissing("cuda-python is not installed (pip install cuda-python)") from None
     return cudart
 
 
