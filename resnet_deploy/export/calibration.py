@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.manifest import atomic_write_text
 
 CACHE_SCHEMA = "resnet-deploy/calibration-cache"
 CACHE_VERSION = 1
@@ -114,10 +115,7 @@ class CalibrationCache:
         data = {"schema": CACHE_SCHEMA, "version": CACHE_VERSION, "provenance": self.provenance.to_dict(),
                 "ranges": self.ranges}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-            tmp.replace(self.path)
+            atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
         except OSError as e:
             raise ResnetDeployError(f"cannot write the calibration cache {self.path}: {e}") from None
 

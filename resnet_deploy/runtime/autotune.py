@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import BundleError
-from resnet_deploy.runtime.manifest import reports_path
+from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
 AUTO_JSON = "auto.json"
@@ -84,8 +83,4 @@ def record_order(bundle: str | Path, order: list[str], *, device: str = "cpu", b
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     others = [m for m in read_records(bundle) if (m.get("machine"), m.get("device")) != (key, device)]
     path = record_path(bundle)  # checked before anything is written
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{AUTO_JSON}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"schema": AUTO_SCHEMA, "machines": [*others, entry]}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps({"schema": AUTO_SCHEMA, "machines": [*others, entry]}, indent=2) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -199,6 +200,22 @@ def check_relative(path: Any, field: str = "path") -> str:
     ok = (not PurePosixPath(path).is_absolute() and not PureWindowsPath(path).drive and "\\" not in path
           and "\0" not in path and ".." not in parts and parts != () and path == PurePosixPath(path).as_posix())
     F.need(ok, field, "a relative path inside the bundle (no '..', not absolute)", path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a text file through a uniquely named temporary file beside it and a rename: a reader (or a crash) sees
+    the old file or the new one, never half of one, and two writers never share a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.manifest import reports_path
+from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
@@ -34,11 +34,8 @@ def now_utc() -> str:
 
 
 def write_json(obj: dict[str, Any], path: str | Path) -> Path:
-    """Write a report dict as indented JSON (parent directories made)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    return path
+    """Write a report dict as indented JSON (parent directories made), atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = None) -> list[Path]:
