@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from resnet_deploy.runtime.backend import cache_root as cache_dir
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 NAMES = ("fashion-mnist", "cifar10", "imagenet", "folder")
@@ -67,13 +68,6 @@ def _candidates(name: str, d: Path) -> list[Path]:
     subs = {"fashion-mnist": ("fashion-mnist", "FashionMNIST/raw"), "cifar10": ("cifar10", "cifar-10"),
             "imagenet": ("imagenet",), "folder": ()}[name]
     return [d, *(d / s for s in subs)]
-
-
-def cache_dir() -> Path:
-    """`$RESNET_DEPLOY_CACHE`, else `$XDG_CACHE_HOME/resnet-deploy`, else `~/.cache/resnet-deploy`."""
-    if os.environ.get("RESNET_DEPLOY_CACHE"):
-        return Path(os.environ["RESNET_DEPLOY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy"
 
 
 def locate(spec: DataSpec, download: bool = False) -> Path:

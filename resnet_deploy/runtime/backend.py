@@ -7,6 +7,7 @@ are imported inside the loaders, so the runtime imports on machines that have on
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -132,3 +133,11 @@ def loader(name: str) -> Loader:
     if name not in LOADERS:
         raise ResnetDeployError(f"no loader {name!r}; registered: {', '.join(LOADERS)}")
     return LOADERS[name]
+
+
+def cache_root() -> Path:
+    """Where resnet-deploy caches what it can rebuild (data statistics, compiled models): `$RESNET_DEPLOY_CACHE`,
+    else `$XDG_CACHE_HOME/resnet-deploy`, else `~/.cache/resnet-deploy`."""
+    if os.environ.get("RESNET_DEPLOY_CACHE"):
+        return Path(os.environ["RESNET_DEPLOY_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy"

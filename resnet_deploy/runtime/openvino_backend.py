@@ -59,10 +59,10 @@ def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
 
 
 def cache_dir() -> Path:
-    """Where compiled models are cached: $RESNET_DEPLOY_CACHE/openvino, else the XDG cache folder."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "openvino"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy" / "openvino"
+    """Where compiled models are cached: the package's cache folder (`backend.cache_root`), sub-folder openvino."""
+    from resnet_deploy.runtime.backend import cache_root
+
+    return cache_root() / "openvino"
 
 
 def _config(threads: int | None, precision: str, cache: Path | None) -> dict[str, str]:
