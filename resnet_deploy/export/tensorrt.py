@@ -25,12 +25,12 @@ from typing import Any
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import INPUT_NAME
+from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC
 from resnet_deploy.system import torch_cuda_devices
 
 TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
 COMPAT = ("version", "hardware")  # `--trt-compat`: "none", one of these, or both ("version,hardware")
 FP8_MIN_CC = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later
-HARDWARE_COMPAT_MIN_CC = (8, 0)  # HardwareCompatibilityLevel.AMPERE_PLUS: built and run on Ampere or later
 
 
 class TensorRTUnavailable(ResnetDeployError):
@@ -177,7 +177,7 @@ def check_device(plan: BuildPlan, device: dict[str, str]) -> None:
     if plan.precision == "fp8" and cc < FP8_MIN_CC:
         raise ResnetDeployError(f"fp8 engines need a GPU of compute capability >= 8.9 (Ada, Hopper or later); "
                                 f"this one is {name}: export fp8 without --trt, or build int8/fp16 engines")
-    if plan.hardware_level != "NONE" and cc < HARDWARE_COMPAT_MIN_CC:
+    if plan.hardware_level != "NONE" and float(device["compute_capability"]) < HARDWARE_COMPAT_MIN_CC:
         raise ResnetDeployError(f"--trt-compat hardware builds on Ampere or later (compute capability >= 8.0); this "
                                 f"GPU is {name}: export with --trt-compat none or version")
 
