@@ -3,6 +3,8 @@ the model cache, and what is refused where (skipped with the reason when the `op
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from test_runtime import PRE, _build_bundle, _images  # the tiny bundle every ru
 
 from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends, variants
 from resnet_deploy.runtime import openvino_backend as ovb
+from resnet_deploy.runtime.manifest import FileEntry, read_manifest, write_manifest
 
 needs_ov = pytest.mark.skipif(not ovb.ov_installed(), reason="openvino is not installed (the `openvino` extra)")
 needs_bf16 = pytest.mark.skipif(not ovb.cpu_has_bf16()[0], reason="this CPU has no native bf16 (avx512_bf16/amx)")
@@ -86,24 +89,55 @@ def test_concurrent_runs_from_threads_give_the_serial_results(bundle: Path, x: n
 
 @needs_ov
 def test_model_cache_is_written_then_reused(bundle: Path, x: np.ndarray, cache: Path) -> None:
+    fp32 = read_manifest(bundle).file("model.onnx")
     with Predictor.from_bundle(bundle, backend="ov-fp32", threads=1) as p:
         first = p.run(x)
-        assert p.describe()["cache"] == str(cache)
-    blobs = sorted(cache.glob("*.blob"))
+        assert p.describe()["cache"] == str(cache / fp32.sha256)  # a folder per file content
+    blobs = sorted(cache.rglob("*.blob"))
     assert len(blobs) == 1 and blobs[0].stat().st_size > 1000
     stamp = blobs[0].stat().st_mtime_ns
     with Predictor.from_bundle(bundle, backend="ov-fp32", threads=1) as p:  # loaded from the blob
         np.testing.assert_array_equal(p.run(x), first)
-    assert sorted(cache.glob("*.blob")) == blobs and blobs[0].stat().st_mtime_ns == stamp
+    assert sorted(cache.rglob("*.blob")) == blobs and blobs[0].stat().st_mtime_ns == stamp
     with Predictor.from_bundle(bundle, backend="ov-int8", threads=1):
         pass
-    assert len(list(cache.glob("*.blob"))) == 2  # another file is another entry
+    assert len(list(cache.rglob("*.blob"))) == 2  # another file is another entry
     if ovb.cpu_has_bf16()[0]:  # the same file in bf16 shares the fp32 entry, and still runs in bf16
         with Predictor.from_bundle(bundle, backend="ov-bf16", threads=1) as p:
             cached = p.run(x)
         uncached = ovb.OvBackend(bundle / "model.onnx", threads=1, precision="bf16", cache=None).run(x)
         np.testing.assert_array_equal(cached, uncached)
         assert np.abs(cached - first).max() > 0
+
+
+@needs_ov
+def test_a_model_replaced_at_the_same_path_is_not_served_from_the_old_blob(bundle: Path, x: np.ndarray,
+                                                                          tmp_path: Path) -> None:
+    # OpenVINO's own cache key is the path and the settings: a bundle exported again into the same folder (same
+    # architecture, so the same file size) must still run the new weights.
+    import onnx
+    from onnx import numpy_helper
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    with Predictor.from_bundle(copy, backend="ov-fp32", threads=1) as p:
+        old = p.run(x)
+    model = onnx.load(str(copy / "model.onnx"))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")  # the classifier
+    fc = next(t for t in model.graph.initializer if t.name == gemm.input[1])
+    fc.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(fc), fc.name))
+    onnx.save(model, str(copy / "model.onnx"))
+    manifest = read_manifest(copy)
+    entry = FileEntry.for_file(copy, "model.onnx", "fp32", info=manifest.file("model.onnx").info)
+    assert entry.size == manifest.file("model.onnx").size  # same size: only the content tells them apart
+    write_manifest(copy, dataclasses.replace(manifest, files=[entry if f.path == "model.onnx" else f
+                                                              for f in manifest.files]))
+    with Predictor.from_bundle(copy, backend="ov-fp32", threads=1) as p:
+        new = p.run(x)
+    with Predictor.from_bundle(copy, backend="onnx", threads=1) as p:
+        want = p.run(x)
+    np.testing.assert_allclose(new, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert np.abs(new - old).max() > 0.1 * np.abs(old).max()
 
 
 @needs_ov

@@ -21,7 +21,7 @@ from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry
 @dataclass(frozen=True)
 class LoadOptions:
     """How a backend is loaded: the device, threads, the bundle's tensor names and batch limit, variant options, and
-    the manifest's facts about the file (`FileEntry.info`: for engines, how they were built)."""
+    the manifest's facts about the file (`FileEntry.info`: for engines, how they were built; its verified sha256)."""
 
     device: str = "cpu"
     threads: int | None = None
@@ -30,6 +30,7 @@ class LoadOptions:
     max_batch: int = 32
     options: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # the file's content, as the manifest has it and `Predictor` verified (cache keys)
 
 
 class Backend(Protocol):
@@ -122,7 +123,8 @@ class OvLoader:
         from resnet_deploy.runtime.openvino_backend import OvBackend, cache_dir
 
         return OvBackend(path, threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
-                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir())
+                         input_name=opts.input_name, output_name=opts.output_name,
+                         cache=cache_dir(opts.sha256) if opts.sha256 else None)
 
 
 LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "openvino": OvLoader(), "tensorrt": TrtLoader()}

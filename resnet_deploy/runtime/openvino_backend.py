@@ -9,8 +9,10 @@ and bf16 only where asked (`inference_precision="bf16"`) and where the CPU compu
 tiles); elsewhere OpenVINO would emulate it, slower than fp32. Int8 QDQ models run their quantized ops in int8
 whatever the hint; the hint applies to the ops left in float.
 
-Compiled models are cached in `cache_dir()` (OpenVINO's model cache, keyed by the model, the settings and the CPU):
-a second cold start of the same file loads the compiled blob instead of compiling the graph again.
+Compiled models are cached in `cache_dir()` (OpenVINO's model cache): a second cold start of the same file loads the
+compiled blob instead of compiling the graph again. OpenVINO keys a blob by the model's path and the settings, not by
+the file's content, so a model replaced at the same path (a bundle exported again with `--force`) would load the old
+model's blob: each content gets a folder of its own, named by the sha256 the manifest holds and `Predictor` verified.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
     return False, f"CPU lacks bf16 instructions ({', '.join(BF16_FLAGS)}); OpenVINO would emulate it, slower than fp32"
 
 
-def cache_dir() -> Path:
-    """Where compiled models are cached: the package's cache folder (`backend.cache_root`), sub-folder openvino."""
+def cache_dir(sha256: str | None = None) -> Path:
+    """Where compiled models are cached: the package's cache folder (`backend.cache_root`), sub-folder openvino; the
+    folder for one model file's content when given its sha256."""
     from resnet_deploy.runtime.backend import cache_root
 
-    return cache_root() / "openvino"
+    root = cache_root() / "openvino"
+    return root if sha256 is None else root / sha256
 
 
 def _config(threads: int | None, precision: str, cache: Path | None) -> dict[str, str]:
@@ -96,6 +100,7 @@ class OvBackend:
 
     def __init__(self, path: Path, *, threads: int | None = None, precision: str = "fp32",
                  input_name: str = "input", output_name: str = "logits", cache: Path | None = None) -> None:
+        """`cache`: a folder for this file's content only (`cache_dir(sha256)`), or None to compile every time."""
         ov = _import_ov()
         self.cache = _usable_cache(cache)
         config = _config(threads, precision, self.cache)

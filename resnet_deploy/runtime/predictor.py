@@ -223,7 +223,7 @@ class Predictor:
         variant = variants.get(name)
         opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,
                            output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options,
-                           info=entry.info)
+                           info=entry.info, sha256=entry.sha256)
         runner = loader(variant.loader).load(bundle / entry.path, opts)
         return cls(manifest, name, runner, device=device, why=why)
 
