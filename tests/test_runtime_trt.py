@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from trt_fakes import HERE, KERNEL_MS, SHAPE, K, Memory, W, fake_cudart, fake_trt
 
-from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends
+from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends
 from resnet_deploy.runtime import tensorrt_backend as trtb
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 
 REBUILD = "resnet-deploy export c.pt --out b-trt --trt"
@@ -159,6 +159,23 @@ def test_undeserializable_engine_is_a_bundle_error(fake_gpu: types.SimpleNamespa
     pre = Preprocess(input_size=SHAPE[1:], channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     write_manifest(engine_bundle, Manifest("x", [f"c{i}" for i in range(K)], pre, files))
     with pytest.raises(ResnetDeployError, match="TensorRT could not deserialize model.fp32.engine"):
+        Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda")
+
+
+def test_tensorrt_deserializes_the_bytes_that_were_checked(fake_gpu: types.SimpleNamespace, engine_bundle: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine may carry host code: swapping the file after its check must not reach TensorRT.
+    checked = VerifiedFile.read
+
+    def read_then_swap(self: VerifiedFile) -> bytes:
+        data = checked(self)
+        (engine_bundle / self.name).write_bytes(b"garbage")
+        return data
+
+    monkeypatch.setattr(VerifiedFile, "read", read_then_swap)
+    with Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda") as p:
+        assert p.backend == "trt-fp32"
+    with pytest.raises(BundleError, match="^bundle file model.fp32.engine does not match the manifest's sha256/size"):
         Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda")
 
 

@@ -148,6 +148,16 @@ def test_size_mismatch_names_the_entry(bundle: Path) -> None:
                             f"bytes, found {size}); it was changed after export")
 
 
+@pytest.mark.parametrize("change", ["same size, other bytes", "grown", "shrunk"])
+def test_a_changed_model_file_is_refused_at_load(bundle: Path, change: str) -> None:
+    data = (bundle / "model.onnx").read_bytes()
+    data = {"same size, other bytes": data[:-1] + bytes([data[-1] ^ 1]), "grown": data + b"\x00",
+            "shrunk": data[:-1]}[change]
+    (bundle / "model.onnx").write_bytes(data)
+    with pytest.raises(BundleError, match=r"^bundle file model.onnx does not match the manifest's sha256/size"):
+        Predictor.from_bundle(bundle, backend="onnx")
+
+
 # ---------------------------------------------------------------------------------------------- 2. image memory
 _MEASURE = """
 import sys

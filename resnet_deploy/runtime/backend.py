@@ -15,13 +15,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry
+from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry, VerifiedFile
 
 
 @dataclass(frozen=True)
 class LoadOptions:
     """How a backend is loaded: the device, threads, the bundle's tensor names and batch limit, variant options, and
-    the manifest's facts about the file (`FileEntry.info`: for engines, how they were built; its verified sha256)."""
+    the manifest's facts about the file (`FileEntry.info`: for engines, how they were built)."""
 
     device: str = "cpu"
     threads: int | None = None
@@ -30,7 +30,6 @@ class LoadOptions:
     max_batch: int = 32
     options: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    sha256: str | None = None  # the file's content, as the manifest has it and `Predictor` verified (cache keys)
 
 
 class Backend(Protocol):
@@ -58,8 +57,10 @@ class Loader(Protocol):
         """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild,
         `options` the variant's loader options (a precision the CPU may lack)."""
 
-    def load(self, path: Path, opts: LoadOptions) -> Backend:
-        """The running backend for the file at `path`."""
+    def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
+        """The running backend for `file`, got at only through `file.read()` (the checked bytes themselves) or
+        `file.path()` (checked, then opened by the library); never another way, which would skip the manifest's
+        check."""
 
 
 class OrtLoader:
@@ -74,10 +75,12 @@ class OrtLoader:
             return "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)"
         return None
 
-    def load(self, path: Path, opts: LoadOptions) -> Backend:
+    def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
         from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-        return OrtBackend(path, device=opts.device, threads=opts.threads, input_name=opts.input_name,
+        # a path: ONNX Runtime builds a session from a path faster than from bytes (ResNet-50: 193 against 227 ms,
+        # plus 48 ms to read the bytes; benchmarks/RESULTS.md)
+        return OrtBackend(file.path(), device=opts.device, threads=opts.threads, input_name=opts.input_name,
                           output_name=opts.output_name,
                           graph_optimization=opts.options.get("graph_optimization", "all"))
 
@@ -97,10 +100,13 @@ class TrtLoader:
             return str(e)
         return engine_mismatch(entry.path, entry.info, here, rebuild)
 
-    def load(self, path: Path, opts: LoadOptions) -> Backend:
+    def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
         from resnet_deploy.runtime.tensorrt_backend import TrtBackend
 
-        return TrtBackend(path, max_batch=opts.max_batch, input_name=opts.input_name, output_name=opts.output_name,
+        # bytes: the plan may carry host code (version-compatible engines), so what TensorRT runs must be the very
+        # bytes that matched the manifest, with no window in which the file could be swapped
+        return TrtBackend(file.read(), name=file.name, max_batch=opts.max_batch, input_name=opts.input_name,
+                          output_name=opts.output_name,
                           version_compatible=bool(opts.info.get("version_compatible")))
 
 
@@ -119,12 +125,12 @@ class OvLoader:
             return None if native else why
         return None
 
-    def load(self, path: Path, opts: LoadOptions) -> Backend:
+    def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
         from resnet_deploy.runtime.openvino_backend import OvBackend, cache_dir
 
-        return OvBackend(path, threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
-                         input_name=opts.input_name, output_name=opts.output_name,
-                         cache=cache_dir(opts.sha256) if opts.sha256 else None)
+        # a path: OpenVINO's model cache (compile without reading the file again) works from paths only
+        return OvBackend(file.path(), threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
+                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir(file.entry.sha256))
 
 
 LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "openvino": OvLoader(), "tensorrt": TrtLoader()}

@@ -1,8 +1,8 @@
 """The bundle contract: `manifest.json`, its schema, reading it and checking every file against it.
 
 `export/` writes manifests with `Manifest.to_dict()`; the runtime and the validation harness read them with
-`read_manifest` and refuse a bundle whose files do not match (`verify_files`). Torch-free (docs/architecture.md,
-"Floors").
+`read_manifest` and refuse a bundle whose files do not match (`verify_files`; loaders get a file only as a
+`VerifiedFile`). Torch-free (docs/architecture.md, "Floors").
 """
 
 from __future__ import annotations
@@ -281,15 +281,58 @@ def reports_path(bundle: str | Path, name: str = "") -> Path:
 def verify_files(bundle: str | Path, manifest: Manifest, paths: list[str] | None = None) -> None:
     """Check size and sha256 of the named files (all files when None); BundleError names the first that differs."""
     for entry in manifest.files:
-        if paths is not None and entry.path not in paths:
-            continue
-        p = bundle_path(bundle, entry.path)
+        if paths is None or entry.path in paths:
+            VerifiedFile(Path(bundle), entry).path()
+
+
+@dataclass(frozen=True)
+class VerifiedFile:
+    """A bundle file handed to a loader, which gets at it only through a check against the manifest's entry.
+
+    `read()` checks the very bytes it returns, so nothing can change the file between the check and the load; `path()`
+    checks the file and returns where it is, for a library that must open it itself (OpenVINO, whose model cache
+    works from paths), leaving the window between the two reads.
+    """
+
+    bundle: Path
+    entry: FileEntry
+
+    @property
+    def name(self) -> str:
+        """The file's path inside the bundle, for messages."""
+        return self.entry.path
+
+    def _open(self) -> Any:
+        p = bundle_path(self.bundle, self.entry.path)
         if not p.is_file():
-            raise BundleError(f"bundle file {entry.path} is missing from {bundle}")
-        size = p.stat().st_size
-        if size != entry.size or sha256_file(p) != entry.sha256:
-            raise BundleError(f"bundle file {entry.path} does not match the manifest's sha256/size "
-                              f"(expected {entry.size} bytes, found {size}); it was changed after export")
+            raise BundleError(f"bundle file {self.entry.path} is missing from {self.bundle}")
+        return open(p, "rb")
+
+    def _changed(self, size: int) -> BundleError:
+        return BundleError(f"bundle file {self.entry.path} does not match the manifest's sha256/size (expected "
+                           f"{self.entry.size} bytes, found {size}); it was changed after export")
+
+    def read(self) -> bytes:
+        """The file's bytes, once their size and sha256 match the manifest (BundleError otherwise)."""
+        with self._open() as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != self.entry.size:
+                raise self._changed(size)
+            data = f.read(size + 1)  # one byte more than listed shows a file that grew since the size was read
+        if len(data) != self.entry.size or hashlib.sha256(data).hexdigest() != self.entry.sha256:
+            raise self._changed(len(data))
+        return data
+
+    def path(self) -> Path:
+        """The file's real path, once its size and sha256 match the manifest (BundleError otherwise)."""
+        with self._open() as f:
+            size = os.fstat(f.fileno()).st_size
+            h = hashlib.sha256()
+            while size == self.entry.size and (block := f.read(1 << 20)):
+                h.update(block)
+        if size != self.entry.size or h.hexdigest() != self.entry.sha256:
+            raise self._changed(size)
+        return bundle_path(self.bundle, self.entry.path)
 
 
 def unlisted_files(bundle: str | Path, manifest: Manifest) -> list[str]:

@@ -19,7 +19,7 @@ from PIL import Image
 from resnet_deploy.runtime import autotune, variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, read_manifest
 from resnet_deploy.runtime.onnx_backend import cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import ImageInput
 
@@ -219,12 +219,13 @@ class Predictor:
         bundle = Path(path)
         manifest = read_manifest(bundle)
         name, entry, why = choose_backend(bundle, manifest, backend, device)
-        verify_files(bundle, manifest, [entry.path])  # refuse a tampered file before any library parses it
         variant = variants.get(name)
         opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,
                            output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options,
-                           info=entry.info, sha256=entry.sha256)
-        runner = loader(variant.loader).load(bundle / entry.path, opts)
+                           info=entry.info)
+        # the loader reads the file only through the manifest's check: a tampered file is refused before any library
+        # parses it
+        runner = loader(variant.loader).load(VerifiedFile(bundle, entry), opts)
         return cls(manifest, name, runner, device=device, why=why)
 
     @property
