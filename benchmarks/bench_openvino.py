@@ -37,6 +37,9 @@ NNCF = {"nncf-ov int8 (IR)": ("openvino", "nncf.xml"), "nncf-onnx int8 on ov": (
 # ov-bf16 and onnx backends compile: the same runtime calls on the same file).
 PEER = (*NNCF, "ov-fp32", "ov-bf16", "onnx")
 PRECISION = {"onnx": "fp32", "int8": "int8", "ov-fp32": "fp32", "ov-bf16": "bf16", "ov-int8": "int8"}
+# A control row, neither ours nor the peer's: the NNCF IR compiled a second time. Two compilations of one file differ
+# in memory layout only, so the gap between it and the first is the resolution of every other comparison here.
+CONTROL = "nncf-ov int8 (IR), compiled again"
 
 
 def calibration(bundle: Path, spec: str | None = None) -> np.ndarray:
@@ -77,7 +80,38 @@ def runners(bundle: Path, files: dict[str, Path], threads: int) -> dict[str, Cal
         # no model cache here: timing is warm anyway
         out[name] = (OvBackend(files[file], threads=threads) if runtime == "openvino"
                      else OrtBackend(files[file], threads=threads)).run
+    out[CONTROL] = OvBackend(files["nncf.xml"], threads=threads).run
     return out
+
+
+def layer_profile(bundle: Path, files: dict[str, Path], threads: int) -> str:
+    """OpenVINO's own per-layer timing (PERF_COUNT) of our int8 file and NNCF's IR at batch 1, summed by layer type
+    and kernel: where the two graphs differ, if they do."""
+    import openvino as ov
+
+    x = np.random.default_rng(0).standard_normal((1, *read_manifest(bundle).input_shape), dtype=np.float32)
+    rows: dict[tuple[str, str], dict[str, tuple[float, int]]] = {}
+    for label, path in (("ov-int8", bundle / "model.int8.onnx"), ("nncf-ov int8 (IR)", files["nncf.xml"])):
+        request = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                                                             "INFERENCE_NUM_THREADS": str(threads),
+                                                             "PERF_COUNT": "YES"}).create_infer_request()
+        for _ in range(20):
+            request.infer({0: x})
+        total: dict[tuple[str, str], list[float]] = {}
+        n = 100
+        for _ in range(n):
+            request.infer({0: x})
+            for layer in request.profiling_info:
+                if layer.status == layer.Status.EXECUTED:
+                    total.setdefault((layer.node_type, layer.exec_type), []).append(layer.real_time.total_seconds())
+        for key, times in total.items():
+            rows.setdefault(key, {})[label] = (sum(times) / n * 1e6, len(times) // n)
+    lines = ["| layer type | kernel | ov-int8 us (layers) | nncf-ov int8 (IR) us (layers) |",
+             "| --- | --- | ---: | ---: |"]
+    for (node, kernel), got in sorted(rows.items(), key=lambda kv: -max(t for t, _ in kv[1].values())):
+        cells = [f"{got[k][0]:.0f} ({got[k][1]})" if k in got else "-" for k in ("ov-int8", "nncf-ov int8 (IR)")]
+        lines.append(f"| {node} | {kernel} | {cells[0]} | {cells[1]} |")
+    return "OpenVINO's per-layer profile at batch 1 (mean of 100 runs):\n\n" + "\n".join(lines) + "\n"
 
 
 def accuracy(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]]) -> dict[str, float]:
@@ -89,12 +123,18 @@ def accuracy(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]]) -
                         .mean() * 100) for name, fn in run.items()}
 
 
+# pooled statistics per (runner, batch); per batch, (ours / best peer, control / its twin) for each round
+Timed = tuple[dict[tuple[str, int], latency.LatencyStats], dict[int, list[tuple[float, float]]]]
+
+
 def timing(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]], batches: list[int],
-           args: argparse.Namespace) -> dict[tuple[str, int], latency.LatencyStats]:
-    """p50 etc. of every runner and PyTorch eager, per batch, interleaved in `args.rounds` rounds."""
+           args: argparse.Namespace) -> Timed:
+    """p50 etc. of every runner and PyTorch eager, per batch, interleaved in `args.rounds` rounds (samples pooled);
+    and per batch and round, (our fastest p50 / the best peer p50, the control's p50 / its twin's) from that same
+    round: whether a difference in the pooled figures is larger than what one file compiled twice gives."""
     manifest = read_manifest(bundle)
     model, _ = _eager_model(bundle, manifest, None)
-    out = {}
+    out, per_round = {}, {}
     rng = np.random.default_rng(0)
     import torch
 
@@ -102,14 +142,24 @@ def timing(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]], bat
     for b in batches:
         x = rng.standard_normal((b, *manifest.input_shape), dtype=np.float32)
         fns = {"pytorch": _torch_fn(model, x, "cpu")} | {n: (lambda f=fn, x=x: f(x)) for n, fn in run.items()}
-        samples = latency.measure_interleaved(fns, rounds=args.rounds, warmup_s=args.warmup_s,
-                                              duration_s=args.duration_s, min_iters=args.min_iters)
-        out |= {(n, b): latency.summarize(s.host_s, b) for n, s in samples.items()}
-    return out
+        pooled: dict[str, list[float]] = {n: [] for n in fns}
+        per_round[b] = []
+        for r in range(args.rounds):
+            samples = latency.measure_interleaved(fns, warmup_s=args.warmup_s if r == 0 else 0.0,
+                                                  duration_s=args.duration_s / args.rounds,
+                                                  min_iters=-(-args.min_iters // args.rounds))
+            p50 = {n: float(np.median(s.host_s)) for n, s in samples.items()}
+            per_round[b].append((min(p50[n] for n in OURS) / min(p50[n] for n in PEER),
+                                 p50[CONTROL] / p50["nncf-ov int8 (IR)"]))
+            for n, s in samples.items():
+                pooled[n] += s.host_s
+        out |= {(n, b): latency.summarize(s, b) for n, s in pooled.items()}
+    return out, per_round
 
 
-def table(title: str, stats: dict[tuple[str, int], latency.LatencyStats], top1: dict[str, float] | None) -> str:
+def table(title: str, timed: Timed, top1: dict[str, float] | None) -> str:
     """The Markdown table: backend x batch, ms, img/s, x eager, x best peer, top-1 and drop from fp32."""
+    stats, per_round = timed
     lines = [f"### {title}", "", "| backend | precision | batch | p50 ms | img/s at p50 | x eager | x best peer "
              "| top-1 % | drop (points) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ref = (top1 or {}).get("onnx")
@@ -125,6 +175,10 @@ def table(title: str, stats: dict[tuple[str, int], latency.LatencyStats], top1: 
                          f"{'-' if acc is None else f'{acc:.2f}'} | "
                          f"{'-' if acc is None or ref is None else f'{ref - acc:+.2f}'} |")
         lines.append(f"| **our fastest / best peer, batch {b}** | | | | | | **{ours / peer:.3f}** | | |")
+        for what, r in (("our fastest / best peer", sorted(o for o, _ in per_round[b])),
+                        ("control: NNCF's IR compiled again / first", sorted(c for _, c in per_round[b]))):
+            lines.append(f"| {what}, per round (paired in time), batch {b}: median {np.median(r):.3f}, range "
+                         f"{r[0]:.3f}-{r[-1]:.3f} over {len(r)} rounds | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +268,7 @@ def main() -> None:
     ap.add_argument("--calib-data", help="calibrate NNCF on this data SPEC instead of the bundle's own")
     ap.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy (timing only)")
     ap.add_argument("--cold-repeats", type=int, default=5, help="fresh processes per cold-start figure (0: skip)")
+    ap.add_argument("--profile", action="store_true", help="also OpenVINO's per-layer profile, ours against NNCF's")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-ov-") as tmp:
@@ -223,9 +278,12 @@ def main() -> None:
                 continue
             work = Path(tmp) / bundle.name
             work.mkdir()
-            run = runners(bundle, nncf_models(bundle, work, args.calib_data), args.threads)
+            files = nncf_models(bundle, work, args.calib_data)
+            run = runners(bundle, files, args.threads)
             top1 = accuracy(bundle, run) if with_acc and not args.no_accuracy else None
             print(table(label, timing(bundle, run, batches, args), top1), flush=True)
+            if args.profile:
+                print(layer_profile(bundle, files, args.threads), flush=True)
             if args.cold_repeats:
                 print(cold_start(bundle, ("ov-fp32", "ov-int8"), args.threads, args.cold_repeats), flush=True)
             if with_acc:
