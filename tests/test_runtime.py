@@ -16,7 +16,7 @@ from PIL import Image
 
 from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends, read_manifest
 from resnet_deploy.runtime import predictor as predictor_mod
-from resnet_deploy.runtime.manifest import sha256_file
+from resnet_deploy.runtime.manifest import file_digests
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -190,7 +190,7 @@ def test_tampered_model_file_is_refused_by_name(bundle: Path, predictor: Predict
     data = bytearray((bad / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bad / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"bundle file model.onnx does not match the manifest's sha256"):
+    with pytest.raises(BundleError, match=r"bundle file model.onnx does not match the manifest's blake3"):
         Predictor.from_bundle(bad, backend="onnx")
     assert Predictor.from_bundle(bad, backend="int8").backend == "int8"  # the untouched file still loads
     (bad / "model.fp16.onnx").unlink()
@@ -198,7 +198,8 @@ def test_tampered_model_file_is_refused_by_name(bundle: Path, predictor: Predict
         Predictor.from_bundle(bad, backend="fp16")
     (bad / "model.onnx").write_bytes(bytes(data[:1000]))  # a flipped byte may still parse; a truncated file not
     m = json.loads((bad / "manifest.json").read_text())  # a manifest re-signed over a broken file: ORT refuses it
-    m["files"] = [{**f, "sha256": sha256_file(bad / f["path"]), "size": (bad / f["path"]).stat().st_size}
+    sha, b3 = file_digests(bad / "model.onnx")
+    m["files"] = [{**f, "sha256": sha, "blake3": b3, "size": (bad / f["path"]).stat().st_size}
                   if f["path"] == "model.onnx" else f for f in m["files"]]
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="ONNX Runtime could not load model.onnx"):

@@ -175,7 +175,7 @@ def test_tensorrt_deserializes_the_bytes_that_were_checked(fake_gpu: types.Simpl
     monkeypatch.setattr(VerifiedFile, "read", read_then_swap)
     with Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda") as p:
         assert p.backend == "trt-fp32"
-    with pytest.raises(BundleError, match="^bundle file model.fp32.engine does not match the manifest's sha256/size"):
+    with pytest.raises(BundleError, match="^bundle file model.fp32.engine does not match the manifest's blake3/size"):
         Predictor.from_bundle(engine_bundle, backend="trt-fp32", device="cuda")
 
 

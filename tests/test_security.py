@@ -144,7 +144,7 @@ def test_size_mismatch_names_the_entry(bundle: Path) -> None:
     size = (bundle / "model.onnx").stat().st_size
     with pytest.raises(BundleError) as e:
         verify_files(bundle, read_manifest(bundle))
-    assert str(e.value) == (f"bundle file model.onnx does not match the manifest's sha256/size (expected {size - 7} "
+    assert str(e.value) == (f"bundle file model.onnx does not match the manifest's blake3/size (expected {size - 7} "
                             f"bytes, found {size}); it was changed after export")
 
 
@@ -154,6 +154,27 @@ def test_a_changed_model_file_is_refused_at_load(bundle: Path, change: str) -> N
     data = {"same size, other bytes": data[:-1] + bytes([data[-1] ^ 1]), "grown": data + b"\x00",
             "shrunk": data[:-1]}[change]
     (bundle / "model.onnx").write_bytes(data)
+    with pytest.raises(BundleError, match=r"^bundle file model.onnx does not match the manifest's blake3/size"):
+        Predictor.from_bundle(bundle, backend="onnx")
+
+
+@pytest.mark.parametrize("without", ["the manifest's blake3 field", "the blake3 module"])
+def test_without_blake3_files_are_checked_by_sha256(bundle: Path, without: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bundles written before the blake3 field, or a runtime installed without the module: sha256 is checked.
+    from resnet_deploy.runtime import manifest
+
+    assert read_manifest(bundle).file("model.onnx").blake3 is not None
+    if without == "the blake3 module":
+        monkeypatch.setattr(manifest, "_Blake3", None)
+    else:
+        edit(bundle, lambda d: [f.pop("blake3") for f in d["files"]])
+    x = np.zeros((1, *read_manifest(bundle).input_shape), np.float32)
+    with Predictor.from_bundle(bundle, backend="onnx") as p:
+        assert p.run(x).shape == (1, len(CLASSES))
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"^bundle file model.onnx does not match the manifest's sha256/size"):
         Predictor.from_bundle(bundle, backend="onnx")
 
@@ -324,6 +345,8 @@ def test_long_values_are_quoted_short(tmp_path: Path) -> None:
                                                                 "'bilinear', found 'nearest'"),
     (lambda d: d["files"][0].update(size=-1), "files[0].size must be an integer >= 0, found -1"),
     (lambda d: d["files"][0].update(sha256=None), "files[0].sha256 must be 64 lower-case hex digits, found None"),
+    (lambda d: d["files"][0].update(blake3="AB" * 32), "files[0].blake3 must be 64 lower-case hex digits, found "
+                                                        "'ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB'"),
     (lambda d: d["files"][0].update(precision="fp4"), "files[0].precision must be one of 'fp32', 'fp16', 'int8', "
                                                       "'fp8', 'none', found 'fp4'"),
     (lambda d: d["files"].append(dict(d["files"][0])), "files must be distinct paths, found 'model.onnx'"),

@@ -271,7 +271,7 @@ def test_a_bundle_changed_in_the_repository_is_refused_at_load(served: SimpleNam
     with pytest.raises(ResnetDeployError) as e:
         _start(repo)
     assert str(e.value).startswith("tritonserver exited before it was ready: ")
-    assert "bundle file model.onnx does not match the manifest's sha256/size" in str(e.value)
+    assert "bundle file model.onnx does not match the manifest's blake3/size" in str(e.value)
 
 
 def test_loadtest_against_the_server(served: SimpleNamespace, tmp_path: Path) -> None:

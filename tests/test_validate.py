@@ -155,7 +155,7 @@ def test_validate_refuses_a_changed_bundle(tiny):
     (bundle / "model.onnx").write_bytes(bytes(raw))
     res = CliRunner().invoke(main, ["validate", str(bundle), "--data", tiny.spec])
     assert res.exit_code == 2
-    assert "Error: bundle file model.onnx does not match the manifest's sha256/size" in res.output
+    assert "Error: bundle file model.onnx does not match the manifest's blake3/size" in res.output
 
 
 def test_validate_refuses_data_with_other_classes(tiny):

@@ -130,7 +130,7 @@ class OvLoader:
 
         # a path: OpenVINO's model cache (compile without reading the file again) works from paths only
         return OvBackend(file.path(), threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
-                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir(file.entry.sha256))
+                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir(file.content_id))
 
 
 LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "openvino": OvLoader(), "tensorrt": TrtLoader()}

@@ -12,7 +12,7 @@ whatever the hint; the hint applies to the ops left in float.
 Compiled models are cached in `cache_dir()` (OpenVINO's model cache): a second cold start of the same file loads the
 compiled blob instead of compiling the graph again. OpenVINO keys a blob by the model's path and the settings, not by
 the file's content, so a model replaced at the same path (a bundle exported again with `--force`) would load the old
-model's blob: each content gets a folder of its own, named by the sha256 the manifest holds and `Predictor` verified.
+model's blob: each content gets a folder of its own, named by the checksum the manifest holds and the load verified.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
     return False, f"CPU lacks bf16 instructions ({', '.join(BF16_FLAGS)}); OpenVINO would emulate it, slower than fp32"
 
 
-def cache_dir(sha256: str | None = None) -> Path:
+def cache_dir(content_id: str | None = None) -> Path:
     """Where compiled models are cached: the package's cache folder (`backend.cache_root`), sub-folder openvino; the
-    folder for one model file's content when given its sha256."""
+    folder for one model file's content when given its verified checksum (`VerifiedFile.content_id`)."""
     from resnet_deploy.runtime.backend import cache_root
 
     root = cache_root() / "openvino"
-    return root if sha256 is None else root / sha256
+    return root if content_id is None else root / content_id
 
 
 def _config(threads: int | None, precision: str, cache: Path | None) -> dict[str, str]:
@@ -100,7 +100,7 @@ class OvBackend:
 
     def __init__(self, path: Path, *, threads: int | None = None, precision: str = "fp32",
                  input_name: str = "input", output_name: str = "logits", cache: Path | None = None) -> None:
-        """`cache`: a folder for this file's content only (`cache_dir(sha256)`), or None to compile every time."""
+        """`cache`: a folder for this file's content only (`cache_dir(content_id)`), or None to compile every time."""
         ov = _import_ov()
         self.cache = _usable_cache(cache)
         config = _config(threads, precision, self.cache)
