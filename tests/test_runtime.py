@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from PIL import Image
 
 from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends, read_manifest
 from resnet_deploy.runtime import predictor as predictor_mod
-from resnet_deploy.runtime.manifest import file_digests
+from resnet_deploy.runtime.manifest import file_digests, verify_files
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -182,6 +183,20 @@ def test_unusable_backends_say_why(bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(ResnetDeployError, match="backend 'int8' cannot run on device=cpu: the bundle has no int8"):
         Predictor.from_bundle(small, backend="int8")
     assert Predictor.from_bundle(small).backend == "onnx"  # auto falls back
+
+
+def _verify_in_child(bundle: str) -> bool:
+    verify_files(bundle, read_manifest(bundle))
+    return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method")
+def test_a_process_forked_after_a_load_can_check_bundles(bundle: Path) -> None:
+    # Pre-forking servers and multiprocessing's fork load models in children of a process that already hashed:
+    # a hash with a thread pool (blake3's multi-threaded mode) would hang there.
+    verify_files(bundle, read_manifest(bundle))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_verify_in_child, (str(bundle),)).get(timeout=60)
 
 
 def test_tampered_model_file_is_refused_by_name(bundle: Path, predictor: Predictor, tmp_path: Path) -> None:

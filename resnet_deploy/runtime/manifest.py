@@ -40,7 +40,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 try:
-    # Every load checks its file, and BLAKE3 hashes a ResNet-50 file (97 MiB) in 11 ms here against sha256's 59 ms
+    # Every load checks its file, and BLAKE3 hashes a ResNet-50 file (97 MiB) in 16 ms here against sha256's 59 ms
     # (benchmarks/RESULTS.md): the checksum verified where the manifest lists it. pip installs it with the package;
     # where it is missing (a machine without a package index), files are checked by their sha256.
     from blake3 import blake3 as _Blake3
@@ -49,7 +49,9 @@ except ImportError:
 
 
 def _blake3() -> Any:
-    return _Blake3(max_threads=_Blake3.AUTO)
+    # One thread: its multi-threaded mode (10.8 ms) uses a thread pool that hangs in a process forked after the
+    # parent hashed (multiprocessing's fork, pre-forking servers).
+    return _Blake3()
 
 
 def _hash_file(f: Any, hashers: list[Any], chunk: int = 1 << 22) -> None:
