@@ -17,7 +17,8 @@ from PIL import Image
 
 from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends, read_manifest
 from resnet_deploy.runtime import predictor as predictor_mod
-from resnet_deploy.runtime.manifest import file_digests, verify_files
+from resnet_deploy.runtime.checksum import file_digests
+from resnet_deploy.runtime.manifest import verify_files
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import Preprocess
 

@@ -162,21 +162,60 @@ def test_a_changed_model_file_is_refused_at_load(bundle: Path, change: str) -> N
 def test_without_blake3_files_are_checked_by_sha256(bundle: Path, without: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Bundles written before the blake3 field, or a runtime installed without the module: sha256 is checked.
-    from resnet_deploy.runtime import manifest
+    from resnet_deploy.runtime import checksum
 
+    x = np.random.default_rng().standard_normal((3, *read_manifest(bundle).input_shape), dtype=np.float32)
+    with Predictor.from_bundle(bundle, backend="onnx") as p:
+        want = p.run(x)
     assert read_manifest(bundle).file("model.onnx").blake3 is not None
     if without == "the blake3 module":
-        monkeypatch.setattr(manifest, "_Blake3", None)
+        monkeypatch.setattr(checksum, "_Blake3", None)
     else:
         edit(bundle, lambda d: [f.pop("blake3") for f in d["files"]])
-    x = np.zeros((1, *read_manifest(bundle).input_shape), np.float32)
     with Predictor.from_bundle(bundle, backend="onnx") as p:
-        assert p.run(x).shape == (1, len(CLASSES))
+        np.testing.assert_array_equal(p.run(x), want)
     data = bytearray((bundle / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bundle / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"^bundle file model.onnx does not match the manifest's sha256/size"):
         Predictor.from_bundle(bundle, backend="onnx")
+
+
+@pytest.mark.parametrize("how", ["read", "path"])
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_file_changed_while_it_is_checked_is_refused(bundle: Path, how: str, change: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The size is read first, then the bytes: a file that changes in between must not pass.
+    from resnet_deploy.runtime import manifest
+    from resnet_deploy.runtime.manifest import VerifiedFile
+
+    entry = read_manifest(bundle).file("model.onnx")
+    real_fstat = os.fstat
+
+    def fstat_then_change(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        with open(bundle / "model.onnx", "r+b") as f:
+            f.seek(0, os.SEEK_END) if change == "grows" else f.truncate(entry.size // 2)
+            if change == "grows":
+                f.write(b"\x00" * 9)
+        return result
+
+    monkeypatch.setattr(manifest.os, "fstat", fstat_then_change)
+    found = entry.size + (1 if how == "read" else 9) if change == "grows" else entry.size // 2
+    with pytest.raises(BundleError) as e:
+        getattr(VerifiedFile(bundle, entry), how)()
+    assert str(e.value) == (f"bundle file model.onnx does not match the manifest's blake3/size (expected {entry.size} "
+                            f"bytes, found {found}); it was changed after export")
+
+
+def test_a_bundle_whose_two_checksums_disagree_fails_the_full_check(bundle: Path) -> None:
+    # Runtimes with and without blake3 check different digests: the full check (export's last step, validate,
+    # triton) holds both to the same bytes.
+    edit(bundle, lambda d: d["files"][0].update(sha256="0" * 64))
+    with Predictor.from_bundle(bundle, backend="onnx"):  # a load checks blake3 only
+        pass
+    with pytest.raises(BundleError, match=r"^bundle file model.onnx does not match the manifest's sha256/size"):
+        verify_files(bundle, read_manifest(bundle))
 
 
 # ---------------------------------------------------------------------------------------------- 2. image memory

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from resnet_deploy.cli import main
 from resnet_deploy.runtime import ResnetDeployError
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
+from resnet_deploy.runtime.checksum import sha256_file
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve.loadtest import parse_url
 from resnet_deploy.serve.repository import write_repository

@@ -20,8 +20,8 @@ from resnet_deploy.checkpoint import (
     model_from_checkpoint,
     preprocess_from_checkpoint,
 )
+from resnet_deploy.runtime.checksum import sha256_file
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import sha256_file
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, MAX_SIDE, Preprocess
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,7 @@ from typing import Any
 
 from resnet_deploy.runtime import fields as F
 from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.checksum import blake3_available, file_digests, hash_stream, hasher
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, quote
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -28,47 +28,6 @@ OUTPUT_NAME = "logits"
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
 MAX_CLASSES, MAX_FILES, MAX_BATCH = 100_000, 64, 4096
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-try:
-    # Every load checks its file, and BLAKE3 hashes a ResNet-50 file (97 MiB) in 16 ms here against sha256's 59 ms
-    # (benchmarks/RESULTS.md): the checksum verified where the manifest lists it. pip installs it with the package;
-    # where it is missing (a machine without a package index), files are checked by their sha256.
-    from blake3 import blake3 as _Blake3
-except ImportError:
-    _Blake3 = None
-
-
-def _blake3() -> Any:
-    # One thread: its multi-threaded mode (10.8 ms) uses a thread pool that hangs in a process forked after the
-    # parent hashed (multiprocessing's fork, pre-forking servers).
-    return _Blake3()
-
-
-def _hash_file(f: Any, hashers: list[Any], chunk: int = 1 << 22) -> None:
-    """Feed the rest of an open binary file to every hasher, through one reused buffer."""
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    while n := f.readinto(buf):
-        for h in hashers:
-            h.update(view[:n])
-
-
-def file_digests(path: str | Path) -> tuple[str, str | None]:
-    """(sha256, blake3) hex digests of a file, in one read; blake3 None where the module is missing."""
-    hashers = [hashlib.sha256(), *([_blake3()] if _Blake3 else [])]
-    with open(path, "rb") as f:
-        _hash_file(f, hashers)
-    return hashers[0].hexdigest(), hashers[1].hexdigest() if _Blake3 else None
 
 
 @dataclass(frozen=True)
@@ -107,7 +66,7 @@ class FileEntry:
     @property
     def checksum(self) -> tuple[str, str]:
         """(algorithm, hex digest) the file is checked with at load: blake3 where listed and installed, else sha256."""
-        return ("blake3", self.blake3) if self.blake3 and _Blake3 else ("sha256", self.sha256)
+        return ("blake3", self.blake3) if self.blake3 and blake3_available() else ("sha256", self.sha256)
 
 
 @dataclass(frozen=True)
@@ -326,16 +285,18 @@ def reports_path(bundle: str | Path, name: str = "") -> Path:
 
 
 def verify_files(bundle: str | Path, manifest: Manifest, paths: list[str] | None = None) -> None:
-    """Check size and checksum of the named files (all files when None); BundleError names the first that differs."""
+    """Check size and every listed checksum this machine can compute (sha256, and blake3) of the named files (all
+    files when None), so that a bundle passing here loads the same bytes on runtimes with or without blake3;
+    BundleError names the first that differs."""
     for entry in manifest.files:
         if paths is None or entry.path in paths:
-            VerifiedFile(Path(bundle), entry).path()
+            VerifiedFile(Path(bundle), entry).path(every_checksum=True)
 
 
 @dataclass(frozen=True)
 class VerifiedFile:
     """A bundle file handed to a loader, which gets at it only through a check against the manifest's entry (size,
-    and `FileEntry.checksum`: blake3, or sha256 in older bundles).
+    and `FileEntry.checksum`: blake3, or sha256 in older bundles or without the module).
 
     `read()` checks the very bytes it returns, so nothing can change the file between the check and the load; `path()`
     checks the file and returns where it is, for a library that must open it itself (ONNX Runtime loads a path
@@ -352,7 +313,8 @@ class VerifiedFile:
 
     @property
     def content_id(self) -> str:
-        """"<algorithm>-<digest>" of the checksum verified: names what was loaded, e.g. for compiled-model caches."""
+        """"<algorithm>-<digest>" of the checksum a load verifies: names the content, e.g. for compiled-model caches
+        (with `path()`, the content checked just before the library opened the file)."""
         return "-".join(self.entry.checksum)
 
     def _open(self) -> Any:
@@ -361,34 +323,38 @@ class VerifiedFile:
             raise BundleError(f"bundle file {self.entry.path} is missing from {self.bundle}")
         return open(p, "rb")
 
-    def _check(self, size: int, hasher: Any) -> None:
-        algorithm, digest = self.entry.checksum
-        if size != self.entry.size or hasher.hexdigest() != digest:
-            raise BundleError(f"bundle file {self.entry.path} does not match the manifest's {algorithm}/size "
-                              f"(expected {self.entry.size} bytes, found {size}); it was changed after export")
+    def _check(self, found: int, checks: list[tuple[str, str, Any]]) -> None:
+        """`found`: the bytes seen; `checks`: (algorithm, listed digest, hasher fed those bytes)."""
+        bad = next((algorithm for algorithm, digest, h in checks if h.hexdigest() != digest), None)
+        if found != self.entry.size or bad is not None:
+            raise BundleError(f"bundle file {self.entry.path} does not match the manifest's {bad or checks[0][0]}/size "
+                              f"(expected {self.entry.size} bytes, found {found}); it was changed after export")
 
-    def _hasher(self) -> Any:
-        return _blake3() if self.entry.checksum[0] == "blake3" else hashlib.sha256()
+    def _checks(self, every: bool) -> list[tuple[str, str, Any]]:
+        listed = [self.entry.checksum]  # the load's own first, so that errors name it
+        if every and self.entry.blake3 and blake3_available():
+            listed.append(("sha256", self.entry.sha256))
+        return [(algorithm, digest, hasher(algorithm)) for algorithm, digest in listed]
 
     def read(self) -> bytes:
         """The file's bytes, once their size and checksum match the manifest (BundleError otherwise)."""
-        hasher = self._hasher()
+        checks = self._checks(every=False)
         with self._open() as f:
             size = os.fstat(f.fileno()).st_size
             # one byte more than listed shows a file that grew since its size was read
             data = f.read(size + 1) if size == self.entry.size else b""
-        hasher.update(data)
-        self._check(len(data) if data else size, hasher)
+        checks[0][2].update(data)
+        self._check(len(data) if size == self.entry.size else size, checks)
         return data
 
-    def path(self) -> Path:
-        """The file's real path, once its size and checksum match the manifest (BundleError otherwise)."""
-        hasher = self._hasher()
+    def path(self, every_checksum: bool = False) -> Path:
+        """The file's real path, once its size and checksum (with `every_checksum`, each one listed that this
+        machine can compute) match the manifest (BundleError otherwise)."""
+        checks = self._checks(every_checksum)
         with self._open() as f:
             size = os.fstat(f.fileno()).st_size
-            if size == self.entry.size:
-                _hash_file(f, [hasher])
-        self._check(size, hasher)
+            found = hash_stream(f, [h for _, _, h in checks]) if size == self.entry.size else size
+        self._check(found, checks)
         return bundle_path(self.bundle, self.entry.path)
 
 

@@ -18,8 +18,8 @@ from PIL import Image
 
 from resnet_deploy.runtime import autotune, variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
-from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, read_manifest
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
 from resnet_deploy.runtime.onnx_backend import cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import ImageInput
 
@@ -79,7 +79,11 @@ def _reason(bundle: Path, manifest: Manifest, name: str, device: str) -> str | N
     entry = find_entry(manifest, name)
     if entry is None:
         return f"the bundle has no {name} model (export it with `resnet-deploy export ... {' '.join(variant.flags)}`)"
-    if not (bundle / entry.path).is_file():
+    try:
+        present = bundle_path(bundle, entry.path).is_file()  # never follows a link out of the bundle
+    except BundleError as e:
+        return str(e)
+    if not present:
         return f"{entry.path} is listed in the manifest but missing from {bundle}"
     if device not in variant.devices:
         instead = [v.name for v in variants.variants() if v.precision == variant.precision and device in v.devices]
@@ -208,7 +212,7 @@ class Predictor:
             threads: intra-op threads; None lets the runtime use one per physical core.
 
         Raises:
-            BundleError: missing/truncated/foreign manifest, or the model file differs from its sha256.
+            BundleError: missing/truncated/foreign manifest, or the model file differs from its checksum.
             ResnetDeployError: the backend cannot run here (says why: missing file, engine built for another
                 TensorRT or GPU, provider not installed).
         """

@@ -201,7 +201,7 @@ class TrtBackend:
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if version_compatible:
             # The plan embeds the lean runtime, i.e. host code: TensorRT runs it only when told the plan is trusted.
-            # Loaded through the runtime, the bytes here are the ones whose sha256 matched the bundle's manifest.
+            # Loaded through the runtime, the bytes here are the ones whose checksum matched the bundle's manifest.
             self._runtime.engine_host_code_allowed = True
         self.engine = self._runtime.deserialize_cuda_engine(engine if isinstance(engine, bytes)
                                                             else Path(engine).read_bytes())

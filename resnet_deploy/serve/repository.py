@@ -26,6 +26,7 @@ from pathlib import Path
 from resnet_deploy import __version__
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, variants, verify_files
+from resnet_deploy.runtime.manifest import VerifiedFile
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.serve import TARGETS, precisions
 
@@ -224,7 +225,8 @@ def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, 
     entry, backend = _entry(manifest, target, precision)
     version = model_dir / "1"
     version.mkdir(parents=True)
-    shutil.copyfile(bundle / entry.path, version / ("model.plan" if target == "tensorrt" else "model.onnx"))
+    # the checked bytes themselves: a plan may carry host code, and Triton loads this copy with no check of its own
+    (version / ("model.plan" if target == "tensorrt" else "model.onnx")).write_bytes(VerifiedFile(bundle, entry).read())
     platform = "tensorrt_plan" if target == "tensorrt" else "onnxruntime_onnx"
     text = (f'name: "{model_dir.name}"\nplatform: "{platform}"\n' + _batching(batch, instances, "KIND_GPU", delay_us)
             + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", list(manifest.input_shape))])

@@ -20,7 +20,7 @@ import numpy as np
 
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import read_manifest, reports_path, verify_files
+from resnet_deploy.runtime.manifest import VerifiedFile, read_manifest, reports_path
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"
@@ -87,11 +87,11 @@ class LayerwiseReport:
         return "\n".join(lines) + "\n"
 
 
-def _all_outputs(path: Path) -> tuple[bytes, list[str], dict[str, str]]:
-    """The model at `path` with every node output marked as a graph output; (bytes, tensors in order, producer op)."""
+def _all_outputs(data: bytes) -> tuple[bytes, list[str], dict[str, str]]:
+    """The model with every node output marked as a graph output; (bytes, tensors in order, producer op)."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load_model_from_string(data)
     tensors = [out for node in model.graph.node for out in node.output if out]
     ops = {out: node.op_type for node in model.graph.node for out in node.output}
     known = {o.name for o in model.graph.output}
@@ -109,14 +109,15 @@ def _session(model: bytes, threads: int | None) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def compare_layers(ref_path: Path, path: Path, x: np.ndarray, tolerance: float,
+def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolerance: float,
                    threads: int | None = None) -> list[LayerError]:
-    """Per-tensor errors of the model at `path` against the one at `ref_path` on images `x`, in `ref_path`'s order."""
-    ref_model, ref_tensors, ops = _all_outputs(ref_path)
-    model, _, their_ops = _all_outputs(path)
+    """Per-tensor errors of the model `other` against `ref` on images `x`, in `ref`'s order (both read as checked
+    bytes)."""
+    ref_model, ref_tensors, ops = _all_outputs(ref.read())
+    model, _, their_ops = _all_outputs(other.read())
     common = [t for t in ref_tensors if their_ops.get(t) == ops[t] and ops[t] not in _SKIP_OPS]
     if not common:
-        raise ResnetDeployError(f"{path.name} and {ref_path.name} share no tensor names to compare")
+        raise ResnetDeployError(f"{other.name} and {ref.name} share no tensor names to compare")
     ref_sess, sess = _session(ref_model, threads), _session(model, threads)
     stats = {t: [0.0, 0.0, 0.0, 0] for t in common}  # max abs diff, sum abs diff, max |ref|, count
     shapes: dict[str, list[int]] = {}
@@ -173,10 +174,9 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
         flags = " ".join(variants.get(variant).flags)
         raise ResnetDeployError(f"{bundle} has no {variants.get(variant).file}; export it with `resnet-deploy export "
                                 f"... {flags}`")
-    verify_files(bundle, manifest, [ref.path, entry.path])
     x, _, _ = load_eval_arrays(data_spec, manifest.preprocess, limit or DEFAULT_LIMIT)
     tol = TOLERANCES.get(entry.precision, 0.1) if tolerance is None else float(tolerance)
-    layers = compare_layers(bundle / ref.path, bundle / entry.path, x, tol, threads)
+    layers = compare_layers(VerifiedFile(bundle, ref), VerifiedFile(bundle, entry), x, tol, threads)
     first = next((e.tensor for e in layers if e.exceeds), None)
     return LayerwiseReport(str(bundle), variant, entry.path, data_spec, int(len(x)), tol, first, layers)
 

@@ -89,7 +89,7 @@ def tolerance_values(gates: dict[str, Gate]) -> dict[str, float]:
 
 
 def open_bundle(bundle: str | Path) -> Manifest:
-    """Read the manifest and check every file's sha256 and size; a changed bundle is refused (BundleError)."""
+    """Read the manifest and check every file's size and checksums; a changed bundle is refused (BundleError)."""
     manifest = read_manifest(bundle)
     verify_files(bundle, manifest)
     return manifest

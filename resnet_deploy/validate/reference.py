@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runtime.checksum import sha256_file
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
-from resnet_deploy.runtime.manifest import Manifest, sha256_file
+from resnet_deploy.runtime.manifest import Manifest
 
 
 def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Path | None = None
