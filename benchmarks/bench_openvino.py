@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_deploy.runtime import Predictor, read_manifest
+from resnet_deploy.runtime import Predictor, read_manifest, variants
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.runtime.openvino_backend import OvBackend
 from resnet_deploy.validate import latency
@@ -36,7 +36,7 @@ NNCF = {"nncf-ov int8 (IR)": ("openvino", "nncf.xml"), "nncf-onnx int8 on ov": (
 # The peer's figures: NNCF's int8, and OpenVINO fp32/bf16 and ONNX Runtime fp32 on model.onnx (what our ov-fp32,
 # ov-bf16 and onnx backends compile: the same runtime calls on the same file).
 PEER = (*NNCF, "ov-fp32", "ov-bf16", "onnx")
-PRECISION = {"onnx": "fp32", "int8": "int8", "ov-fp32": "fp32", "ov-bf16": "bf16", "ov-int8": "int8"}
+PRECISION = {n: variants.get(n).precision for n in OURS}
 # A control row, neither ours nor the peer's: the NNCF IR compiled a second time. Two compilations of one file differ
 # in memory layout only, so the gap between it and the first is the resolution of every other comparison here.
 CONTROL = "nncf-ov int8 (IR), compiled again"

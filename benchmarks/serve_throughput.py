@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_deploy.runtime import Predictor, read_manifest
-from resnet_deploy.runtime.predictor import choose_backend
+from resnet_deploy.runtime import Predictor
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve import precisions
 from resnet_deploy.serve.loadtest import run_loadtest
@@ -128,18 +127,18 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     t0 = time.perf_counter()
     repo = write_repository(bundle, tmp / "repo", name="demo", precision=args.precision, instances=args.instances,
                             max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
-    # the server's model chooses like this (same machine, same bundle): the same runtime backend on both sides
     asked = json.loads((repo / MARKER).read_text())["backend"]
-    backend, _, why = choose_backend(bundle, read_manifest(bundle), asked)
     http, grpc, metrics = free_ports(3)
     server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
     server.start()
     ready_s = time.perf_counter() - t0
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend {backend} ({why}); "
-          f"served: {args.instances} instance(s), {args.threads or 'default'} thread(s) each, queue delay "
-          f"{args.max_queue_delay_us} us; in process: default threads")
     try:
-        with Predictor.from_bundle(bundle, backend=backend) as predictor:
+        # the server's model chooses the same way (same machine, same bundle): one runtime backend on both sides
+        with Predictor.from_bundle(bundle, backend=asked) as predictor:
+            print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; runtime backend "
+                  f"{predictor.backend} ({predictor.why}); served: {args.instances} instance(s), "
+                  f"{args.threads or 'default'} thread(s) each, queue delay {args.max_queue_delay_us} us; in process: "
+                  "default threads")
             local, served = side_by_side(predictor, server.url, args.duration_s, args.rounds)
             cpu = cpu_per_image(predictor, server, args.duration_s / args.rounds)
     finally:

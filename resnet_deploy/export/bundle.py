@@ -124,6 +124,12 @@ class _Work:
         return quantize.preprocess_for_quantization(self.tmp / "model.onnx", self.scratch / "model.pre.onnx")
 
     @cached_property
+    def fp32_check_logits(self) -> np.ndarray:
+        """model.onnx's logits on the first calibration images, which every quantized model is compared with."""
+        assert self.calib is not None
+        return quantize.onnx_logits(self.tmp / "model.onnx", self.calib[:CHECK_IMAGES])
+
+    @cached_property
     def calibration(self) -> CalibrationCache:
         """Provenance of the calibrated scales, and the ranges of the TensorRT-rule Q/DQ models (cached in a file)."""
         assert self.calib is not None
@@ -215,8 +221,9 @@ def _quantized_entry(w: _Work, variant: Variant, kind: str, method: str) -> File
     """Compare a quantized model with fp32 on calibration images, log it, and record where its scales came from."""
     calib = w.calib
     assert calib is not None
-    cmp = quantize.compare_onnx(w.tmp / "model.onnx", w.tmp / variant.file, calib[:CHECK_IMAGES],
-                                graph_optimization=variant.options.get("graph_optimization", "all"))
+    logits = quantize.onnx_logits(w.tmp / variant.file, calib[:CHECK_IMAGES],
+                                  graph_optimization=variant.options.get("graph_optimization", "all"))
+    cmp = quantize.compare_logits(w.fp32_check_logits, logits)
     w.log(variant.precision, f"{variant.file} (QDQ {kind}, per-channel weights, {method} on {len(calib)} images): on "
                              f"those images top-1 agreement with fp32 {cmp['top1_agree']:.1%}, relative max abs "
                              f"{cmp['rel']:.2e}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from resnet_deploy.export.tensorrt import parse_batch, parse_compat
+from resnet_deploy.export.tensorrt import check_fp8_compat, parse_batch, parse_compat
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.variants import Variant
@@ -96,9 +96,8 @@ class ExportOptions:
     def _check_trt_compat(self) -> None:
         if self.trt_compat and not self.trt:
             raise ResnetDeployError(f"--trt-compat {','.join(self.trt_compat)} needs --trt (it describes engines)")
-        if "hardware" in self.trt_compat and "fp8" in self.precisions and self.trt:
-            raise ResnetDeployError("--trt-compat hardware (Ampere and later) cannot hold an fp8 engine: Ampere GPUs "
-                                    "have no FP8; export fp8 engines without hardware compatibility")
+        if self.trt:
+            check_fp8_compat(self.precisions, self.trt_compat)
 
     @classmethod
     def from_flags(cls, fp16: bool = False, int8: bool = False, fp8: bool = False, **options: Any) -> ExportOptions:

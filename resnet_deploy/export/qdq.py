@@ -24,6 +24,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -98,24 +99,29 @@ def place_qdq(model: onnx.ModelProto) -> Placement:
     return place
 
 
+def calibration_method(method: str) -> Any:
+    """ONNX Runtime's CalibrationMethod for one of export's names ("minmax", "entropy", "percentile")."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
 def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: str, batch: int = 8) -> dict[str, float]:
     """amax (largest |value| seen, or the method's symmetric threshold) of each named tensor over `calib`.
 
     Uses ONNX Runtime's calibrators ("minmax", "entropy", "percentile"), one batch per `collect_data` call so that
     intermediate tensors of only one batch are held at a time.
     """
-    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
     from resnet_deploy.export.quantize import ArrayReader
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
     reader = ArrayReader(calib, batch)
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-calib-") as work:
         # The tensors placed are inputs of weighted ops and of Adds: only those ops' tensors are collected.
         calibrator = create_calibrator(model_path, [*WEIGHTED, "Add"], str(Path(work) / "augmented.onnx"),
-                                       calibrate_method=methods[method], extra_options={"symmetric": True})
+                                       calibrate_method=calibration_method(method), extra_options={"symmetric": True})
         for i in range(len(reader)):
             reader.set_range(i, i + 1)
             calibrator.collect_data(reader)

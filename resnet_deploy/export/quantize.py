@@ -92,7 +92,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
         method: calibration method: "minmax", "entropy" or "percentile".
         amax: for "trt", activation ranges already calibrated (`qdq.activation_tensors` names them).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if target not in INT8_TARGETS:
         raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_TARGETS)}")
@@ -100,11 +100,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
     if target == "trt":
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout
             return qdq.quantize_qdq(src, dst, calib, "int8", method, amax)
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
     with contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(src), str(dst), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        calibrate_method=calibrate, calibration_providers=["CPUExecutionProvider"],
+                        calibrate_method=qdq.calibration_method(method), calibration_providers=["CPUExecutionProvider"],
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         # CalibStridedMinMax: see ArrayReader. The classifier's output stays float, as NNCF leaves
                         # it (benchmarks/RESULTS.md, "OpenVINO"): 8-bit logits only add ties between near classes.
@@ -132,15 +130,23 @@ def _check_calibration(calib: np.ndarray, method: str) -> None:
         raise ResnetDeployError(f"calibration images must be a non-empty (N, C, H, W) array, found {calib.shape}")
 
 
+def onnx_logits(path: str | Path, x: np.ndarray, batch: int = 32, graph_optimization: str = "all") -> np.ndarray:
+    """The logits of the ONNX model at `path` on `x`, on ONNX Runtime (CPU), `batch` images at a time."""
+    run = OrtBackend(Path(path), graph_optimization=graph_optimization).run
+    return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def compare_logits(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """How far logits `b` are from reference logits `a`: max abs, relative (max abs / max |a|), top-1 agreement."""
+    max_abs = float(np.abs(a - b).max())
+    return {"max_abs": max_abs, "rel": max_abs / max(float(np.abs(a).max()), 1e-12),
+            "top1_agree": float((a.argmax(1) == b.argmax(1)).mean()), "n": len(a)}
+
+
 def compare_onnx(ref: str | Path, other: str | Path, x: np.ndarray, batch: int = 32,
                  graph_optimization: str = "all") -> dict[str, float]:
-    """How far `other`'s logits are from `ref`'s on `x`: max abs, relative (max abs / max |ref|), top-1 agreement.
+    """`compare_logits` of `other`'s logits on `x` against `ref`'s.
 
     `graph_optimization` is ONNX Runtime's for `other` ("basic" for FP8 Q/DQ, see `onnx_backend.GRAPH_OPTIMIZATION`).
     """
-    a_run, b_run = OrtBackend(Path(ref)).run, OrtBackend(Path(other), graph_optimization=graph_optimization).run
-    a = np.concatenate([a_run(x[i:i + batch]) for i in range(0, len(x), batch)])
-    b = np.concatenate([b_run(x[i:i + batch]) for i in range(0, len(x), batch)])
-    max_abs = float(np.abs(a - b).max())
-    return {"max_abs": max_abs, "rel": max_abs / max(float(np.abs(a).max()), 1e-12),
-            "top1_agree": float((a.argmax(1) == b.argmax(1)).mean()), "n": len(x)}
+    return compare_logits(onnx_logits(ref, x, batch), onnx_logits(other, x, batch, graph_optimization))

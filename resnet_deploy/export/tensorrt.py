@@ -113,9 +113,14 @@ def _check_plan(major: int, precision: str, compat: tuple[str, ...]) -> None:
     if precision == "fp8" and major < 11:
         raise ResnetDeployError(f"fp8 engines are built by TensorRT 11 (strongly typed FP8 Q/DQ); found TensorRT "
                                 f"{major}.x: build int8 or fp16 engines there, or use TensorRT 11")
-    if precision == "fp8" and "hardware" in compat:
+    check_fp8_compat((precision,), compat)
+
+
+def check_fp8_compat(precisions: Iterable[str], compat: Iterable[str]) -> None:
+    """Refuse fp8 engines made hardware-compatible: that target includes Ampere GPUs, which have no FP8."""
+    if "fp8" in precisions and "hardware" in compat:
         raise ResnetDeployError("--trt-compat hardware (Ampere and later) cannot hold an fp8 engine: Ampere GPUs "
-                                "have no FP8; export fp8 without hardware compatibility")
+                                "have no FP8; export fp8 engines without hardware compatibility")
 
 
 def plan_build(major: int, precision: str, tf32: bool = False, compat: str | Iterable[str] = ()) -> BuildPlan:

@@ -143,9 +143,12 @@ def loader(name: str) -> Loader:
     return LOADERS[name]
 
 
+CACHE_ENV = "RESNET_DEPLOY_CACHE"
+
+
 def cache_root() -> Path:
     """Where resnet-deploy caches what it can rebuild (data statistics, compiled models): `$RESNET_DEPLOY_CACHE`,
     else `$XDG_CACHE_HOME/resnet-deploy`, else `~/.cache/resnet-deploy`."""
-    if os.environ.get("RESNET_DEPLOY_CACHE"):
-        return Path(os.environ["RESNET_DEPLOY_CACHE"])
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy"

@@ -17,7 +17,7 @@ from typing import Any
 from resnet_deploy.runtime import fields as F
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.checksum import blake3_available, file_digests, hash_stream, hasher
-from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, quote
+from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line, quote
 from resnet_deploy.runtime.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -171,9 +171,7 @@ def allowed(attribute: str, text: str) -> tuple[str, ...]:
     """The values a file entry's `format`, `precision` or `target` may take: the variant registry's, and `text`
     (format, "text"; precision, "none") for config.yaml and export.log. Read from the registry when a manifest is
     read, so that a registered variant's files are accepted."""
-    found = variants.precisions() if attribute == "precision" else tuple(
-        dict.fromkeys(getattr(v, attribute) for v in variants.variants() if v.runs is None))
-    return (*found, text)
+    return (*dict.fromkeys(getattr(v, attribute) for v in variants.variants() if v.runs is None), text)
 
 
 def _file_entry(v: Any, field: str) -> FileEntry:
@@ -250,7 +248,7 @@ def read_manifest(bundle: str | Path) -> Manifest:
                               "kB, so this is not a bundle written by `resnet-deploy export`")
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        why = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:200]
+        why = "nested too deeply" if isinstance(e, RecursionError) else first_line(e)[:200]
         raise BundleError(f"{bundle / MANIFEST_NAME} is not valid JSON ({why}); the bundle is damaged, export it "
                           "again") from None
     manifest = Manifest.from_dict(data)
@@ -317,11 +315,11 @@ class VerifiedFile:
         (with `path()`, the content checked just before the library opened the file)."""
         return "-".join(self.entry.checksum)
 
-    def _open(self) -> Any:
+    def _real_path(self) -> Path:
         p = bundle_path(self.bundle, self.entry.path)
         if not p.is_file():
             raise BundleError(f"bundle file {self.entry.path} is missing from {self.bundle}")
-        return open(p, "rb")
+        return p
 
     def _check(self, found: int, checks: list[tuple[str, str, Any]]) -> None:
         """`found`: the bytes seen; `checks`: (algorithm, listed digest, hasher fed those bytes)."""
@@ -339,7 +337,7 @@ class VerifiedFile:
     def read(self) -> bytes:
         """The file's bytes, once their size and checksum match the manifest (BundleError otherwise)."""
         checks = self._checks(every=False)
-        with self._open() as f:
+        with open(self._real_path(), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             # one byte more than listed shows a file that grew since its size was read
             data = f.read(size + 1) if size == self.entry.size else b""
@@ -351,11 +349,12 @@ class VerifiedFile:
         """The file's real path, once its size and checksum (with `every_checksum`, each one listed that this
         machine can compute) match the manifest (BundleError otherwise)."""
         checks = self._checks(every_checksum)
-        with self._open() as f:
+        path = self._real_path()
+        with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             found = hash_stream(f, [h for _, _, h in checks]) if size == self.entry.size else size
         self._check(found, checks)
-        return bundle_path(self.bundle, self.entry.path)
+        return path
 
 
 def unlisted_files(bundle: str | Path, manifest: Manifest) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runtime.backend import CACHE_ENV, cache_root  # noqa: F401 - CACHE_ENV: where tests point it
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
 from resnet_deploy.runtime.onnx_backend import cpu_flags
 
@@ -31,7 +32,6 @@ from resnet_deploy.runtime.onnx_backend import cpu_flags
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-CACHE_ENV = "RESNET_DEPLOY_CACHE"
 
 
 def _import_ov() -> Any:
@@ -60,13 +60,10 @@ def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
     return False, f"CPU lacks bf16 instructions ({', '.join(BF16_FLAGS)}); OpenVINO would emulate it, slower than fp32"
 
 
-def cache_dir(content_id: str | None = None) -> Path:
-    """Where compiled models are cached: the package's cache folder (`backend.cache_root`), sub-folder openvino; the
-    folder for one model file's content when given its verified checksum (`VerifiedFile.content_id`)."""
-    from resnet_deploy.runtime.backend import cache_root
-
-    root = cache_root() / "openvino"
-    return root if content_id is None else root / content_id
+def cache_dir(content_id: str) -> Path:
+    """Where the compiled models of one model file's content go: the package's cache folder (`backend.cache_root`),
+    openvino/<content_id> (the checksum the load verified, `VerifiedFile.content_id`)."""
+    return cache_root() / "openvino" / content_id
 
 
 def _config(threads: int | None, precision: str, cache: Path | None) -> dict[str, str]:

@@ -80,10 +80,10 @@ def _reason(bundle: Path, manifest: Manifest, name: str, device: str) -> str | N
     if entry is None:
         return f"the bundle has no {name} model (export it with `resnet-deploy export ... {' '.join(variant.flags)}`)"
     try:
-        present = bundle_path(bundle, entry.path).is_file()  # never follows a link out of the bundle
+        exists = bundle_path(bundle, entry.path).is_file()  # never follows a link out of the bundle
     except BundleError as e:
         return str(e)
-    if not present:
+    if not exists:
         return f"{entry.path} is listed in the manifest but missing from {bundle}"
     if device not in variant.devices:
         instead = [v.name for v in variants.variants() if v.precision == variant.precision and device in v.devices]

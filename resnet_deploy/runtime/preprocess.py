@@ -268,7 +268,8 @@ def _resize_and_crop(pil: Image.Image, resize: int | None, crop: int | None) -> 
         return pil if crop is None else _center_crop(pil, crop)
     new_w, new_h = _shorter_to(pil.size, resize)
     if crop is None or new_w * new_h <= MAX_IMAGE_PIXELS:
-        return _center_crop(_resize_shorter(pil, resize), crop) if crop else _resize_shorter(pil, resize)
+        resized = _resize_shorter(pil, resize)
+        return resized if crop is None else _center_crop(resized, crop)
     # A very elongated image (a 100000x1 strip): resize only the part the crop keeps. PIL's resize(box=...) samples
     # the source where the full resize would (same scale and centres, the filter reading around the box), so the
     # result matches resize-then-crop up to rounding (one grey level in a few pixels), at a cost set by the crop.

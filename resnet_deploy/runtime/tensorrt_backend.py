@@ -18,7 +18,6 @@ import functools
 import importlib
 import threading
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,11 +190,10 @@ def engine_io(engine: Any, trt: Any) -> tuple[list[str], list[str]]:
 class TrtBackend:
     """Runs one TensorRT engine: device buffers for the largest batch, allocated once, reused by every call."""
 
-    def __init__(self, engine: Path | bytes, *, max_batch: int, name: str | None = None, input_name: str = "input",
+    def __init__(self, engine: bytes, *, name: str, max_batch: int, input_name: str = "input",
                  output_name: str = "logits", version_compatible: bool = False) -> None:
-        """`engine`: a plan file, or its bytes (then `name` names it in messages)."""
-        label = name or (Path(engine).name if isinstance(engine, (str, Path)) else "the engine")
-        trt, self.runtime_name = import_tensorrt()
+        """`engine`: a plan's bytes (from `VerifiedFile.read()`); `name` names it in messages."""
+        trt, _ = import_tensorrt()
         self._cudart = cudart = _import_cudart()
         self._local = threading.local()  # each calling thread's last device time
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -203,14 +201,13 @@ class TrtBackend:
             # The plan embeds the lean runtime, i.e. host code: TensorRT runs it only when told the plan is trusted.
             # Loaded through the runtime, the bytes here are the ones whose checksum matched the bundle's manifest.
             self._runtime.engine_host_code_allowed = True
-        self.engine = self._runtime.deserialize_cuda_engine(engine if isinstance(engine, bytes)
-                                                            else Path(engine).read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(engine)
         if self.engine is None:
-            raise BundleError(f"TensorRT could not deserialize {label} (see its log above); rebuild it "
+            raise BundleError(f"TensorRT could not deserialize {name} (see its log above); rebuild it "
                               "with `resnet-deploy export ... --trt`")
         inputs, outputs = engine_io(self.engine, trt)
         if inputs != [input_name] or outputs != [output_name]:
-            raise BundleError(f"{label} has inputs {inputs} and outputs {outputs}; the manifest expects "
+            raise BundleError(f"{name} has inputs {inputs} and outputs {outputs}; the manifest expects "
                               f"[{input_name!r}] and [{output_name!r}]")
         self.input_name, self.output_name = input_name, output_name
         profile_max = self.engine.get_tensor_profile_shape(input_name, 0)[2][0]

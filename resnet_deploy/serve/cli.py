@@ -89,8 +89,7 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     from resnet_deploy.serve.server import serve_bundle
 
     def ready(server: TritonServer, name: str) -> None:
-        metrics = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{metrics_port}/metrics"
-        click.echo(f"ready: {server.url} (model {name!r}; gRPC {host}:{grpc_port}; metrics {metrics}); "
+        click.echo(f"ready: {server.url} (model {name!r}; gRPC {host}:{grpc_port}; metrics {server.metrics_url}); "
                    "Ctrl-C stops it")
 
     if host not in ("127.0.0.1", "localhost", "::1"):

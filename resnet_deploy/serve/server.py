@@ -129,11 +129,19 @@ class TritonServer:
         self.log_file: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _http(self, port: int) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
     @property
     def url(self) -> str:
         """The HTTP endpoint (KServe v2)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+        return self._http(self.http_port)
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics."""
+        return f"{self._http(self.metrics_port)}/metrics"
 
     def command(self, install: TritonInstall, backends: Path) -> list[str]:
         """The tritonserver command line: loopback unless `host` says otherwise, strict configs, Prometheus metrics;

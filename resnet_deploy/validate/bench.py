@@ -42,10 +42,6 @@ class BenchRow:
     speedup: float | None = None  # its inverse
     roof_precision: str = "fp32"  # which of the measured ceilings the ratio is against
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (a bench.json `results` entry)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class BenchReport:
@@ -65,9 +61,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d = asdict(self)
-        d["results"] = [r.to_dict() for r in self.results]
-        return {"schema": BENCH_SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+        return {"schema": BENCH_SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}  # rows included
 
 
 def parse_batches(text: str) -> list[int]:

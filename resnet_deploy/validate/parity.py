@@ -42,10 +42,6 @@ class BackendParity:
     first_disagreements: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the validate.json `backends` entry)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class ParityReport:
@@ -66,9 +62,7 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (validate.json, schema in `report.py`)."""
-        d = asdict(self)
-        d["backends"] = [b.to_dict() for b in self.backends]
-        return {"schema": VALIDATE_SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+        return {"schema": VALIDATE_SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}  # rows included
 
 
 def parse_tolerances(pairs: list[str] | tuple[str, ...]) -> dict[str, Gate]:
@@ -156,27 +150,38 @@ def check_parity_arrays(bundle: str | Path, x: np.ndarray, labels: np.ndarray, c
                         device: str = "cpu", threads: int | None = None, checkpoint: str | Path | None = None,
                         data: str = "arrays") -> ParityReport:
     """`check_parity` on arrays already preprocessed with the bundle's preprocessing (see `check_parity`)."""
+    return _check_parity(bundle, open_bundle(bundle), x, labels, classes, backends=backends, tolerances=tolerances,
+                         device=device, threads=threads, checkpoint=checkpoint, data=data)
+
+
+def _check_parity(bundle: str | Path, manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: list[str], *,
+                  backends: list[str] | None, tolerances: dict[str, Gate] | None, device: str, threads: int | None,
+                  checkpoint: str | Path | None, data: str) -> ParityReport:
+    """`check_parity_arrays` on a bundle whose files `open_bundle` has just checked (`manifest`)."""
     from resnet_deploy.runtime import Predictor
     from resnet_deploy.validate.env import environment
 
     gates = tolerances or dict(variants.GATES)
-    manifest = open_bundle(bundle)
     _check_data(manifest, x, labels, classes)
     run, skipped = select_backends(bundle, backends, device)
     model, ref_info = reference_model(bundle, manifest, checkpoint)
+    onnx_logits = None  # the fp32 ONNX model's, when it is the reference: its own row reuses them
     if model is not None:
         ref = torch_logits(model, x, threads=threads)
     elif "onnx" in run or select_backends(bundle, ["onnx"], device)[0]:
         with Predictor.from_bundle(bundle, backend="onnx", device=device, threads=threads) as predictor:
-            ref = predictor.run(x)
+            ref = onnx_logits = predictor.run(x)
     else:
         raise ResnetDeployError(f"no reference model: {ref_info['note']}, and the fp32 ONNX model cannot run here")
     ref = ref.astype(np.float64)
     ref_top1 = topk_accuracy(ref, labels, 1)
     entries = []
     for name in run:
-        with Predictor.from_bundle(bundle, backend=name, device=device, threads=threads) as predictor:
-            logits = predictor.run(x)
+        if name == "onnx" and onnx_logits is not None:
+            logits = onnx_logits
+        else:
+            with Predictor.from_bundle(bundle, backend=name, device=device, threads=threads) as predictor:
+                logits = predictor.run(x)
         entries.append(compare(name, np.asarray(logits, dtype=np.float32), ref, labels, ref_top1, gates))
     entries += [BackendParity(n, variants.get(n).precision, "SKIPPED", r) for n, r in skipped.items()]
     return ParityReport(str(bundle), manifest.arch, data, int(len(labels)), len(manifest.classes),
@@ -224,5 +229,5 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
 
     manifest = open_bundle(bundle)
     x, labels, classes = load_eval_arrays(data_spec, manifest.preprocess, limit)
-    return check_parity_arrays(bundle, x, labels, classes, backends=backends, tolerances=tolerances, device=device,
-                               threads=threads, checkpoint=checkpoint, data=data_spec)
+    return _check_parity(bundle, manifest, x, labels, classes, backends=backends, tolerances=tolerances,
+                         device=device, threads=threads, checkpoint=checkpoint, data=data_spec)
