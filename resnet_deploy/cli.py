@@ -14,7 +14,16 @@ from typing import Any
 import click
 
 from resnet_deploy import __version__
-from resnet_deploy.cli_options import CHECKPOINT, DATA_HELP, DEVICE, JSON_FILE, THREADS, Backends, export_options
+from resnet_deploy.cli_options import (
+    CHECKPOINT,
+    DATA_HELP,
+    DEVICE,
+    JSON_FILE,
+    THREADS,
+    Backends,
+    export_options,
+    parse_numbers,
+)
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.serve.cli import register as register_serve_commands
 
@@ -131,9 +140,10 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
 def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **options: Any) -> None:
     """Latency and throughput of every backend of BUNDLE, beside PyTorch eager timed in the same run."""
     from resnet_deploy.validate import report
-    from resnet_deploy.validate.bench import bench_bundle, parse_batches, record_fastest
+    from resnet_deploy.validate.bench import bench_bundle, record_fastest
 
-    result = bench_bundle(bundle, batches=parse_batches(batches), pytorch=not no_pytorch, **options).to_dict()
+    batch_sizes = parse_numbers(batches, "--batch")
+    result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch, **options).to_dict()
     written = report.save(result, bundle, json_file)
     click.echo("\n".join(report.bench_summary(result)))
     recorded = record_fastest(bundle, result)

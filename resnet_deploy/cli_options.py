@@ -77,3 +77,13 @@ def export_options(command: Any) -> Any:
     )):
         command = decorator(command)
     return command
+
+
+def parse_numbers(text: str, option: str) -> list[int]:
+    """`"1,8,32"` -> [1, 8, 32] for a comma-separated option (`--batch`, `--concurrency`); else a one-line error."""
+    from resnet_deploy.runtime.errors import ResnetDeployError
+
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ResnetDeployError(f"{option} must be comma-separated numbers, found {text!r}") from None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.cli_options import parse_numbers
 from resnet_deploy.serve import TARGETS, precisions
 
 if TYPE_CHECKING:
@@ -121,10 +121,7 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
     percentiles per concurrency level."""
     from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
 
-    try:
-        levels = [int(v) for v in concurrency.split(",") if v.strip()]
-    except ValueError:
-        raise ResnetDeployError(f"--concurrency must be comma-separated numbers, found {concurrency!r}") from None
+    levels = parse_numbers(concurrency, "--concurrency")
     result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
                           max_requests=max_requests, images=images, outputs=outputs, timeout_s=timeout_s)
     if json_file:

@@ -64,16 +64,6 @@ class BenchReport:
         return {"schema": BENCH_SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}  # rows included
 
 
-def parse_batches(text: str) -> list[int]:
-    """`"1,8,32"` -> [1, 8, 32]; anything else is a one-line error."""
-    from resnet_deploy.runtime.errors import ResnetDeployError
-
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ResnetDeployError(f"--batch must be comma-separated numbers, found {text!r}") from None
-
-
 def _eager_model(bundle: str | Path, manifest: Any, checkpoint: str | Path | None) -> tuple[Any, str | None]:
     """The PyTorch model to time; when its weights are not at hand, the architecture with random weights (the same
     arithmetic, so the same speed)."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")  # the latency statistics reports store
+
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -45,7 +47,7 @@ class LatencyStats:
 
     def stats_ms(self) -> dict[str, float]:
         """{min, mean, p50, p90, p95, p99, max} in milliseconds, as reports store them."""
-        return {k: getattr(self, f"{k}_ms") for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")}
+        return {k: getattr(self, f"{k}_ms") for k in STAT_KEYS}
 
 
 def summarize(samples_s: Sequence[float], batch: int = 1) -> LatencyStats:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
+from resnet_deploy.validate.latency import STAT_KEYS  # noqa: F401 - part of the report schema
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
 REPORT_FILES = (VALIDATE_JSON, BENCH_JSON, REPORT_MD, LATENCY_PNG, ACCURACY_PNG)
 SCHEMA_VERSION = 1
-STAT_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "max")
 
 
 def now_utc() -> str:
