@@ -1,0 +1,121 @@
+"""Cold start of the ONNX Runtime and OpenVINO backends: the checked-descriptor loaders against the path loaders they
+replaced, interleaved in one run.
+
+"before" is the previous loader, kept callable here: hash the file by its path, then hand the library that path
+(ONNX Runtime `InferenceSession(path)`; OpenVINO `compile_model(path)` with its own model cache in CACHE_DIR).
+"after" is `Predictor.from_bundle` as it is now: the file opened once, hashed through that descriptor, the library
+given `/proc/self/fd/N`; OpenVINO's compiled model imported from the private cache after its digest check.
+
+Each figure is the median of fresh processes (a cold start is one per process): `from_bundle` (or the old steps) and
+the first batch-1 run, after the imports, which are timed apart. OpenVINO is measured without a cache, with an empty
+one (the start compiles and writes it) and with a warm one (filled by an untimed process first).
+
+    .venv/bin/python benchmarks/cold_start_checked.py --bundle R50_BUNDLE [--repeats 7] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np, onnxruntime, openvino
+from resnet_deploy.runtime import Predictor, read_manifest
+from resnet_deploy.runtime.checksum import hash_stream, hasher
+from resnet_deploy.runtime.manifest import bundle_path
+from resnet_deploy.runtime.predictor import choose_backend
+t1 = time.perf_counter()
+bundle, name, how, threads, cache = sys.argv[1:6]
+threads = int(threads)
+if how == "after":
+    p = Predictor.from_bundle(bundle, backend=name, threads=threads)
+    shape = p.manifest.input_shape
+    run = p.run
+else:  # the loaders as they were: check the path, then give the library the path
+    manifest = read_manifest(bundle)
+    name, entry, _ = choose_backend(bundle, manifest, name)
+    path = bundle_path(bundle, entry.path)
+    algorithm, digest = entry.checksum
+    h = hasher(algorithm)
+    with open(path, "rb") as f:
+        hash_stream(f, [h])
+    assert h.hexdigest() == digest
+    shape = manifest.input_shape
+    if name.startswith("ov-"):
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32",
+                  "INFERENCE_NUM_THREADS": str(threads)}
+        if cache != "off":
+            config["CACHE_DIR"] = cache
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+        run = lambda x: request.infer({0: x})
+    else:
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(None, {manifest.input_name: x})
+run(np.zeros((1, *shape), np.float32))
+t2 = time.perf_counter()
+print(json.dumps({"import_ms": (t1 - t0) * 1e3, "cold_ms": (t2 - t1) * 1e3}))
+"""
+
+
+def child(bundle: Path, name: str, how: str, threads: int, cache: str, nowhere: str) -> dict[str, float]:
+    """One fresh process; `cache`: a cache folder, or "off" (the new loaders then get `nowhere`, which cannot be
+    made a folder, so they run without one)."""
+    env = {**os.environ, "RESNET_DEPLOY_CACHE": nowhere if cache == "off" else cache}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(bundle), name, how, str(threads), cache], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+CACHES = {"off": "none", "fill": "empty (this start fills it)", "warm": "warm"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, required=True, help="a bundle with model.onnx and model.int8.onnx")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    cases = [("onnx", "off"), ("int8", "off"), ("ov-fp32", "off"), ("ov-fp32", "fill"), ("ov-fp32", "warm"),
+             ("ov-int8", "off"), ("ov-int8", "fill"), ("ov-int8", "warm")]
+    got: dict[tuple[str, str, str], list[float]] = {}
+    imports: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="cold-") as tmp:
+        (Path(tmp) / "file").write_text("")
+        nowhere = str(Path(tmp) / "file" / "cache")
+        caches = {how: str(Path(tmp) / how) for how in ("before", "after")}
+        for how in caches:  # fill each warm cache once, untimed
+            for name in ("ov-fp32", "ov-int8"):
+                child(args.bundle, name, how, args.threads, caches[how], nowhere)
+        for i in range(args.repeats):
+            for name, cache in cases:
+                for how in ("before", "after"):  # interleaved: the same load on the machine for both
+                    # "fill": an empty cache, which this start fills
+                    folder = {"warm": caches[how], "off": "off", "fill": str(Path(tmp) / f"fill-{how}-{name}-{i}")}
+                    times = child(args.bundle, name, how, args.threads, folder[cache], nowhere)
+                    got.setdefault((name, cache, how), []).append(times["cold_ms"])
+                    imports.append(times["import_ms"])
+    print(f"Cold start, median of {args.repeats} fresh processes each, {args.threads} threads "
+          f"(imports before it: {np.median(imports):.0f} ms, not counted)\n")
+    print("| backend | model cache | before: path loaders (ms) | after: checked descriptor (ms) | after / before |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, cache in cases:
+        before, after = (got[(name, cache, how)] for how in ("before", "after"))
+        b, a = float(np.median(before)), float(np.median(after))
+        print(f"| {name} | {CACHES[cache]} | {b:.0f} ({min(before):.0f}-{max(before):.0f}) | "
+              f"{a:.0f} ({min(after):.0f}-{max(after):.0f}) | {a / b:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
