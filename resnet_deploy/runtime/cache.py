@@ -150,7 +150,9 @@ def private_dir(*parts: str, purpose: str = "cache") -> PrivateDir | None:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(root, _DIR_FLAGS)
     except OSError as e:
-        if not isinstance(e, (PermissionError, FileExistsError, NotADirectoryError, FileNotFoundError)):
+        if root.is_symlink():
+            _warn(f"{purpose} off: cannot use {root} (a symbolic link)")
+        elif not isinstance(e, (PermissionError, FileExistsError, NotADirectoryError, FileNotFoundError, OSError)):
             _warn(f"{purpose} off: cannot use {root} ({e.strerror})")
         return None  # a read-only home or a file in the way: quietly without a cache, as before
     where = root
@@ -172,7 +174,7 @@ def private_dir(*parts: str, purpose: str = "cache") -> PrivateDir | None:
                 return None
     except OSError as e:
         os.close(fd)
-        _warn(f"{purpose} off: cannot use {where} ({'a symbolic link' if e.errno == 40 else e.strerror})")
+        _warn(f"{purpose} off: cannot use {where} ({'a symbolic link' if where.is_symlink() else e.strerror})")
         return None
     return PrivateDir(where, fd)
 

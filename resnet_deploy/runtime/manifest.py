@@ -370,7 +370,9 @@ class VerifiedFile:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise BundleError(f"bundle file {quote(self.entry.path)} is not a regular file; refused")
-            if os.path.isdir(FD_DIR) and os.readlink(f"{FD_DIR}/{fd}") != str(real):
+            # the kernel's own name for what was opened ("... (deleted)" once something was renamed over it)
+            opened = os.readlink(f"{FD_DIR}/{fd}").removesuffix(" (deleted)") if os.path.isdir(FD_DIR) else str(real)
+            if opened != str(real):
                 raise BundleError(f"bundle file {quote(self.entry.path)} moved while it was opened; refused")
         except BaseException:
             os.close(fd)
