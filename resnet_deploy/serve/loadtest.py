@@ -106,14 +106,17 @@ def read_images(folder: str | Path, limit: int = POOL) -> list[bytes]:
         except OSError as e:
             passed.append(f"{name}: {e.strerror}")
             continue
-        with open(fd, "rb") as f:
+        try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 passed.append(f"{name}: not a regular file")
             elif st.st_size > MAX_IMAGE_BYTES:
                 passed.append(f"{name}: {st.st_size:,} bytes, over {MAX_IMAGE_BYTES:,}")
             else:
-                found.append(f.read(MAX_IMAGE_BYTES + 1))
+                with open(fd, "rb", closefd=False) as f:
+                    found.append(f.read(MAX_IMAGE_BYTES + 1))
+        finally:
+            os.close(fd)
     if not found:
         why = f" ({'; '.join(passed[:3])}{' ...' if len(passed) > 3 else ''})" if passed else ""
         raise ResnetDeployError(f"no {', '.join(IMAGE_SUFFIXES)} files to send in {folder}{why}")
