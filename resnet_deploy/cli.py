@@ -66,7 +66,7 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 
     d = zoo.zoo_rows() if name is None else models.describe(name, shortcut=shortcut)
     if as_json:
-        echo(json.dumps(d, indent=2))
+        echo(*json.dumps(d, indent=2).splitlines())  # JSON strings hold no raw line breaks
     elif name is None:
         zoo.print_zoo(d)
     else:
@@ -83,7 +83,7 @@ def doctor(as_json: bool) -> None:
 
     rows = run_checks()
     if as_json:
-        echo(json.dumps([asdict(r) for r in rows], indent=2))
+        echo(*json.dumps([asdict(r) for r in rows], indent=2).splitlines())
     else:
         print_report(rows)
 
@@ -115,14 +115,14 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
 
         report.check_outputs(bundle, json_file, (f"layerwise-{layerwise}.json", f"layerwise-{layerwise}.md"))
         r = compare_bundle(bundle, layerwise, data_spec, limit, layer_tol, threads)
-        echo(f"{r.summary()}\nreports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
+        echo(r.summary(), f"reports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
         raise SystemExit(1 if r.first_exceeding else 0)
 
     report.check_outputs(bundle, json_file)  # before the run: a read-only bundle is found now, not after it
     result = check_parity(bundle, data_spec, limit, backends, parse_tolerances(tolerances), device=device,
                           threads=threads, checkpoint=checkpoint).to_dict()
     report.save(result, bundle, json_file)
-    echo("\n".join(report.validate_summary(result)))
+    echo(*report.validate_summary(result))
     if not result["passed"]:
         raise SystemExit(1)
 
@@ -150,7 +150,7 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
     report.check_outputs(bundle, json_file, (*report.REPORT_FILES, "auto.json"))  # before the run, not after it
     result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch, **options).to_dict()
     written = report.save(result, bundle, json_file)
-    echo("\n".join(report.bench_summary(result)))
+    echo(*report.bench_summary(result))
     recorded = record_fastest(bundle, result)
     if recorded:
         echo(f"auto on this machine: {', '.join(recorded[1])} (fastest first; {recorded[0]})")
@@ -182,13 +182,13 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
         results = p.predict(list(images), topk=topk)
         if as_json:
-            echo(json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
-                                  indent=2))
+            echo(*json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
+                             indent=2).splitlines())
             return
         echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
         for im, r in zip(images, results, strict=True):
-            echo(f"{im}: {r.label} ({r.score:.4f})")
-            echo("".join(f"    {label} ({score:.4f}) [class {c}]\n" for c, label, score in r.topk[1:]), nl=False)
+            echo(f"{im}: {r.label} ({r.score:.4f})",
+                 *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
 
 
 @main.command()
@@ -230,7 +230,7 @@ def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> 
     from resnet_deploy.train import evaluate, evaluation_line
 
     r = evaluate(checkpoint, data_spec, **options)
-    echo(json.dumps(r, indent=2) if as_json else evaluation_line(r, data_spec))
+    echo(*json.dumps(r, indent=2).splitlines()) if as_json else echo(evaluation_line(r, data_spec))
 
 
 @main.command()

@@ -11,10 +11,11 @@ from resnet_deploy.runtime import limits, variants
 from resnet_deploy.runtime.errors import printable
 
 
-def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
-    """`click.echo` of text made safe for a terminal (`printable`, line breaks kept). Every line the command line
-    prints goes through here: class names, file names, a server's answers and log lines in it come from outside."""
-    click.echo(printable(text, keep_newlines=True), err=err, nl=nl)
+def echo(*lines: str, err: bool = False) -> None:
+    """Print `lines`, each made safe for a terminal (`printable`: a line break or escape sequence inside one is shown
+    as `\\n`, `\\x1b`, so one line stays one line). Every line the command line prints goes through here: class
+    names, file names, a server's answers and log lines in them come from outside."""
+    click.echo("\n".join(printable(line) for line in lines), err=err)
 
 
 def bounded(kind: str, *, positive: bool = False) -> click.ParamType:

@@ -34,27 +34,19 @@ def first_line(error: BaseException | str) -> str:
     return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
-def printable(text: str, keep_newlines: bool = False) -> str:
-    """`text` safe to print on a terminal: control characters (escape sequences among them), Unicode format
-    characters (bidi overrides such as U+202E, zero-width ones) and line or paragraph separators are written as
-    Python escapes (`\\n`, `\\x1b`, `\\u202e`), everything else as it is.
+def printable(text: str) -> str:
+    """`text` safe to print as (part of) one line on a terminal: control characters (line breaks and escape
+    sequences among them), Unicode format characters (bidi overrides such as U+202E, zero-width ones) and line or
+    paragraph separators are written as Python escapes (`\\n`, `\\x1b`, `\\u202e`), everything else as it is.
 
     Names from outside (class folders, a bundle's class list, file names, a server's answers) go through this
     before they are printed, so none can move the cursor, recolour the screen, reverse the text that follows or
-    start a line that looks like the program's own. `keep_newlines` keeps line breaks, for text of several lines
-    made by this program.
+    start a line that looks like the program's own.
     """
     if text.isprintable() and text.isascii():  # the common case, without a loop
         return text
-    out = []
-    for ch in text:
-        if ch == "\n" and keep_newlines:
-            out.append(ch)
-        elif unicodedata.category(ch) in _UNPRINTABLE or (ch.isspace() and ch != " "):
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in _UNPRINTABLE or (ch.isspace() and ch != " ") else ch for ch in text)
 
 
 _UNPRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")

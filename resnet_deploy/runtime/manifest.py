@@ -243,6 +243,9 @@ def check_writable(path: str | Path, what: str = "output file") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ResnetDeployError(f"cannot write {what} {path}: it is a directory; give a file name")
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise ResnetDeployError(f"cannot write {what} {path}: {folder} is not a folder; choose a path you can write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, trial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".trial", dir=path.parent)

@@ -135,7 +135,7 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
         check_writable(json_file, "--json file")  # before the run, which may take minutes
     result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
                           max_requests=max_requests, images=images, outputs=outputs, timeout_s=timeout_s)
-    echo("\n".join(loadtest_summary(result)))
+    echo(*loadtest_summary(result))
     text = json.dumps(result, indent=2) + "\n"
     if json_file:
         try:
