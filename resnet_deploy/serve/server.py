@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -103,6 +104,27 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+# The largest HTTP request body tritonserver is told to take, where it has the option (--http-max-input-size, in
+# releases after the wheel's 2.51, which buffers any size): two of the largest images a request may carry.
+MAX_REQUEST_BYTES = 64 << 20
+
+
+@functools.lru_cache(maxsize=4)
+def _options(binary: str, libraries: tuple[str, ...]) -> frozenset[str]:
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*libraries, os.environ.get("LD_LIBRARY_PATH", "")])}
+    try:
+        run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, env=env)
+        text = run.stdout + run.stderr  # 2.51 prints its usage on stderr
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(word for line in text.splitlines() for word in line.split()[:1] if word.startswith("--"))
+
+
+def options(install: TritonInstall) -> frozenset[str]:
+    """The command-line options this tritonserver offers (from its --help, read once)."""
+    return _options(str(install.binary), tuple(map(str, install.libraries)))
 
 
 def listen_address(host: str) -> str:
@@ -268,7 +290,9 @@ class TritonServer:
                 f"--grpc-address={grpc}", f"--grpc-port={self.grpc_port}",
                 f"--http-restricted-api={key}", f"--grpc-restricted-protocol={key}",
                 "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={http}",
-                f"--metrics-port={self.metrics_port}", "--pinned-memory-pool-byte-size=0", "--log-verbose=0"]
+                f"--metrics-port={self.metrics_port}", "--pinned-memory-pool-byte-size=0", "--log-verbose=0",
+                *([f"--http-max-input-size={MAX_REQUEST_BYTES}"] if "--http-max-input-size" in options(install)
+                  else [])]
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the server and wait until every model is ready.
