@@ -95,13 +95,13 @@ def _with_files(bundle: Path, where: Path, marker: Path) -> Path:
 @pytest.mark.parametrize("field", ["input.name", "output.name", "arch"])
 def test_hostile_names_are_refused_when_the_manifest_is_read(made: SimpleNamespace, tmp_path: Path,
                                                              field: str) -> None:
-    rule = ("an identifier of 1 to 64 letters, digits and '_', not starting with a digit" if field != "arch" else
-            "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    rule = ("an identifier of 1 to 64 characters ([A-Za-z_][A-Za-z0-9_]{0,63})" if field != "arch" else
+            "letters, digits, '_', '.' or '-' of 1 to 64 characters ([A-Za-z0-9][A-Za-z0-9_.-]{0,63})")
     bundle = _with_files(made.bundle, tmp_path / "b", tmp_path / "ran")
-    from resnet_deploy.runtime.manifest import MODEL_NAME, TENSOR_NAME
+    from resnet_deploy.runtime.manifest import ARCH_NAME, TENSOR_NAME
 
     for name in _hostile_strings(np.random.default_rng(), 12):
-        if (MODEL_NAME if field == "arch" else TENSOR_NAME).fullmatch(name):
+        if (ARCH_NAME if field == "arch" else TENSOR_NAME).fullmatch(name):
             continue  # a random draw that is a fine name ("1st" is one for a model)
         d = json.loads((bundle / "manifest.json").read_text())
         section, _, key = field.rpartition(".")
@@ -322,10 +322,10 @@ def test_leftovers_are_removed_only_when_their_run_is_dead(tmp_path: Path) -> No
                                                "not in the range 0<=x<=10000000."),
     ("--threads", "99999999999", "Error: Invalid value for '--threads': 99999999999 is not in the range 1<=x<=1024."),
     ("--topk", "10000000", "Error: Invalid value for '--topk': 10000000 is not in the range 1<=x<=100000."),
-    ("--name", "abc\n", "Error: model name 'abc\\n' must be 1 to 64 letters, digits, '_', '.' or '-', starting with a "
-                        "letter or digit (it becomes a directory and a URL path)"),
-    ("--name", "a/../b", "Error: model name 'a/../b' must be 1 to 64 letters, digits, '_', '.' or '-', starting with "
-                         "a letter or digit (it becomes a directory and a URL path)"),
+    ("--name", "abc\n", "Error: model name must be letters, digits, '_', '.' or '-' of 1 to 64 characters "
+                        "([A-Za-z0-9][A-Za-z0-9_.-]{0,63}), found 'abc\\n' (it becomes a directory and a URL path)"),
+    ("--name", "a/../b", "Error: model name must be letters, digits, '_', '.' or '-' of 1 to 64 characters "
+                         "([A-Za-z0-9][A-Za-z0-9_.-]{0,63}), found 'a/../b' (it becomes a directory and a URL path)"),
 ])
 def test_out_of_range_model_options_are_one_line_and_write_nothing(made: SimpleNamespace, tmp_path: Path,
                                                                    option: str, value: str, line: str) -> None:

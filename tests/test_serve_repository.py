@@ -149,8 +149,8 @@ def test_every_generated_config_parses_with_tritons_schema(tmp_path: Path, targe
     (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "max_batch": 33},
      "max batch 33 is larger than the bundle's largest batch 32 (export again with --batch 1:OPT:MAX to raise it)"),
     (("model.onnx",), (1, 8, 32), {"name": "my model"},
-     "model name 'my model' must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit (it "
-     "becomes a directory and a URL path)"),
+     "model name must be letters, digits, '_', '.' or '-' of 1 to 64 characters ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}), "
+     "found 'my model' (it becomes a directory and a URL path)"),
     (("model.onnx",), (1, 8, 32), {"instances": 0}, "instances must be an integer from 1 to 64, found 0"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path: Path, files: tuple[str, ...],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,12 +64,6 @@ def string(v: Any, field: str, choices: tuple[str, ...] | None = None, max_len: 
     if choices is not None:
         need(isinstance(v, str) and v in choices, field, "one of " + ", ".join(map(repr, choices)), v)
     need(isinstance(v, str) and 0 < len(v) <= max_len, field, f"a string of 1 to {max_len} characters", v)
-    return str(v)
-
-
-def matching(v: Any, field: str, pattern: re.Pattern[str], want: str) -> str:
-    """A string the whole of which matches `pattern` (`fullmatch`, so no trailing newline slips through)."""
-    need(isinstance(v, str) and pattern.fullmatch(v) is not None, field, want, v)
     return str(v)
 
 

@@ -32,14 +32,13 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
-MAX_FILES = 64
-# Names a manifest gives that reach other programs' files: tensor names go into Triton's config.pbtxt and the
-# runtimes' I/O bindings, the architecture becomes Triton's default model name (a directory and a URL path). Only
-# identifiers are accepted, matched whole (`fullmatch`: `$` would let a final newline through).
+MAX_FILES = 64  # MAX_CLASSES and MAX_BATCH: runtime/limits.py, with every other bound
+# Names a bundle gives that end up in serving configurations, URLs and code: identifiers only, matched whole
+# (`fullmatch`; a `$` would let a final newline through). docs/manifest.schema.json states the same patterns. The
+# architecture is also Triton's default model name, and `triton`/`serve --name` are held to ARCH_NAME.
 TENSOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-TENSOR_NAME_RULE = "an identifier of 1 to 64 letters, digits and '_', not starting with a digit"
-MODEL_NAME_RULE = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ARCH_RULE = "letters, digits, '_', '.' or '-'"
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ class Manifest:
 
 
 def _parse(d: dict[str, Any]) -> Manifest:
-    arch = F.matching(F.get(d, "arch", "arch"), "arch", MODEL_NAME, MODEL_NAME_RULE)
+    arch = check_name(F.get(d, "arch", "arch"), "arch", ARCH_NAME, ARCH_RULE)
     classes = F.items(F.get(d, "classes", "classes"), "classes", lambda v, f: F.string(v, f, max_len=1000), 1,
                       MAX_CLASSES)
     pre = Preprocess.from_dict(F.get(d, "preprocess", "preprocess"))
@@ -175,9 +174,15 @@ def _parse(d: dict[str, Any]) -> Manifest:
     return Manifest(arch=arch, classes=classes, preprocess=pre, files=files, batch=(low, opt, high),
                     versions=dict(F.mapping(d.get("versions", {}), "versions")),
                     export_args=dict(F.mapping(d.get("export_args", {}), "export_args")), source=dict(src),
-                    input_name=F.matching(inp.get("name", INPUT_NAME), "input.name", TENSOR_NAME, TENSOR_NAME_RULE),
-                    output_name=F.matching(out.get("name", OUTPUT_NAME), "output.name", TENSOR_NAME,
-                                           TENSOR_NAME_RULE))
+                    input_name=check_name(inp.get("name", INPUT_NAME), "input.name", TENSOR_NAME, "an identifier"),
+                    output_name=check_name(out.get("name", OUTPUT_NAME), "output.name", TENSOR_NAME, "an identifier"))
+
+
+def check_name(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+    """`value` when the whole of it matches `pattern` (TENSOR_NAME, ARCH_NAME); a FieldError naming `field`."""
+    F.need(isinstance(value, str) and pattern.fullmatch(value) is not None, field,
+           f"{what} of 1 to 64 characters ({pattern.pattern})", value)
+    return value
 
 
 def allowed(attribute: str, text: str) -> tuple[str, ...]:

@@ -26,8 +26,8 @@ from pathlib import Path
 from resnet_deploy import __version__
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, limits, read_manifest, variants, verify_files
-from resnet_deploy.runtime.errors import printable, quote
-from resnet_deploy.runtime.manifest import MODEL_NAME, MODEL_NAME_RULE, VerifiedFile, write_manifest
+from resnet_deploy.runtime.errors import printable
+from resnet_deploy.runtime.manifest import ARCH_NAME, ARCH_RULE, VerifiedFile, check_name, write_manifest
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.serve import TARGETS, precisions
 
@@ -126,10 +126,10 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
 def check_model_name(name: str) -> str:
     """`name` if it may name a model in Triton (the manifest's architecture rule: it becomes a directory, a URL path
     and a config.pbtxt string); ResnetDeployError otherwise."""
-    if not isinstance(name, str) or MODEL_NAME.fullmatch(name) is None:
-        raise ResnetDeployError(f"model name {quote(name)} must be {MODEL_NAME_RULE} (it becomes a directory and a "
-                                "URL path)")
-    return name
+    try:
+        return check_name(name, "model name", ARCH_NAME, ARCH_RULE)
+    except ResnetDeployError as e:
+        raise ResnetDeployError(f"{e} (it becomes a directory and a URL path)") from None
 
 
 def _check_options(target: str, precision: str, instances: int, delay_us: int, topk: int, threads: int | None,
