@@ -33,29 +33,36 @@ INJECTION = ('input"\n    data_type: TYPE_FP32\n    dims: [ 1 ]\n  }\n]\nparamet
              '  value: { string_value: "$$TRITON_MODEL_DIRECTORY/1/bundle/env.tar.gz" }\n}\ninput [\n  {\n'
              '    name: "x')
 
+RENAMER = """
+import os, signal, sys, time
+import numpy as np
+bundle, good, bad, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+swaps, rng = 0, np.random.default_rng()
+signal.signal(signal.SIGTERM, lambda *a: (print(swaps, flush=True), os._exit(0)))
+while True:  # bursts of renames a millisecond apart, then a pause on either file
+    for _ in range(int(rng.integers(2, 12))):
+        os.link(bad if swaps % 2 == 0 else good, bundle + "/.next")
+        os.replace(bundle + "/.next", bundle + "/model.onnx")
+        swaps += 1
+        time.sleep(0.001)
+    time.sleep(float(rng.uniform(0, pause)))
+"""
+
 RACE = """
-import os, sys, shutil, threading, warnings
+import os, sys, shutil, subprocess, warnings
 import numpy as np
 from pathlib import Path
 warnings.simplefilter("ignore")
 from resnet_deploy.runtime import Predictor
-bundle, backend, loads, good, bad, pause = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], \\
-    sys.argv[5], float(sys.argv[6])
+bundle, backend, loads, good, bad, pause, renamer = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], \
+    sys.argv[5], sys.argv[6], sys.argv[7]
 x = np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32)
 with Predictor.from_bundle(bundle, backend="onnx", threads=1) as p:
     want = p.run(x)
 right = lambda got: np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
-stop, swaps, rng = threading.Event(), [0], np.random.default_rng()
-def renamer():
-    while not stop.is_set():
-        for _ in range(int(rng.integers(2, 12))):
-            os.link(bad if swaps[0] % 2 == 0 else good, bundle / ".next")
-            os.replace(bundle / ".next", bundle / "model.onnx")
-            swaps[0] += 1
-            stop.wait(0.001)
-        stop.wait(float(rng.uniform(0, pause)))
-thread = threading.Thread(target=renamer, daemon=True)
-thread.start()
+# the renamer is a process of its own: in a thread it would wait on this one's GIL
+proc = subprocess.Popen([sys.executable, "-c", renamer, str(bundle), good, bad, pause], stdout=subprocess.PIPE,
+                        text=True)
 n = {"right": 0, "refused": 0, "WRONG": 0}
 for _ in range(loads):
     try:
@@ -63,15 +70,15 @@ for _ in range(loads):
             n["right" if right(p.run(x)) else "WRONG"] += 1
     except Exception:
         n["refused"] += 1
-stop.set()
-thread.join()
+proc.terminate()
+swaps = proc.communicate()[0].strip()
 shutil.copyfile(good, bundle / ".fresh")
 os.replace(bundle / ".fresh", bundle / "model.onnx")
 after = 0
 for _ in range(5):
     with Predictor.from_bundle(bundle, backend=backend, threads=1) as p:
         after += not right(p.run(x))
-print(f"{loads} loads raced ({swaps[0]} renames): {n['right']} right, {n['refused']} refused, {n['WRONG']} WRONG; "
+print(f"{loads} loads raced ({swaps} renames): {n['right']} right, {n['refused']} refused, {n['WRONG']} WRONG; "
       f"then 5 loads of the restored file: {after} WRONG")
 """
 
@@ -224,6 +231,10 @@ def fixtures(f: dict[str, Path], root: Path) -> dict[str, Path]:
     d["classes"] = ["ant\nEpoch 3: loss 0.00 (fake)", "bee\u202egnp.exe", "cat\x1b[2J\x1b[31m"]
     g["names"] = Path(shutil.copytree(f["bundle"], root / "hostile-names"))
     (g["names"] / "manifest.json").write_text(json.dumps(d))
+    d = json.loads((f["bundle"] / "manifest.json").read_text())
+    d["input"]["name"] = "pixels"
+    g["renamed-input"] = Path(shutil.copytree(f["bundle"], root / "renamed-input"))
+    (g["renamed-input"] / "manifest.json").write_text(json.dumps(d))
     g["folder"] = _hostile_folder(root / "folder", f["data"] / "train")
     g["junk"] = root / "junk-images"
     g["junk"].mkdir()
@@ -258,9 +269,11 @@ def _content_folder(bundle: Path, cache: Path) -> Path:
     return cache / "openvino" / "-".join(read_manifest(bundle).file("model.onnx").checksum)
 
 
-def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None) -> None:
+def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None, ours: str = "entry") -> None:
     """Plant, where both the path-keyed OpenVINO cache and the digest-checked one look for `bundle`'s ov-fp32 load,
-    the compiled model of `swapped` (or, with `link_to`, a dangling link at those names)."""
+    the compiled model of `swapped` (or, with `link_to`, a dangling link at those names). `ours`: at the
+    digest-checked cache's name, a well-formed "entry" (what only this user could write there), OpenVINO's "bare"
+    blob, or "none"."""
     import openvino as ov
 
     from resnet_deploy.runtime import openvino_backend as ovb
@@ -284,14 +297,18 @@ def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None
         entry = ovb.cache_entry(folder.name, 1, "fp32")
         compiled = ov.Core().compile_model(ovb._read_onnx(swapped), "CPU", ovb._config(1, "fp32"))
         blob = compiled.export_model()
-        entry.write(blob.getvalue() if hasattr(blob, "getvalue") else blob)
+        blob = blob.getvalue() if hasattr(blob, "getvalue") else blob
+        if ours == "entry":
+            entry.write(blob)
+        elif ours == "bare":
+            (folder / entry.name).write_bytes(blob)
         entry.folder.close()
-        ours = folder / entry.name
+        mine = folder / entry.name
     finally:
         os.environ.pop(ovb.CACHE_ENV) if old_env is None else os.environ.__setitem__(ovb.CACHE_ENV, old_env)
     if link_to is not None:
-        for i, blob in enumerate([*theirs, ours]):
-            blob.unlink()
+        for i, blob in enumerate([*theirs, mine]):
+            blob.unlink(missing_ok=True)
             blob.symlink_to(link_to / f"written-through-link-{i}.blob")
 
 
@@ -300,7 +317,8 @@ def cache_probe(tree: Path, f: dict[str, Path], g: dict[str, Path], root: Path, 
     bundle = Path(shutil.copytree(f["bundle"], work / "bundle"))
     cache, outside = work / "cache", work / "outside"
     outside.mkdir()
-    _plant(bundle, g["swapped"], cache, outside if case == "link" else None)
+    _plant(bundle, g["swapped"], cache, outside if case == "link" else None,
+           {"other user": "entry", "left behind": "none", "bare": "bare"}.get(case, "entry"))
     if case == "other user":
         if os.geteuid() != 0:
             return "skipped: handing the folder to another user needs root"
@@ -477,8 +495,10 @@ def probes(f: dict[str, Path], g: dict[str, Path], root: Path) -> list[tuple[str
          lambda t: repository_probe(t, g, root, "with-env")),
         ("12 OpenVINO cache", "folder of uid 54321, mode 0777, holding the swapped model's blob",
          lambda t: cache_probe(t, f, g, root, "other user")),
-        ("12 OpenVINO cache", "the swapped model's blob planted in the cache folder",
-         lambda t: cache_probe(t, f, g, root, "planted")),
+        ("12 OpenVINO cache", "the blob a load of the swapped file (same path, size, mtime) left",
+         lambda t: cache_probe(t, f, g, root, "left behind")),
+        ("12 OpenVINO cache", "and the swapped model's bare blob at the checked cache's entry name",
+         lambda t: cache_probe(t, f, g, root, "bare")),
         ("12 OpenVINO cache", "dangling links at the blobs' names", lambda t: cache_probe(t, f, g, root, "link")),
         ("13 server killed by clients", "register the Python backend's /dev/shm region, answer into it",
          lambda t: shm_attack(t, f, root)),
@@ -510,9 +530,8 @@ def probes(f: dict[str, Path], g: dict[str, Path], root: Path) -> list[tuple[str
         ("18 lost results", "export --batch 1:1:99999999",
          lambda t: _cli(t, "export", str(f["ckpt"]), "--out", str(root / "batch-bundle"), "--batch", "1:1:99999999",
                         "--force")),
-        ("19 tracebacks, hangs", "loadtest --concurrency 99999999999999999999",
-         lambda t: _cli(t, "loadtest", "http://127.0.0.1:9", "--model", "m", "--concurrency",
-                        "99999999999999999999", timeout=120)),
+        ("19 tracebacks, hangs", "loadtest --concurrency 99999999999999999999 (6 GB address-space limit)",
+         lambda t: served_cli(t, f, root, "--concurrency", "99999999999999999999", timeout=120)),
         ("19 tracebacks, hangs", "bench --batch 99999999",
          lambda t: _cli(t, "bench", str(b), "--no-pytorch", "--batch", "99999999", "--duration-s", "1", timeout=120)),
         ("19 tracebacks, hangs", "predict --threads 99999999999",
@@ -529,8 +548,11 @@ def probes(f: dict[str, Path], g: dict[str, Path], root: Path) -> list[tuple[str
          lambda t: _cli(t, "serve", str(b), "--host", "no-such-host.invalid")),
         ("20 messages", "serve --host ::1", lambda t: ipv6(t, f, root)),
         ("20 messages", "train --set model.weights=https://...",
-         lambda t: _cli(t, "train", "--recipe", str(t / "recipes" / "finetune_folder_small.yaml"), "--out",
-                        str(root / "url-run"), "--set", "model.weights=https://example.org/resnet50.pth")),
+         lambda t: _cli(t, "train", "--recipe", str(t / "recipes" / "finetune_folder_small.yaml"), "--data",
+                        f"folder:{f['data']}", "--out", str(root / "url-run"), "--set", "optim.batch_size=2", "--set",
+                        "model.weights=https://example.org/resnet50.pth")),
+        ("20 messages", "serve of a bundle whose input.name the model lacks (fails at load, log removed)",
+         lambda t: _cli(t, "serve", str(g["renamed-input"]), "--port", str(_free_ports(1)[0]))),
     ]
 
 
@@ -541,4 +563,4 @@ def _race_args(tree: Path, f: dict[str, Path], g: dict[str, Path], root: Path, b
     good, bad = work / "good.onnx", work / "swapped.onnx"
     shutil.copyfile(g["good"], good)
     shutil.copyfile(g["swapped"], bad)
-    return [str(bundle), backend, str(loads), str(good), str(bad), str(pause)]
+    return [str(bundle), backend, str(loads), str(good), str(bad), str(pause), RENAMER]
