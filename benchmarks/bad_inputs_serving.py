@@ -157,10 +157,22 @@ def _pids_mentioning(text: str) -> list[int]:
     return found
 
 
+def _mapped(name: str) -> bool:
+    """Whether a live process maps /dev/shm/NAME (another run's server, say)."""
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            if name in maps.read_text():
+                return True
+        except OSError:
+            pass
+    return False
+
+
 @contextmanager
 def served(tree: Path, bundle: Path, root: Path, *args: str) -> Iterator[dict]:
     """`resnet-deploy serve` of `tree` on free ports, its own TMPDIR; {"url", "proc", "ready", "tmp", "ports"}."""
     tmp = Path(tempfile.mkdtemp(dir=root, prefix="serve-"))
+    shm_before = set(os.listdir("/dev/shm"))
     ports = _free_ports(3)
     cmd = [sys.executable, "-m", "resnet_deploy.cli", "serve", str(bundle), "--port", str(ports[0]), "--grpc-port",
            str(ports[1]), "--metrics-port", str(ports[2]), "--name", "tiny", *args]
@@ -190,6 +202,10 @@ def served(tree: Path, bundle: Path, root: Path, *args: str) -> Iterator[dict]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        time.sleep(1)
+        for name in set(os.listdir("/dev/shm")) - shm_before:  # the shared memory its server made, now unused
+            if name.startswith("resnet-deploy-") and not _mapped(name):
+                Path("/dev/shm", name).unlink(missing_ok=True)
 
 
 def fixtures(f: dict[str, Path], root: Path) -> dict[str, Path]:
