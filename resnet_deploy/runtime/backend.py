@@ -132,6 +132,7 @@ class OvLoader:
         entry = cache_entry(file.content_id, opts.threads, precision)
         # the cached compiled model's digest is checked in a second thread while this one checks the file
         cached = _Background(entry.read) if entry is not None else None
+        writing = None
         try:
             with file.opened() as path:
                 backend = OvBackend(path, name=file.name, threads=opts.threads, precision=precision,
@@ -139,11 +140,12 @@ class OvLoader:
                                     cached=cached.result() if cached is not None else None)
             # kept only now that the file is known unchanged through the read: a compiled model is cached under the
             # checksum of what it was compiled from, and every later load of that content runs it
-            backend.save_to_cache()
+            writing = backend.save_to_cache()
             return backend
         finally:
-            if cached is not None and entry is not None:
+            if cached is not None:
                 cached.wait()  # before the folder's descriptor is closed under it
+            if entry is not None and writing is None:  # else the writing thread closes it
                 entry.folder.close()
 
 

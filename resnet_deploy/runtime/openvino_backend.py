@@ -142,7 +142,7 @@ class OvBackend:
         name = name or Path(path).name
         config = _config(threads, precision)
         core = ov.Core()
-        self.cache, self._blob, self.compiled = cache, None, None
+        self.cache, self._blob, self.compiled, self._writing = cache, None, None, None
         if cached is not None:
             try:
                 # the checked bytes, shared (not copied) with OpenVINO, which may keep pointing into them: kept
@@ -167,13 +167,29 @@ class OvBackend:
         self._version = ov.get_version()
         self._local = threading.local()
 
-    def save_to_cache(self) -> None:
-        """Write the model compiled here to the cache it was given (nothing when it came from the cache, or without
-        one). The caller says when: once the file it was compiled from is known to be the checked one."""
-        if self._fresh and self.cache is not None:
-            stream = self.compiled.export_model()
-            self.cache.write(stream.getbuffer() if hasattr(stream, "getbuffer") else stream)  # BytesIO since 2025
-            self._fresh = False
+    def save_to_cache(self) -> threading.Thread | None:
+        """Start writing the model compiled here to the cache it was given, in a thread of its own (nothing when it
+        came from the cache, or without one), and return that thread; it closes the cache folder when done. The
+        caller says when: once the file it was compiled from is known to be the checked one.
+
+        Not in the caller's thread: exporting and writing a ResNet-50 (97 MiB) costs more than compiling it, and the
+        first answer need not wait for it. The thread is not a daemon, so the process finishes the entry before it
+        exits (OpenVINO releases the GIL while it exports)."""
+        if not self._fresh or self.cache is None:
+            return None
+        self._fresh = False
+        compiled, cache = self.compiled, self.cache
+
+        def write() -> None:
+            try:
+                stream = compiled.export_model()
+                cache.write(stream.getbuffer() if hasattr(stream, "getbuffer") else stream)  # BytesIO since 2025
+            finally:
+                cache.folder.close()
+
+        thread = self._writing = threading.Thread(target=write, name="openvino-cache-write")
+        thread.start()
+        return thread
 
     def _request(self) -> Any:
         request = getattr(self._local, "request", None)
@@ -204,6 +220,9 @@ class OvBackend:
 
     def close(self) -> None:
         """Drop the compiled model; requests other threads hold keep it alive until they go (and with it the cached
-        blob it may point into, which is released with the last reference)."""
+        blob it may point into, which is released with the last reference); a cache entry being written is finished
+        first."""
+        if self._writing is not None:
+            self._writing.join()
         self.compiled = None
         self._local = threading.local()
