@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -182,6 +183,10 @@ class OvBackend:
 
         def write() -> None:
             try:
+                try:  # behind the first requests, which the caller is about to run
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+                except (AttributeError, OSError):  # not Linux
+                    pass
                 stream = compiled.export_model()
                 cache.write(stream.getbuffer() if hasattr(stream, "getbuffer") else stream)  # BytesIO since 2025
             finally:
