@@ -278,3 +278,16 @@ def test_folders_the_cache_makes_are_private(bundle: Path, cache: Path, x: np.nd
     for p in (cache, cache / "openvino", Path(used)):
         assert p.stat().st_mode & 0o777 == 0o700, p
     assert entry.stat().st_mode & 0o777 == 0o600
+
+
+@needs_ov
+def test_the_compiled_model_is_kept_after_the_first_answer(bundle: Path, cache: Path, x: np.ndarray) -> None:
+    p = Predictor.from_bundle(bundle, backend="ov-fp32", threads=1)
+    assert list(cache.rglob("*.blob")) == []  # nothing written before the first answer: it does not wait for it
+    first = p.run(x)
+    p.close()  # waits for the entry being written
+    (entry,) = cache.rglob("*.blob")
+    assert entry.read_bytes().startswith(MAGIC)
+    with Predictor.from_bundle(bundle, backend="ov-fp32", threads=1) as p:  # imported from it, the same answer
+        np.testing.assert_array_equal(p.run(x), first)
+    assert list(cache.rglob("*.blob")) == [entry]

@@ -132,7 +132,7 @@ class OvLoader:
         entry = cache_entry(file.content_id, opts.threads, precision)
         # the cached compiled model's digest is checked in a second thread while this one checks the file
         cached = _Background(entry.read) if entry is not None else None
-        writing = None
+        writing = False
         try:
             with file.opened() as path:
                 backend = OvBackend(path, name=file.name, threads=opts.threads, precision=precision,
@@ -145,7 +145,7 @@ class OvLoader:
         finally:
             if cached is not None:
                 cached.wait()  # before the folder's descriptor is closed under it
-            if entry is not None and writing is None:  # else the writing thread closes it
+            if entry is not None and not writing:  # else the writing thread closes it
                 entry.folder.close()
 
 

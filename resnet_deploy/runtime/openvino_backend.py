@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -144,6 +143,7 @@ class OvBackend:
         config = _config(threads, precision)
         core = ov.Core()
         self.cache, self._blob, self.compiled, self._writing = cache, None, None, None
+        self._pending, self._lock = False, threading.Lock()
         if cached is not None:
             try:
                 # the checked bytes, shared (not copied) with OpenVINO, which may keep pointing into them: kept
@@ -168,33 +168,35 @@ class OvBackend:
         self._version = ov.get_version()
         self._local = threading.local()
 
-    def save_to_cache(self) -> threading.Thread | None:
-        """Start writing the model compiled here to the cache it was given, in a thread of its own (nothing when it
-        came from the cache, or without one), and return that thread; it closes the cache folder when done. The
-        caller says when: once the file it was compiled from is known to be the checked one.
+    def save_to_cache(self) -> bool:
+        """Have the model compiled here written to the cache it was given (nothing when it came from the cache, or
+        without one); True when a write is due, which then closes the cache folder when done. The caller says when:
+        once the file it was compiled from is known to be the checked one.
 
-        Not in the caller's thread: exporting and writing a ResNet-50 (97 MiB) costs more than compiling it, and the
-        first answer need not wait for it. The thread is not a daemon, so the process finishes the entry before it
-        exits (OpenVINO releases the GIL while it exports)."""
-        if not self._fresh or self.cache is None:
-            return None
+        The write starts after the first `run` returns (or at `close`), in a thread of its own: exporting and
+        writing a ResNet-50 (97 MiB) costs more than compiling it, and the first answer need not wait for it nor
+        share the CPU with it. The thread is not a daemon, so the process finishes the entry before it exits
+        (OpenVINO releases the GIL while it exports)."""
+        self._pending = self._fresh and self.cache is not None
         self._fresh = False
-        compiled, cache = self.compiled, self.cache
+        return self._pending
 
-        def write() -> None:
-            try:
-                try:  # behind the first requests, which the caller is about to run
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-                except (AttributeError, OSError):  # not Linux
-                    pass
-                stream = compiled.export_model()
-                cache.write(stream.getbuffer() if hasattr(stream, "getbuffer") else stream)  # BytesIO since 2025
-            finally:
-                cache.folder.close()
+    def _start_write(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            self._pending = False
+            compiled, cache = self.compiled, self.cache
 
-        thread = self._writing = threading.Thread(target=write, name="openvino-cache-write")
-        thread.start()
-        return thread
+            def write() -> None:
+                try:
+                    stream = compiled.export_model()
+                    cache.write(stream.getbuffer() if hasattr(stream, "getbuffer") else stream)  # BytesIO since 2025
+                finally:
+                    cache.folder.close()
+
+            self._writing = threading.Thread(target=write, name="openvino-cache-write")
+            self._writing.start()
 
     def _request(self) -> Any:
         request = getattr(self._local, "request", None)
@@ -212,7 +214,10 @@ class OvBackend:
             out = request.get_tensor(self.output_name).data
         except Exception as e:
             raise ResnetDeployError(f"OpenVINO failed on a batch of shape {batch.shape}: {first_line(e)}") from None
-        return np.array(out, dtype=np.float32)  # a copy: the request's buffer is reused by its next call
+        result = np.array(out, dtype=np.float32)  # a copy: the request's buffer is reused by its next call
+        if self._pending:
+            self._start_write()
+        return result
 
     def device_time_s(self) -> float | None:
         """OpenVINO's CPU plugin runs on the host: no separate device time."""
@@ -227,6 +232,7 @@ class OvBackend:
         """Drop the compiled model; requests other threads hold keep it alive until they go (and with it the cached
         blob it may point into, which is released with the last reference); a cache entry being written is finished
         first."""
+        self._start_write()
         if self._writing is not None:
             self._writing.join()
         self.compiled = None
