@@ -1,0 +1,153 @@
+// resnet_deploy C++ API: a header-only wrapper over the C API (resnet_deploy.h), with RAII handles and exceptions.
+//
+//   resnet_deploy::Predictor p("bundles/demo");                 // auto variant; or {"ov-int8", 2 threads}
+//   auto r = p.classify(resnet_deploy::read_file("shoe.png"), 3);  // encoded PNG/JPEG bytes, or p.classify_pixels
+//   std::cout << r.label << " " << r.score << "\n";
+//
+// Every failure is a resnet_deploy::Error whose what() is the one-line message and status() the rd_status.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "resnet_deploy.h"
+
+namespace resnet_deploy {
+
+class Error : public std::runtime_error {
+ public:
+  Error(rd_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  rd_status status() const noexcept { return status_; }
+
+ private:
+  rd_status status_;
+};
+
+inline void check(rd_status status) {
+  if (status != RD_OK) throw Error(status, rd_last_error());
+}
+
+// The bytes of a file (an image to classify).
+inline std::vector<std::uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(RD_ERROR_ARGUMENT, "image not found: " + path);
+  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+struct ClassScore {
+  int class_id;
+  std::string label;
+  float score;
+};
+
+struct Result {
+  int class_id = -1;
+  std::string label;
+  float score = 0;
+  std::vector<ClassScore> topk;  // best first
+  std::vector<float> logits;     // every class
+};
+
+struct Options {
+  std::string variant = "auto";
+  int threads = 0;  // 0: one per core
+};
+
+// The bundle's preprocessing alone: images -> the model's float32 (C, H, W) input.
+class Preprocessor {
+ public:
+  explicit Preprocessor(const std::string& preprocess_json) {
+    rd_preprocessor* p = nullptr;
+    check(rd_preprocessor_create(preprocess_json.c_str(), &p));
+    owned_.reset(p);
+    handle_ = p;
+  }
+  std::vector<float> encoded(const std::vector<std::uint8_t>& data) const {
+    std::vector<float> out(size());
+    check(rd_preprocess_encoded(handle_, data.data(), data.size(), out.data(), out.size()));
+    return out;
+  }
+  std::vector<float> pixels(const std::uint8_t* px, int height, int width, int channels, std::size_t stride = 0) const {
+    std::vector<float> out(size());
+    check(rd_preprocess_pixels(handle_, px, height, width, channels, stride, out.data(), out.size()));
+    return out;
+  }
+  std::size_t size() const {
+    int32_t c = 0, h = 0, w = 0;
+    check(rd_preprocessor_shape(handle_, &c, &h, &w));
+    return static_cast<std::size_t>(c) * static_cast<std::size_t>(h) * static_cast<std::size_t>(w);
+  }
+
+ private:
+  friend class Predictor;
+  explicit Preprocessor(const rd_preprocessor* borrowed) : handle_(borrowed) {}
+  struct Destroy {
+    void operator()(rd_preprocessor* p) const noexcept { rd_preprocessor_destroy(p); }
+  };
+  std::unique_ptr<rd_preprocessor, Destroy> owned_;
+  const rd_preprocessor* handle_ = nullptr;
+};
+
+class Predictor {
+ public:
+  explicit Predictor(const std::string& bundle, const Options& options = {}) {
+    rd_options o{options.variant.c_str(), options.threads, nullptr};
+    rd_predictor* p = nullptr;
+    check(rd_predictor_create(bundle.c_str(), &o, &p));
+    handle_.reset(p);
+    check(rd_predictor_info(p, &info_));
+  }
+
+  const rd_info& info() const noexcept { return info_; }
+  std::string label(int class_id) const {
+    const char* l = rd_predictor_label(handle_.get(), class_id);
+    return l ? l : "";
+  }
+  Preprocessor preprocessor() const { return Preprocessor(rd_predictor_preprocessor(handle_.get())); }
+
+  // An encoded PNG or JPEG image: the k best classes and the logits.
+  Result classify(const std::vector<std::uint8_t>& data, std::size_t k = 5) const {
+    return finish(k, [&](rd_class_score* top, std::size_t* n, float* logits, std::size_t len) {
+      return rd_classify_encoded(handle_.get(), data.data(), data.size(), top, k, n, logits, len);
+    });
+  }
+  // Raw uint8 pixels: 1 (grey), 3 (RGB) or 4 (RGBA) channels interleaved, rows `stride` bytes apart (0: packed).
+  Result classify_pixels(const std::uint8_t* px, int height, int width, int channels, std::size_t k = 5,
+                         std::size_t stride = 0) const {
+    return finish(k, [&](rd_class_score* top, std::size_t* n, float* logits, std::size_t len) {
+      return rd_classify_pixels(handle_.get(), px, height, width, channels, stride, top, k, n, logits, len);
+    });
+  }
+  // Logits (batch x classes) of a preprocessed batch (batch x C x H x W).
+  std::vector<float> run(const std::vector<float>& input, std::size_t batch) const {
+    std::vector<float> logits(batch * static_cast<std::size_t>(info_.num_classes));
+    check(rd_predictor_run(handle_.get(), input.data(), input.size(), batch, logits.data(), logits.size()));
+    return logits;
+  }
+
+ private:
+  template <class Call>
+  Result finish(std::size_t k, Call call) const {
+    std::vector<rd_class_score> top(k == 0 ? 1 : k);
+    Result r;
+    r.logits.resize(static_cast<std::size_t>(info_.num_classes));
+    std::size_t n = 0;
+    check(call(top.data(), &n, r.logits.data(), r.logits.size()));
+    for (std::size_t i = 0; i < n; ++i) r.topk.push_back({top[i].class_id, label(top[i].class_id), top[i].score});
+    r.class_id = r.topk.front().class_id;
+    r.label = r.topk.front().label;
+    r.score = r.topk.front().score;
+    return r;
+  }
+  struct Destroy {
+    void operator()(rd_predictor* p) const noexcept { rd_predictor_destroy(p); }
+  };
+  std::unique_ptr<rd_predictor, Destroy> handle_;
+  rd_info info_{};
+};
+
+}  // namespace resnet_deploy
