@@ -29,6 +29,26 @@ std::string hex_digest(const Json& v, const std::string& field) {
   return v.get<std::string>();
 }
 
+// Names that reach serving configurations and code (runtime/manifest.py's ARCH_NAME and TENSOR_NAME, the schema's
+// patterns): ASCII letters, digits and a few marks, 1 to 64 characters, matched whole.
+constexpr const char* kArchPattern = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
+constexpr const char* kTensorPattern = "[A-Za-z_][A-Za-z0-9_]{0,63}";
+
+bool ascii_alnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+std::string name(const Json& v, const std::string& field, bool arch) {
+  bool ok = v.is_string();
+  if (ok) {
+    const std::string& s = v.get_ref<const std::string&>();
+    ok = !s.empty() && s.size() <= 64 && (arch ? ascii_alnum(s[0]) : (ascii_alnum(s[0]) && !(s[0] >= '0' && s[0] <= '9')) || s[0] == '_');
+    for (std::size_t i = 1; ok && i < s.size(); ++i)
+      ok = ascii_alnum(s[i]) || s[i] == '_' || (arch && (s[i] == '.' || s[i] == '-'));
+  }
+  std::string what = arch ? "letters, digits, '_', '.' or '-'" : "an identifier";
+  fields::need(ok, field, what + " of 1 to 64 characters (" + (arch ? kArchPattern : kTensorPattern) + ")", v);
+  return v.get<std::string>();
+}
+
 const Json& get_or(const Json& object, const std::string& key, const Json& fallback) {
   auto it = object.find(key);
   return it == object.end() ? fallback : *it;
@@ -60,7 +80,7 @@ Manifest parse(const Json& d) {
   using namespace fields;
   static const Json empty = Json::object(), input("input"), logits("logits");
   Manifest m;
-  m.arch = string(get(d, "arch", "arch"), "arch", nullptr, 200);
+  m.arch = name(get(d, "arch", "arch"), "arch", true);
   const Json& classes = items(get(d, "classes", "classes"), "classes", 1, kMaxClasses);
   for (std::size_t i = 0; i < classes.size(); ++i)
     m.classes.push_back(string(classes[i], "classes[" + std::to_string(i) + "]", nullptr, 1000));
@@ -76,10 +96,14 @@ Manifest parse(const Json& d) {
   if (inp.contains("shape"))
     need(py_equal(inp["shape"], Json::array({m.preprocess.channels(), m.preprocess.height(), m.preprocess.width()})),
          "input.shape", "[C, H, W] of preprocess", inp["shape"]);
+  static const Json float32("float32");
+  static const std::vector<std::string> dtypes{"float32"};
+  string(get_or(inp, "dtype", float32), "input.dtype", &dtypes);
   const Json& out = mapping(get_or(d, "output", empty), "output");
   if (out.contains("shape"))
     need(py_equal(out["shape"], Json::array({m.classes.size()})), "output.shape", "[number of classes]",
          out["shape"]);
+  string(get_or(out, "dtype", float32), "output.dtype", &dtypes);
   const Json& files = items(get(d, "files", "files"), "files", 1, kMaxFiles);
   for (std::size_t i = 0; i < files.size(); ++i) m.files.push_back(file_entry(files[i], "files[" + std::to_string(i) + "]"));
   for (std::size_t i = 0; i < m.files.size(); ++i)
@@ -90,8 +114,8 @@ Manifest parse(const Json& d) {
     if (src.contains(key) && !src[key].is_null()) string(src[key], std::string("source.") + key, nullptr, 4096);
   mapping(get_or(d, "versions", empty), "versions");
   mapping(get_or(d, "export_args", empty), "export_args");
-  m.input_name = string(get_or(inp, "name", input), "input.name", nullptr, 200);
-  m.output_name = string(get_or(out, "name", logits), "output.name", nullptr, 200);
+  m.input_name = name(get_or(inp, "name", input), "input.name", false);
+  m.output_name = name(get_or(out, "name", logits), "output.name", false);
   return m;
 }
 
@@ -189,13 +213,17 @@ bool inside(const std::string& root, const std::string& target) {
   return target.compare(0, prefix.size(), prefix) == 0;
 }
 
+// The file's bytes, or `over` when it holds more than `cap` (read in pieces: a 32 MiB buffer is not zero-filled for a
+// 3 kB manifest).
 std::string read_capped(const fs::path& path, std::uintmax_t cap, bool& over) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(std::string("cannot open: ") + std::strerror(errno));
   std::string text;
-  text.resize(static_cast<std::size_t>(cap) + 1);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > cap) break;
+  }
   over = text.size() > cap;
   return text;
 }
