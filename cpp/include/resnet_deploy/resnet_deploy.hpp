@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "resnet_deploy.h"
@@ -53,8 +55,11 @@ struct Result {
 };
 
 struct Options {
-  std::string variant = "auto";
-  int threads = 0;  // 0: one per core
+  Options(std::string variant_ = "auto", int threads_ = 0, std::optional<std::string> cache_dir_ = std::nullopt)
+      : variant(std::move(variant_)), threads(threads_), cache_dir(std::move(cache_dir_)) {}
+  std::string variant;                   // "auto" or a variant name (ov-fp32, ov-int8, ov-bf16)
+  int threads;                           // 0: one per core
+  std::optional<std::string> cache_dir;  // compiled-model cache root; none: the default, "": off
 };
 
 // The bundle's preprocessing alone: images -> the model's float32 (C, H, W) input.
@@ -95,7 +100,7 @@ class Preprocessor {
 class Predictor {
  public:
   explicit Predictor(const std::string& bundle, const Options& options = {}) {
-    rd_options o{options.variant.c_str(), options.threads, nullptr};
+    rd_options o{options.variant.c_str(), options.threads, options.cache_dir ? options.cache_dir->c_str() : nullptr};
     rd_predictor* p = nullptr;
     check(rd_predictor_create(bundle.c_str(), &o, &p));
     handle_.reset(p);
