@@ -132,6 +132,14 @@ cpp-test: cpp-build
 	RD_FIXTURES=$(abspath $(CPP_FIXTURES)) ctest --test-dir $(CPP_BUILD) --output-on-failure
 	@echo "== the same tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 	RD_FIXTURES=$(abspath $(CPP_FIXTURES)) ctest --test-dir $(CPP_ASAN) --output-on-failure
+	@echo "== cmake --install, then an app that does find_package(resnet_deploy) (cpp/examples/embed)"
+	cmake --install $(CPP_BUILD) --prefix $(abspath build/cpp-install) >/dev/null
+	cmake -S cpp/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(abspath build/cpp-install) >/dev/null
+	cmake --build build/cpp-embed
+	@if grep -q RD_HAVE_OPENVINO $(CPP_BUILD)/CMakeFiles/rd_core.dir/flags.make; then \
+	  RESNET_DEPLOY_CACHE=$(abspath $(CPP_BUILD))/test-cache build/cpp-embed/embed $(CPP_FIXTURES)/bundle \
+	    $(CPP_FIXTURES)/images/rgb8_40x29.png; \
+	else echo "embed not run: the SDK was built without OpenVINO"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
