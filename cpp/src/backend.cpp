@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "error.h"
 
@@ -34,8 +35,8 @@ const std::map<std::string, std::unique_ptr<Loader>>& loaders() {
 #endif
     t["onnxruntime"] = std::make_unique<Unavailable>(
         "the C++ SDK has no ONNX Runtime backend (it runs the ONNX files on OpenVINO: the ov-* variants)");
-    t["tensorrt"] = std::make_unique<Unavailable>(
-        "the C++ SDK has no TensorRT backend yet (TensorRT engines need device='cuda')");
+    t["tensorrt"] =
+        std::make_unique<Unavailable>("the C++ SDK has no TensorRT backend yet (TensorRT engines need device='cuda')");
     return t;
   }();
   return table;
@@ -52,11 +53,10 @@ const Loader& loader(const std::string& name) {
 fs::path cache_root() {
   if (const char* env = std::getenv("RESNET_DEPLOY_CACHE"); env && *env) return env;
   if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return fs::path(xdg) / "resnet-deploy";
-  const char* home = std::getenv("HOME");
-  if (!home || !*home) {
-    const passwd* pw = getpwuid(getuid());
-    home = pw ? pw->pw_dir : "/";
-  }
+  if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".cache" / "resnet-deploy";
+  passwd pw{}, *found = nullptr;
+  std::vector<char> buf(16384);
+  std::string home = getpwuid_r(getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found ? pw.pw_dir : "/";
   return fs::path(home) / ".cache" / "resnet-deploy";
 }
 

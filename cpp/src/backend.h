@@ -16,7 +16,7 @@
 namespace rd {
 
 struct LoadOptions {
-  std::optional<int> threads;                  // none: the runtime's default (one per core)
+  std::optional<int> threads;  // none: the runtime's default (one per core)
   std::string input_name = "input", output_name = "logits";
   std::map<std::string, std::string> options;  // the variant's loader options (an inference precision)
   std::optional<fs::path> cache;               // a compiled-model cache folder for this file's content, or none

@@ -142,8 +142,8 @@ rd_status rd_predictor_create(const char* bundle_dir, const rd_options* options,
     std::optional<int> threads;
     if (options && options->threads != 0) {
       if (options->threads < 0)
-        rd::fail(rd::Status::argument, "threads must be 0 (one per core) or a positive integer, found " +
-                                           std::to_string(options->threads));
+        rd::fail(rd::Status::argument,
+                 "threads must be 0 (one per core) or a positive integer, found " + std::to_string(options->threads));
       threads = options->threads;
     }
     std::optional<rd::fs::path> cache;
@@ -172,8 +172,7 @@ rd_status rd_predictor_info(const rd_predictor* p, rd_info* out) {
 }
 
 const char* rd_predictor_label(const rd_predictor* p, int32_t class_id) {
-  if (p == nullptr || class_id < 0 || static_cast<std::size_t>(class_id) >= p->predictor->num_classes())
-    return nullptr;
+  if (p == nullptr || class_id < 0 || static_cast<std::size_t>(class_id) >= p->predictor->num_classes()) return nullptr;
   return p->predictor->manifest().classes[static_cast<std::size_t>(class_id)].c_str();
 }
 
@@ -188,8 +187,8 @@ rd_status rd_predictor_run(rd_predictor* p, const float* input, size_t input_len
     if (input_len != batch * chw || logits_len != batch * k)
       rd::fail(rd::Status::argument, "a batch of " + std::to_string(batch) + " needs input of " +
                                          std::to_string(batch * chw) + " floats and logits of " +
-                                         std::to_string(batch * k) + "; found " + std::to_string(input_len) +
-                                         " and " + std::to_string(logits_len));
+                                         std::to_string(batch * k) + "; found " + std::to_string(input_len) + " and " +
+                                         std::to_string(logits_len));
     p->predictor->run(input, batch, logits);
   });
 }

@@ -1,12 +1,11 @@
 #include "checksum.h"
 
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <memory>
 #include <vector>
-
-#include <openssl/evp.h>
 
 #include "error.h"
 

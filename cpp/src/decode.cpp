@@ -5,14 +5,14 @@
 // a destructor, and the library callbacks hold no C++ objects at all.
 #include "decode.h"
 
+#include <jpeglib.h>
+#include <png.h>
+
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <vector>
-
-#include <jpeglib.h>
-#include <png.h>
 
 #include "error.h"
 
@@ -303,11 +303,13 @@ Image decode_image(const std::uint8_t* data, std::size_t size, int channels) {
   std::string name = "image of " + std::to_string(size) + " bytes";
   static const std::uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   if (size >= 8 && std::memcmp(data, png_magic, 8) == 0) return decode_png(data, size, channels, name);
-  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, size, channels, name);
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
+    return decode_jpeg(data, size, channels, name);
   if (const char* fmt = other_format(data, size))
     fail(Status::image, "not a readable image: " + name + " (a " + fmt +
                             " image: the C++ SDK decodes PNG and JPEG; decode it in the app and pass its pixels)");
-  fail(Status::image, "not a readable image: " + name + " (none of PNG, JPEG; it starts " + bytes_repr(data, size) + ")");
+  fail(Status::image,
+       "not a readable image: " + name + " (none of PNG, JPEG; it starts " + bytes_repr(data, size) + ")");
 }
 
 Image from_pixels(const std::uint8_t* pixels, int height, int width, int channels, std::size_t stride, int target) {
@@ -317,8 +319,11 @@ Image from_pixels(const std::uint8_t* pixels, int height, int width, int channel
   check_pixels(width, height, "image array is ");
   std::size_t row = static_cast<std::size_t>(width) * static_cast<std::size_t>(channels);
   if (stride == 0) stride = row;
-  if (stride < row) fail(Status::argument, "pixel rows are " + std::to_string(stride) + " bytes apart, less than "
-                                               "width x channels (" + std::to_string(row) + ")");
+  if (stride < row)
+    fail(Status::argument, "pixel rows are " + std::to_string(stride) +
+                               " bytes apart, less than "
+                               "width x channels (" +
+                               std::to_string(row) + ")");
   if (pixels == nullptr) fail(Status::argument, "pixels is NULL");
   Image out(width, height, target);
   for (int y = 0; y < height; ++y)

@@ -15,7 +15,9 @@ struct Image {
 
   Image() = default;
   Image(int w, int h, int c)
-      : width(w), height(h), channels(c),
+      : width(w),
+        height(h),
+        channels(c),
         data(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * static_cast<std::size_t>(c)) {}
   std::size_t row_bytes() const { return static_cast<std::size_t>(width) * static_cast<std::size_t>(channels); }
   std::uint8_t* row(int y) { return data.data() + static_cast<std::size_t>(y) * row_bytes(); }

@@ -200,7 +200,7 @@ bool py_equal(const Json& a, const Json& b) {
     auto as_double = [](const Json& v) { return v.is_boolean() ? (v.get<bool>() ? 1.0 : 0.0) : v.get<double>(); };
     if (a.is_number_float() || b.is_number_float()) return as_double(a) == as_double(b);
     auto as_int = [](const Json& v) -> long double {
-      return v.is_boolean() ? (v.get<bool>() ? 1 : 0)
+      return v.is_boolean()           ? (v.get<bool>() ? 1 : 0)
              : v.is_number_unsigned() ? static_cast<long double>(v.get<std::uint64_t>())
                                       : static_cast<long double>(v.get<std::int64_t>());
     };

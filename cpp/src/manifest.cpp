@@ -40,7 +40,8 @@ std::string name(const Json& v, const std::string& field, bool arch) {
   bool ok = v.is_string();
   if (ok) {
     const std::string& s = v.get_ref<const std::string&>();
-    ok = !s.empty() && s.size() <= 64 && (arch ? ascii_alnum(s[0]) : (ascii_alnum(s[0]) && !(s[0] >= '0' && s[0] <= '9')) || s[0] == '_');
+    ok = !s.empty() && s.size() <= 64 &&
+         (arch ? ascii_alnum(s[0]) : (ascii_alnum(s[0]) && !(s[0] >= '0' && s[0] <= '9')) || s[0] == '_');
     for (std::size_t i = 1; ok && i < s.size(); ++i)
       ok = ascii_alnum(s[i]) || s[i] == '_' || (arch && (s[i] == '.' || s[i] == '-'));
   }
@@ -101,11 +102,11 @@ Manifest parse(const Json& d) {
   string(get_or(inp, "dtype", float32), "input.dtype", &dtypes);
   const Json& out = mapping(get_or(d, "output", empty), "output");
   if (out.contains("shape"))
-    need(py_equal(out["shape"], Json::array({m.classes.size()})), "output.shape", "[number of classes]",
-         out["shape"]);
+    need(py_equal(out["shape"], Json::array({m.classes.size()})), "output.shape", "[number of classes]", out["shape"]);
   string(get_or(out, "dtype", float32), "output.dtype", &dtypes);
   const Json& files = items(get(d, "files", "files"), "files", 1, kMaxFiles);
-  for (std::size_t i = 0; i < files.size(); ++i) m.files.push_back(file_entry(files[i], "files[" + std::to_string(i) + "]"));
+  for (std::size_t i = 0; i < files.size(); ++i)
+    m.files.push_back(file_entry(files[i], "files[" + std::to_string(i) + "]"));
   for (std::size_t i = 0; i < m.files.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       need(m.files[i].path != m.files[j].path, "files", "distinct paths", Json(m.files[i].path));
@@ -171,7 +172,7 @@ std::pair<std::string, bool> join_realpath(std::string path, std::string rest,
       continue;
     }
     std::string next = join(path, name);
-    struct stat st{};
+    struct stat st {};
     if (::lstat(next.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) {
       path = next;
       continue;
@@ -202,8 +203,9 @@ std::string resolve(const std::string& p) {
   std::string path = join_realpath("", p, seen).first;
   if (path.empty() || path[0] != '/') path = join(fs::current_path().string(), path);
   path = normpath(path);
-  struct stat st{};
-  if (::stat(path.c_str(), &st) != 0 && errno == ELOOP) throw std::runtime_error("Symlink loop from " + quote_str(path));
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ELOOP)
+    throw std::runtime_error("Symlink loop from " + quote_str(path));
   return path;
 }
 
@@ -253,9 +255,10 @@ std::string check_relative(const Json& path, const std::string& field) {
   // PurePosixPath's rules: not absolute, no empty, "." or ".." parts (the text is its own normal form), no
   // backslash or NUL, and no Windows drive (a second character ':').
   ok = p[0] != '/' && p.find('\\') == std::string::npos && p.find('\0') == std::string::npos;
-  std::size_t first = (static_cast<unsigned char>(p[0]) < 0x80) ? 1
+  std::size_t first = (static_cast<unsigned char>(p[0]) < 0x80)   ? 1
                       : (static_cast<unsigned char>(p[0]) < 0xE0) ? 2
-                      : (static_cast<unsigned char>(p[0]) < 0xF0) ? 3 : 4;
+                      : (static_cast<unsigned char>(p[0]) < 0xF0) ? 3
+                                                                  : 4;
   ok = ok && !(p.size() > first && p[first] == ':');
   for (std::size_t start = 0; ok && start <= p.size();) {
     std::size_t end = p.find('/', start);
@@ -334,7 +337,7 @@ fs::path verified_path(const fs::path& bundle, const FileEntry& entry) {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) bundle_error("bundle file " + entry.path + " could not be read");
   auto found = static_cast<std::uint64_t>(st.st_size);
   bool same = false;

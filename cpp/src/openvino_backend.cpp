@@ -2,12 +2,12 @@
 // hint, one stream, an explicit inference precision, the thread count, a model cache per file content). An
 // InferRequest must not be used by two threads at once, so each call borrows an idle request from a pool and
 // returns it; the pool grows to the number of concurrent callers.
+#include <unistd.h>
+
 #include <mutex>
+#include <openvino/openvino.hpp>
 #include <set>
 #include <vector>
-
-#include <openvino/openvino.hpp>
-#include <unistd.h>
 
 #include "backend.h"
 #include "error.h"
@@ -29,7 +29,8 @@ std::optional<fs::path> usable_cache(const std::optional<fs::path>& cache) {
 
 class OvBackend : public Backend {
  public:
-  OvBackend(const fs::path& path, const LoadOptions& opts) : input_name_(opts.input_name), output_name_(opts.output_name) {
+  OvBackend(const fs::path& path, const LoadOptions& opts)
+      : input_name_(opts.input_name), output_name_(opts.output_name) {
     auto it = opts.options.find("inference_precision");
     precision_ = it == opts.options.end() ? "fp32" : it->second;
     if (!kPrecisions.count(precision_))
@@ -52,8 +53,8 @@ class OvBackend : public Backend {
     if (!names.count(input_name_)) {
       std::string list;
       for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
-      fail(Status::bundle, path.filename().string() + " has inputs [" + list + "]; the manifest expects '" +
-                               input_name_ + "'");
+      fail(Status::bundle,
+           path.filename().string() + " has inputs [" + list + "]; the manifest expects '" + input_name_ + "'");
     }
     version_ = ov::get_openvino_version().buildNumber;
   }
@@ -63,8 +64,9 @@ class OvBackend : public Backend {
     Lease lease(*this);
     ov::Shape got;
     try {
-      ov::Tensor x(ov::element::f32, ov::Shape{batch, static_cast<std::size_t>(shape[0]),
-                                               static_cast<std::size_t>(shape[1]), static_cast<std::size_t>(shape[2])},
+      ov::Tensor x(ov::element::f32,
+                   ov::Shape{batch, static_cast<std::size_t>(shape[0]), static_cast<std::size_t>(shape[1]),
+                             static_cast<std::size_t>(shape[2])},
                    const_cast<float*>(input));  // read only: OpenVINO does not write its inputs
       lease.request.set_tensor(input_name_, x);
       lease.request.infer();
@@ -128,7 +130,8 @@ class OvBackend : public Backend {
 
 class OvLoader : public Loader {
  public:
-  std::optional<std::string> refuse(const FileEntry&, const std::map<std::string, std::string>& options) const override {
+  std::optional<std::string> refuse(const FileEntry&,
+                                    const std::map<std::string, std::string>& options) const override {
     auto it = options.find("inference_precision");
     if (it != options.end() && it->second == "bf16") {
       auto [native, why] = cpu_has_bf16(cpu_facts().flags);

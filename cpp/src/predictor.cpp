@@ -135,8 +135,8 @@ void Predictor::run(const float* input, std::size_t n, float* logits) const {
   if (!bad.empty()) {
     std::string list;
     for (std::size_t i = 0; i < bad.size() && i < 10; ++i) list += (i ? ", " : "") + std::to_string(bad[i]);
-    fail(Status::argument, "input image(s) " + list + (bad.size() > 10 ? " ..." : "") + " of " + std::to_string(n) +
-                               " hold NaN or Inf");
+    fail(Status::argument,
+         "input image(s) " + list + (bad.size() > 10 ? " ..." : "") + " of " + std::to_string(n) + " hold NaN or Inf");
   }
   const std::array<int, 3> shape{pre.channels(), pre.height(), pre.width()};
   const auto low = static_cast<std::size_t>(manifest_.batch[0]);
@@ -163,7 +163,8 @@ std::vector<ClassScore> Predictor::top(const float* logits, std::size_t k) const
   for (auto& x : p) x /= total;
   std::vector<int> ids(n);
   std::iota(ids.begin(), ids.end(), 0);
-  std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)]; });
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int a, int b) { return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)]; });
   std::vector<ClassScore> out;
   for (std::size_t i = 0; i < std::min(k, n); ++i)
     out.push_back({ids[i], static_cast<float>(p[static_cast<std::size_t>(ids[i])])});

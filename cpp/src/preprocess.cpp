@@ -113,9 +113,9 @@ Preprocess Preprocess::from_json(const Json& d) {
   check_mean_values(mean, "preprocess.mean", 0);
   // __post_init__
   Preprocess p;
-  need((channels.is_number() || channels.is_boolean()) && !channels.is_boolean() &&
-           (one || py_equal(channels, Json(3))),
-       "preprocess.channels", "1 or 3", channels);
+  need(
+      (channels.is_number() || channels.is_boolean()) && !channels.is_boolean() && (one || py_equal(channels, Json(3))),
+      "preprocess.channels", "1 or 3", channels);
   p.channels_ = one ? 1 : 3;
   p.height_ = static_cast<int>(integer(size[0], "preprocess.input_size[0]", 1, kMaxSide));
   p.width_ = static_cast<int>(integer(size[1], "preprocess.input_size[1]", 1, kMaxSide));
@@ -127,9 +127,11 @@ Preprocess Preprocess::from_json(const Json& d) {
     }
   }
   if (p.resize_ && p.crop_)
-    need(*p.crop_ <= *p.resize_, "preprocess.crop", "at most resize (" + std::to_string(*p.resize_) + ")", *d.find("crop"));
+    need(*p.crop_ <= *p.resize_, "preprocess.crop", "at most resize (" + std::to_string(*p.resize_) + ")",
+         *d.find("crop"));
   if (stds.size() != static_cast<std::size_t>(p.channels_))  // Python holds std as a tuple by then
-    throw FieldError("preprocess.std must be " + std::to_string(p.channels_) + " number(s), found " + quote_tuple(stds));
+    throw FieldError("preprocess.std must be " + std::to_string(p.channels_) + " number(s), found " +
+                     quote_tuple(stds));
   for (std::size_t i = 0; i < stds.size(); ++i)
     p.std_.push_back(static_cast<float>(number(stds[i], "preprocess.std[" + std::to_string(i) + "]", {}, {}, 0.0)));
   auto shape = shape_of(mean);
@@ -156,8 +158,8 @@ void Preprocess::image(const Image& im, float* out) const {
     const float m0 = per_pixel_mean_ ? 0.0f : mean_[static_cast<std::size_t>(c)];
     for (std::size_t i = 0; i < plane; ++i) {
       // float32 arithmetic in numpy's order: x / 255, minus the mean, divided by std (no reciprocal, no fusing)
-      float v = static_cast<float>(x.data[i * static_cast<std::size_t>(channels_) + static_cast<std::size_t>(c)]) /
-                255.0f;
+      float v =
+          static_cast<float>(x.data[i * static_cast<std::size_t>(channels_) + static_cast<std::size_t>(c)]) / 255.0f;
       dst[i] = (v - (m ? m[i] : m0)) / s;
     }
   }

@@ -4,9 +4,8 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "checksum.h"
 #include "error.h"
@@ -22,18 +21,43 @@ const std::vector<Variant>& variants() {
       {"onnx", "model.onnx", "onnx", "fp32", "any", "onnxruntime", {}, {"cpu", "cuda"}, 2, {}, {}},
       {"fp16", "model.fp16.onnx", "onnx", "fp16", "any", "onnxruntime", {"--fp16"}, {"cpu", "cuda"}, 5, {}, {}},
       {"int8", "model.int8.onnx", "onnx", "int8", "cpu", "onnxruntime", {"--int8"}, {"cpu"}, 0, {}, {}},
-      {"int8-trt", "model.int8-trt.onnx", "onnx", "int8", "trt", "onnxruntime", {"--int8", "--trt"}, {"cpu", "cuda"},
-       6, {}, {}},
+      {"int8-trt",
+       "model.int8-trt.onnx",
+       "onnx",
+       "int8",
+       "trt",
+       "onnxruntime",
+       {"--int8", "--trt"},
+       {"cpu", "cuda"},
+       6,
+       {},
+       {}},
       {"trt-fp32", "model.fp32.engine", "engine", "fp32", "trt", "tensorrt", {"--trt"}, {"cuda"}, {}, {}, {}},
-      {"trt-fp16", "model.fp16.engine", "engine", "fp16", "trt", "tensorrt", {"--fp16", "--trt"}, {"cuda"}, {}, {},
-       {}},
-      {"trt-int8", "model.int8.engine", "engine", "int8", "trt", "tensorrt", {"--int8", "--trt"}, {"cuda"}, {}, {},
-       {}},
-      {"fp8", "model.fp8.onnx", "onnx", "fp8", "trt", "onnxruntime", {"--fp8"}, {"cpu"}, {}, {},
+      {"trt-fp16", "model.fp16.engine", "engine", "fp16", "trt", "tensorrt", {"--fp16", "--trt"}, {"cuda"}, {}, {}, {}},
+      {"trt-int8", "model.int8.engine", "engine", "int8", "trt", "tensorrt", {"--int8", "--trt"}, {"cuda"}, {}, {}, {}},
+      {"fp8",
+       "model.fp8.onnx",
+       "onnx",
+       "fp8",
+       "trt",
+       "onnxruntime",
+       {"--fp8"},
+       {"cpu"},
+       {},
+       {},
        {{"graph_optimization", "basic"}}},
       {"trt-fp8", "model.fp8.engine", "engine", "fp8", "trt", "tensorrt", {"--fp8", "--trt"}, {"cuda"}, {}, {}, {}},
       {"ov-int8", "model.int8.onnx", "onnx", "int8", "cpu", "openvino", {"--int8"}, {"cpu"}, 1, "int8", {}},
-      {"ov-bf16", "model.onnx", "onnx", "bf16", "any", "openvino", {}, {"cpu"}, 3, "onnx",
+      {"ov-bf16",
+       "model.onnx",
+       "onnx",
+       "bf16",
+       "any",
+       "openvino",
+       {},
+       {"cpu"},
+       3,
+       "onnx",
        {{"inference_precision", "bf16"}}},
       {"ov-fp32", "model.onnx", "onnx", "fp32", "any", "openvino", {}, {"cpu"}, 4, "onnx", {}},
   };
@@ -68,7 +92,8 @@ std::vector<std::string> ranked_cpu() {
   std::vector<const Variant*> found;
   for (const auto& v : variants())
     if (v.cpu_rank) found.push_back(&v);
-  std::stable_sort(found.begin(), found.end(), [](const Variant* a, const Variant* b) { return *a->cpu_rank < *b->cpu_rank; });
+  std::stable_sort(found.begin(), found.end(),
+                   [](const Variant* a, const Variant* b) { return *a->cpu_rank < *b->cpu_rank; });
   std::vector<std::string> out;
   for (const auto* v : found) out.push_back(v->name);
   return out;
@@ -147,9 +172,9 @@ std::map<std::string, std::string> machine_key(const CpuFacts& facts) {
 std::string registry_json() {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& v : variants()) {
-    nlohmann::json row{{"name", v.name},       {"file", v.file},     {"format", v.format},
-                       {"precision", v.precision}, {"target", v.target}, {"loader", v.loader},
-                       {"flags", v.flags},     {"devices", v.devices}, {"options", v.options}};
+    nlohmann::json row{{"name", v.name},           {"file", v.file},       {"format", v.format},
+                       {"precision", v.precision}, {"target", v.target},   {"loader", v.loader},
+                       {"flags", v.flags},         {"devices", v.devices}, {"options", v.options}};
     row["cpu_rank"] = v.cpu_rank ? nlohmann::json(*v.cpu_rank) : nlohmann::json();
     row["runs"] = v.runs ? nlohmann::json(*v.runs) : nlohmann::json();
     rows.push_back(row);
@@ -167,9 +192,10 @@ std::string registry_json() {
                      {"bf16_flags", kBf16Flags},
                      {"machine_key", machine_key(facts)},
                      {"cpu_flags", facts.flags},
-                     {"allowed", {{"format", allowed("format", "text")},
-                                  {"precision", allowed("precision", "none")},
-                                  {"target", allowed("target", "any")}}}};
+                     {"allowed",
+                      {{"format", allowed("format", "text")},
+                       {"precision", allowed("precision", "none")},
+                       {"target", allowed("target", "any")}}}};
   return out.dump();
 }
 

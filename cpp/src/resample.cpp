@@ -19,7 +19,7 @@ constexpr int kPrecisionBits = 32 - 8 - 2;
 
 struct Coefficients {
   int ksize = 0;
-  std::vector<int> bounds;          // per output pixel: first source index, count
+  std::vector<int> bounds;            // per output pixel: first source index, count
   std::vector<std::int32_t> weights;  // per output pixel: ksize weights
 };
 
@@ -120,9 +120,8 @@ Image crop(const Image& in, int left, int top, int w, int h) {
 }
 
 Image resize_bilinear(const Image& in, int w, int h, const std::array<float, 4>* box_in) {
-  std::array<float, 4> box = box_in ? *box_in
-                                    : std::array<float, 4>{0.f, 0.f, static_cast<float>(in.width),
-                                                           static_cast<float>(in.height)};
+  std::array<float, 4> box =
+      box_in ? *box_in : std::array<float, 4>{0.f, 0.f, static_cast<float>(in.width), static_cast<float>(in.height)};
   // Image.resize: the same size and the whole image is a copy.
   if (!box_in && w == in.width && h == in.height) return in;
   // _imaging.c's resize: a box at whole pixels of exactly the output size is a crop.
@@ -135,8 +134,9 @@ Image resize_bilinear(const Image& in, int w, int h, const std::array<float, 4>*
   Coefficients vert = coefficients(in.height, box[1], box[3], h);
   // Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many pixels as the width
   // (found by comparing both orders with PIL's output; the two orders round differently).
-  bool vertical_first = need_horizontal && need_vertical && h < in.height &&
-                        static_cast<std::int64_t>(in.height) - h > 2 * (static_cast<std::int64_t>(in.width) - w);
+  bool vertical_first =
+      need_horizontal && need_vertical &&
+      h<in.height&& static_cast<std::int64_t>(in.height) - h> 2 * (static_cast<std::int64_t>(in.width) - w);
   if (vertical_first) {
     Image temp(in.width, h, in.channels);
     vertical(in, vert, temp);

@@ -2,7 +2,6 @@
 // tensors bit for bit, logits within 1e-5, 8 threads x 200 calls equal to one thread, and bad bundles, images and
 // calls refused with one line. Without fixtures the tests that need them skip and say why.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,10 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "decode.h"
 #include "json_fields.h"
@@ -39,13 +37,12 @@ json fixture_index() {
   return json::parse(in);
 }
 
-#define NEED_FIXTURES()                                                                                            \
-  if (fixtures().empty() || !fs::exists(fixtures() / "fixtures.json"))                                             \
+#define NEED_FIXTURES()                                                \
+  if (fixtures().empty() || !fs::exists(fixtures() / "fixtures.json")) \
   GTEST_SKIP() << "no fixtures: run `python cpp/tests/make_fixtures.py DIR` and set RD_FIXTURES=DIR (make test does)"
 
-#define NEED_OPENVINO()                                                                                            \
-  if (!json::parse(rd_registry_json())["openvino"].get<bool>())                                                    \
-  GTEST_SKIP() << "this build has no OpenVINO backend"
+#define NEED_OPENVINO() \
+  if (!json::parse(rd_registry_json())["openvino"].get<bool>()) GTEST_SKIP() << "this build has no OpenVINO backend"
 
 std::vector<std::uint8_t> bytes(const fs::path& p) { return resnet_deploy::read_file(p.string()); }
 
@@ -217,8 +214,9 @@ TEST(BadBundles, PathsOutOfTheBundleAreRefused) {
   fs::create_symlink("/etc/passwd", b.dir / "model.onnx");
   auto [status, message] = refused(b.dir);
   EXPECT_EQ(status, RD_ERROR_BUNDLE);
-  EXPECT_EQ(message, "bundle file 'model.onnx' resolves outside the bundle (a link that leads out of it); refused "
-                     "without opening it");
+  EXPECT_EQ(message,
+            "bundle file 'model.onnx' resolves outside the bundle (a link that leads out of it); refused "
+            "without opening it");
   json m = b.manifest();
   m["files"][0]["path"] = "../model.onnx";
   b.write(m);
@@ -241,7 +239,9 @@ TEST(BadBundles, FieldsOutOfRangeAreOneLineNamingTheField) {
       {[](json& m) { m["arch"] = "../x"; },
        "manifest field arch must be letters, digits, '_', '.' or '-' of 1 to 64 characters "
        "([A-Za-z0-9][A-Za-z0-9_.-]{0,63}), found '../x'"},
-      {[](json& m) { m["preprocess"]["mean"] = {0.5, 0.5}; },
+      {[](json& m) {
+         m["preprocess"]["mean"] = {0.5, 0.5};
+       },
        "manifest field preprocess.mean must be 3 number(s) or a 3 x 32 x 32 mean image, found 'shape (2,)'"},
       {[](json& m) { m["preprocess"]["std"][1] = 0; },
        "manifest field preprocess.std[1] must be a finite number above 0, found 0"},
@@ -264,8 +264,9 @@ TEST(BadBundles, FieldsOutOfRangeAreOneLineNamingTheField) {
   std::ofstream(b.dir / "manifest.json") << std::string(100000, '[') << std::string(100000, ']');
   EXPECT_NE(refused(b.dir).second.find("is not valid JSON (nested too deeply)"), std::string::npos);
   fs::remove(b.dir / "manifest.json");
-  EXPECT_EQ(refused(b.dir).second, b.dir.string() + " is not a bundle: it has no manifest.json (make one with "
-                                                     "`resnet-deploy export`)");
+  EXPECT_EQ(refused(b.dir).second, b.dir.string() +
+                                       " is not a bundle: it has no manifest.json (make one with "
+                                       "`resnet-deploy export`)");
   EXPECT_EQ(refused(b.dir / "nowhere").second, "bundle directory not found: " + (b.dir / "nowhere").string());
 }
 
@@ -283,8 +284,9 @@ TEST(BadBundles, AVariantTheBundleCannotRunSaysWhy) {
   b.write(m);
   auto [status, message] = refused(b.dir, "ov-int8");
   EXPECT_EQ(status, RD_ERROR_BACKEND);
-  EXPECT_EQ(message, "backend 'ov-int8' cannot run on device=cpu: the bundle has no ov-int8 model (export it with "
-                     "`resnet-deploy export ... --int8`)");
+  EXPECT_EQ(message,
+            "backend 'ov-int8' cannot run on device=cpu: the bundle has no ov-int8 model (export it with "
+            "`resnet-deploy export ... --int8`)");
 }
 
 // ------------------------------------------------------------------------------------------------------ bad images
@@ -308,9 +310,11 @@ TEST(BadImages, TruncatedGarbageOversizedAndWrongChannelsAreOneLine) {
     return std::make_pair(s, message);
   };
   std::mt19937 rng(std::random_device{}());
-  std::vector<std::vector<std::uint8_t>> bad{
-      {}, std::vector<std::uint8_t>(png.begin(), png.begin() + 30), std::vector<std::uint8_t>(png.begin(), png.end() - 30),
-      std::vector<std::uint8_t>(jpeg.begin(), jpeg.begin() + 200), std::vector<std::uint8_t>(jpeg.begin(), jpeg.end() - 100)};
+  std::vector<std::vector<std::uint8_t>> bad{{},
+                                             std::vector<std::uint8_t>(png.begin(), png.begin() + 30),
+                                             std::vector<std::uint8_t>(png.begin(), png.end() - 30),
+                                             std::vector<std::uint8_t>(jpeg.begin(), jpeg.begin() + 200),
+                                             std::vector<std::uint8_t>(jpeg.begin(), jpeg.end() - 100)};
   for (int i = 0; i < 200; ++i) {  // random damage: never a crash, a refusal or an image
     auto d = (i % 2 ? png : jpeg);
     for (int k = 0; k < 1 + i % 8; ++k) d[rng() % d.size()] = static_cast<std::uint8_t>(rng());
@@ -323,14 +327,17 @@ TEST(BadImages, TruncatedGarbageOversizedAndWrongChannelsAreOneLine) {
   for (const auto& d : bad) {
     auto [s, message] = run(d);
     EXPECT_EQ(s, RD_ERROR_IMAGE) << message;
-    EXPECT_TRUE(message.rfind("not a readable image: image of", 0) == 0 || message == "empty image: 0 bytes") << message;
+    EXPECT_TRUE(message.rfind("not a readable image: image of", 0) == 0 || message == "empty image: 0 bytes")
+        << message;
   }
   std::vector<std::uint8_t> px(10 * 10 * 5);
   EXPECT_EQ(rd_preprocess_pixels(pre, px.data(), 10, 10, 5, 0, out.data(), out.size()), RD_ERROR_IMAGE);
-  EXPECT_EQ(std::string(rd_last_error()), "image array has shape (10, 10, 5); expected HxW, HxWx1, HxWx3 or HxWx4 (uint8)");
+  EXPECT_EQ(std::string(rd_last_error()),
+            "image array has shape (10, 10, 5); expected HxW, HxWx1, HxWx3 or HxWx4 (uint8)");
   EXPECT_EQ(rd_preprocess_pixels(pre, px.data(), 70000, 1, 1, 0, out.data(), out.size()), RD_ERROR_IMAGE);
-  EXPECT_EQ(std::string(rd_last_error()), "image array is 1x70000 = 70,000 pixels, over the limit of 24,000,000 pixels "
-                                          "and 65,535 per side; scale it down first");
+  EXPECT_EQ(std::string(rd_last_error()),
+            "image array is 1x70000 = 70,000 pixels, over the limit of 24,000,000 pixels "
+            "and 65,535 per side; scale it down first");
   rd_preprocessor_destroy(pre);
 }
 
@@ -350,7 +357,8 @@ TEST(CApi, NullsAndWrongSizesAreArgumentErrors) {
   EXPECT_EQ(rd_preprocessor_create("{\"input_size\": [2, 2], \"channels\": 2, \"mean\": [0], \"std\": [1]}", &pre),
             RD_ERROR_BUNDLE);
   EXPECT_EQ(std::string(rd_last_error()), "preprocess.channels must be 1 or 3, found 2");
-  EXPECT_EQ(rd_preprocessor_create("{\"input_size\": [2, 2], \"channels\": 1, \"mean\": [0], \"std\": [1]}", &pre), RD_OK);
+  EXPECT_EQ(rd_preprocessor_create("{\"input_size\": [2, 2], \"channels\": 1, \"mean\": [0], \"std\": [1]}", &pre),
+            RD_OK);
   std::vector<float> out(4);
   std::uint8_t px[4] = {1, 2, 3, 4};
   EXPECT_EQ(rd_preprocess_pixels(pre, px, 2, 2, 1, 0, out.data(), 3), RD_ERROR_ARGUMENT);

@@ -1,6 +1,5 @@
 // embed BUNDLE IMAGE: the smallest app on the SDK (the README's example).
 #include <iostream>
-
 #include <resnet_deploy/resnet_deploy.hpp>
 
 int main(int argc, char** argv) {

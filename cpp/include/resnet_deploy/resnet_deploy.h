@@ -32,13 +32,13 @@ extern "C" {
 #endif
 
 typedef enum rd_status {
-    RD_OK = 0,
-    RD_ERROR_ARGUMENT = 1, /* a NULL handle or buffer, a length that does not match, a bad option value */
-    RD_ERROR_BUNDLE = 2,   /* missing, malformed or tampered bundle (manifest field, digest, path outside it) */
-    RD_ERROR_IMAGE = 3,    /* not a readable image, over the size limits, wrong channel count */
-    RD_ERROR_BACKEND = 4,  /* the variant cannot run here (file missing, no bf16, no OpenVINO) or inference failed */
-    RD_ERROR_MEMORY = 5,   /* an allocation failed */
-    RD_ERROR_INTERNAL = 6  /* anything else: a bug, please report it with the message */
+  RD_OK = 0,
+  RD_ERROR_ARGUMENT = 1, /* a NULL handle or buffer, a length that does not match, a bad option value */
+  RD_ERROR_BUNDLE = 2,   /* missing, malformed or tampered bundle (manifest field, digest, path outside it) */
+  RD_ERROR_IMAGE = 3,    /* not a readable image, over the size limits, wrong channel count */
+  RD_ERROR_BACKEND = 4,  /* the variant cannot run here (file missing, no bf16, no OpenVINO) or inference failed */
+  RD_ERROR_MEMORY = 5,   /* an allocation failed */
+  RD_ERROR_INTERNAL = 6  /* anything else: a bug, please report it with the message */
 } rd_status;
 
 /* The message of the calling thread's last failed call ("" when none). */
@@ -56,25 +56,24 @@ typedef struct rd_preprocessor rd_preprocessor;
 RD_API rd_status rd_preprocessor_create(const char* preprocess_json, rd_preprocessor** out);
 RD_API void rd_preprocessor_destroy(rd_preprocessor* pre);
 /* The input tensor's shape (C, H, W); any pointer may be NULL. */
-RD_API rd_status rd_preprocessor_shape(const rd_preprocessor* pre, int32_t* channels, int32_t* height,
-                                       int32_t* width);
+RD_API rd_status rd_preprocessor_shape(const rd_preprocessor* pre, int32_t* channels, int32_t* height, int32_t* width);
 /* An encoded PNG or JPEG image -> float32 (C, H, W) into `out` (`out_len` must be C*H*W). */
 RD_API rd_status rd_preprocess_encoded(const rd_preprocessor* pre, const uint8_t* data, size_t size, float* out,
                                        size_t out_len);
 /* Raw uint8 pixels, rows of `width` pixels with `channels` (1 grey, 3 RGB, 4 RGBA) interleaved values each, `stride`
  * bytes apart (0: width * channels) -> float32 (C, H, W), as Preprocess does for a numpy HxW[xC] uint8 array. */
-RD_API rd_status rd_preprocess_pixels(const rd_preprocessor* pre, const uint8_t* pixels, int32_t height,
-                                      int32_t width, int32_t channels, size_t stride, float* out, size_t out_len);
+RD_API rd_status rd_preprocess_pixels(const rd_preprocessor* pre, const uint8_t* pixels, int32_t height, int32_t width,
+                                      int32_t channels, size_t stride, float* out, size_t out_len);
 
 /* ---- predictor ---- */
 
 typedef struct rd_predictor rd_predictor;
 
 typedef struct rd_options {
-    const char* variant; /* "auto" (NULL means auto) or a variant name: "ov-fp32", "ov-int8", "ov-bf16" */
-    int32_t threads;     /* inference threads; 0 lets OpenVINO use one per core */
-    const char* cache_dir; /* compiled-model cache root; NULL: $RESNET_DEPLOY_CACHE or ~/.cache/resnet-deploy;
-                              "" turns the cache off */
+  const char* variant;   /* "auto" (NULL means auto) or a variant name: "ov-fp32", "ov-int8", "ov-bf16" */
+  int32_t threads;       /* inference threads; 0 lets OpenVINO use one per core */
+  const char* cache_dir; /* compiled-model cache root; NULL: $RESNET_DEPLOY_CACHE or ~/.cache/resnet-deploy;
+                            "" turns the cache off */
 } rd_options;
 
 /* Read BUNDLE/manifest.json (every field checked), choose the variant, verify its file's size and sha256, compile it.
@@ -83,12 +82,12 @@ RD_API rd_status rd_predictor_create(const char* bundle_dir, const rd_options* o
 RD_API void rd_predictor_destroy(rd_predictor* predictor);
 
 typedef struct rd_info {
-    const char* variant;  /* the variant that runs, e.g. "ov-int8" */
-    const char* why;      /* why it was chosen */
-    const char* arch;     /* the manifest's arch */
-    int32_t num_classes;
-    int32_t channels, height, width; /* the input tensor of one image */
-    int32_t max_batch;    /* the largest batch one rd_predictor_run call takes in one piece (larger ones are split) */
+  const char* variant; /* the variant that runs, e.g. "ov-int8" */
+  const char* why;     /* why it was chosen */
+  const char* arch;    /* the manifest's arch */
+  int32_t num_classes;
+  int32_t channels, height, width; /* the input tensor of one image */
+  int32_t max_batch; /* the largest batch one rd_predictor_run call takes in one piece (larger ones are split) */
 } rd_info;
 
 /* Facts about a predictor; the strings live as long as the predictor. */
@@ -103,8 +102,8 @@ RD_API rd_status rd_predictor_run(rd_predictor* predictor, const float* input, s
                                   float* logits, size_t logits_len);
 
 typedef struct rd_class_score {
-    int32_t class_id;
-    float score; /* softmax probability */
+  int32_t class_id;
+  float score; /* softmax probability */
 } rd_class_score;
 
 /* Classify one encoded image (PNG, JPEG): the `k` best classes, best first, into `top` (k >= 1; fewer are written

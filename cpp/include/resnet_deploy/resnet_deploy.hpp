@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -46,12 +47,43 @@ struct ClassScore {
   float score;
 };
 
+// A JSON string literal of `s` (control characters, quotes and backslashes escaped).
+inline std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  char esc[8];
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      std::snprintf(esc, sizeof esc, "\\u%04x", c);
+      out += esc;
+    }
+  }
+  return out + "\"";
+}
+
 struct Result {
   int class_id = -1;
   std::string label;
   float score = 0;
   std::vector<ClassScore> topk;  // best first
   std::vector<float> logits;     // every class
+
+  // {"class_id": .., "label": .., "score": .., "topk": [{"class_id", "label", "score"}, ...], "logits": [...]}, with
+  // floats written so that they read back exactly.
+  std::string to_json() const {
+    char num[32];
+    auto number = [&](double v) {
+      return std::string(num, static_cast<std::size_t>(std::snprintf(num, sizeof num, "%.9g", v)));
+    };
+    std::string top, all;
+    for (const auto& c : topk)
+      top += std::string(top.empty() ? "" : ", ") + "{\"class_id\": " + std::to_string(c.class_id) +
+             ", \"label\": " + json_string(c.label) + ", \"score\": " + number(c.score) + "}";
+    for (float v : logits) all += (all.empty() ? "" : ", ") + number(v);
+    return "{\"class_id\": " + std::to_string(class_id) + ", \"label\": " + json_string(label) +
+           ", \"score\": " + number(score) + ", \"topk\": [" + top + "], \"logits\": [" + all + "]}";
+  }
 };
 
 struct Options {
