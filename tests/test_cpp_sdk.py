@@ -36,7 +36,7 @@ from resnet_deploy.runtime import backend as rt_backend
 from resnet_deploy.runtime import manifest as rt_manifest
 from resnet_deploy.runtime.autotune import machine_key, record_order
 from resnet_deploy.runtime.onnx_backend import INT8_DOT_FLAGS, cpu_flags
-from resnet_deploy.runtime.openvino_backend import BF16_FLAGS, ov_installed
+from resnet_deploy.runtime.openvino_backend import BF16_FLAGS, cpu_has_bf16, ov_installed
 from resnet_deploy.runtime.predictor import choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -520,7 +520,8 @@ def test_auto_chooses_what_python_chooses_among_openvino_variants(lib: CLib, has
 
 
 # -------------------------------------------------------------------------------------------------------- logits
-@pytest.mark.parametrize("variant", ["ov-fp32", "ov-int8"])
+@pytest.mark.parametrize("variant", ["ov-fp32", "ov-int8", pytest.param("ov-bf16", marks=pytest.mark.skipif(
+    not cpu_has_bf16()[0], reason="this CPU has no native bf16 (avx512_bf16/amx)"))])
 def test_logits_equal_pythons_openvino_backend(lib: CLib, has_ov, bundle: Path, variant: str) -> None:
     rng = np.random.default_rng()
     images = [pattern(rng, int(rng.integers(20, 80)), int(rng.integers(20, 80)), 3) for _ in range(24)]
