@@ -62,8 +62,9 @@ int main(int argc, char** argv) {
       }
       latencies.push_back(ms_since(t));
       std::string alts;
+      char score[16];
       for (std::size_t k = 1; k < r.topk.size(); ++k)
-        alts += ", " + r.topk[k].label + " " + std::to_string(r.topk[k].score);
+        alts += ", " + r.topk[k].label + (std::snprintf(score, sizeof score, " %.3f", r.topk[k].score), score);
       if (json)  // the result's object with the image and latency first
         std::printf("{\"image\": %s, \"latency_ms\": %.4f, %s\n", resnet_deploy::json_string(args[i]).c_str(),
                     latencies.back(), r.to_json().c_str() + 1);

@@ -107,7 +107,24 @@ struct PngContext {
   std::vector<png_bytep> rows;
   std::uint8_t palette[256][3] = {};
   int entries = 0;
+  // the image being read: set once its rows are being read
+  bool reading_rows = false;
+  int passes = 1, colour = 0, in_channels = 0, target = 0;
+  png_uint_32 height = 0, next_row = 0;  // rows converted so far
+  std::size_t rowbytes = 0;
 };
+
+// Rows [ctx.next_row, end) from libpng's buffer into the output image (a non-interlaced image has one row there).
+void convert_rows(PngContext& ctx, png_uint_32 end) {
+  for (; ctx.next_row < end; ++ctx.next_row) {
+    const std::uint8_t* src = ctx.buffer.data() + (ctx.passes > 1 ? ctx.next_row * ctx.rowbytes : 0);
+    std::uint8_t* dst = ctx.out.row(static_cast<int>(ctx.next_row));
+    if (ctx.colour == PNG_COLOR_TYPE_PALETTE)
+      palette_row(src, ctx.palette, ctx.entries, dst, ctx.target, ctx.out.width);
+    else
+      convert_row(src, ctx.in_channels, dst, ctx.target, ctx.out.width);
+  }
+}
 
 extern "C" void png_on_error(png_structp png, png_const_charp message) {
   auto* ctx = static_cast<PngContext*>(png_get_error_ptr(png));
@@ -139,7 +156,16 @@ Image decode_png(const std::uint8_t* data, std::size_t size, int target, const s
   if (guard.png == nullptr) fail(Status::memory, "libpng could not start");
   guard.info = png_create_info_struct(guard.png);
   if (guard.info == nullptr) fail(Status::memory, "libpng could not start");
-  if (setjmp(ctx->jump)) fail(Status::image, "not a readable image: " + name + " (" + ctx->message + ")");
+  if (setjmp(ctx->jump)) {
+    // libpng reads on after producing the last row (the rest of the compressed stream, the chunk's checksum), where
+    // PIL stops once it has every row: a file cut or damaged after its pixels is read, as PIL reads it.
+    bool complete = ctx->reading_rows && (ctx->passes > 1 ? png_get_current_pass_number(guard.png) >= 7
+                                                          : png_get_current_row_number(guard.png) >= ctx->height &&
+                                                                ctx->next_row + 1 == ctx->height);
+    if (!complete) fail(Status::image, "not a readable image: " + name + " (" + ctx->message + ")");
+    convert_rows(*ctx, ctx->height);
+    return std::move(ctx->out);
+  }
   png_set_read_fn(guard.png, ctx.get(), png_on_read);
   // The size limits are ours (checked below with Python's message), not libpng's default of 1,000,000 per side.
   png_set_user_limits(guard.png, 0x7fffffff, 0x7fffffff);
@@ -147,10 +173,10 @@ Image decode_png(const std::uint8_t* data, std::size_t size, int target, const s
   png_set_crc_action(guard.png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
   png_read_info(guard.png, guard.info);
   png_uint_32 w = 0, h = 0;
-  int depth = 0, colour = 0, interlace = 0;
-  png_get_IHDR(guard.png, guard.info, &w, &h, &depth, &colour, &interlace, nullptr, nullptr);
+  int depth = 0, interlace = 0;
+  png_get_IHDR(guard.png, guard.info, &w, &h, &depth, &ctx->colour, &interlace, nullptr, nullptr);
   check_pixels(w, h, name + " is ");
-  if (colour == PNG_COLOR_TYPE_PALETTE) {
+  if (ctx->colour == PNG_COLOR_TYPE_PALETTE) {
     png_colorp plte = nullptr;
     if (png_get_PLTE(guard.png, guard.info, &plte, &ctx->entries) == 0) ctx->entries = 0;
     for (int i = 0; i < ctx->entries && i < 256; ++i)
@@ -160,38 +186,37 @@ Image decode_png(const std::uint8_t* data, std::size_t size, int target, const s
   // PIL unpacks it (x255, x85, x17); palette indices are unpacked to one byte; transparency (tRNS) is ignored.
   if (depth == 16) png_set_strip_16(guard.png);
   if (depth < 8) {
-    if (colour == PNG_COLOR_TYPE_GRAY)
+    if (ctx->colour == PNG_COLOR_TYPE_GRAY)
       png_set_expand_gray_1_2_4_to_8(guard.png);
     else
       png_set_packing(guard.png);
   }
-  int passes = png_set_interlace_handling(guard.png);
+  ctx->passes = png_set_interlace_handling(guard.png);
   png_read_update_info(guard.png, guard.info);
-  int in_channels = png_get_channels(guard.png, guard.info);
-  std::size_t rowbytes = png_get_rowbytes(guard.png, guard.info);
-  if (rowbytes != static_cast<std::size_t>(w) * static_cast<std::size_t>(in_channels))
+  ctx->in_channels = png_get_channels(guard.png, guard.info);
+  ctx->rowbytes = png_get_rowbytes(guard.png, guard.info);
+  if (ctx->rowbytes != static_cast<std::size_t>(w) * static_cast<std::size_t>(ctx->in_channels))
     fail(Status::image, "not a readable image: " + name + " (unexpected PNG row layout)");
-  Image& out = ctx->out;
-  out = Image(static_cast<int>(w), static_cast<int>(h), target);
+  ctx->out = Image(static_cast<int>(w), static_cast<int>(h), target);
+  ctx->target = target;
+  ctx->height = h;
   // Interlaced images are assembled by libpng over several passes, so they need the whole image at its own channel
   // count; others are converted row by row.
-  ctx->buffer.resize(rowbytes * (passes > 1 ? h : 1));
-  if (passes > 1) {
+  ctx->buffer.resize(ctx->rowbytes * (ctx->passes > 1 ? h : 1));
+  ctx->reading_rows = true;
+  if (ctx->passes > 1) {
     ctx->rows.resize(h);
-    for (png_uint_32 y = 0; y < h; ++y) ctx->rows[y] = ctx->buffer.data() + y * rowbytes;
+    for (png_uint_32 y = 0; y < h; ++y) ctx->rows[y] = ctx->buffer.data() + y * ctx->rowbytes;
     png_read_image(guard.png, ctx->rows.data());
+  } else {
+    while (ctx->next_row < h) {
+      png_read_row(guard.png, ctx->buffer.data(), nullptr);
+      convert_rows(*ctx, ctx->next_row + 1);
+    }
   }
-  for (png_uint_32 y = 0; y < h; ++y) {
-    std::uint8_t* src = ctx->buffer.data() + (passes > 1 ? y * rowbytes : 0);
-    if (passes == 1) png_read_row(guard.png, src, nullptr);
-    int y_int = static_cast<int>(y);
-    if (colour == PNG_COLOR_TYPE_PALETTE)
-      palette_row(src, ctx->palette, ctx->entries, out.row(y_int), target, out.width);
-    else
-      convert_row(src, in_channels, out.row(y_int), target, out.width);
-  }
+  convert_rows(*ctx, h);
   // The chunks after the image data are not read: PIL does not need them either (a missing IEND is accepted).
-  return std::move(out);
+  return std::move(ctx->out);
 }
 
 // ---- JPEG ----
@@ -204,6 +229,7 @@ struct JpegContext {
   std::jmp_buf jump;
   jpeg_decompress_struct cinfo;
   bool created = false;
+  bool finishing = false, ran_out = false;  // reading what follows the last row; the data ended there
   Image out;
   std::vector<std::uint8_t> row;
 };
@@ -220,6 +246,7 @@ extern "C" boolean jpeg_src_fill(j_decompress_ptr cinfo) {
   // is truncated"), where libjpeg's own memory source would pad it with an end marker and return grey rows.
   auto* ctx = static_cast<JpegContext*>(cinfo->client_data);
   std::snprintf(ctx->message, sizeof ctx->message, "image file is truncated");
+  ctx->ran_out = true;
   std::longjmp(ctx->jump, 1);
 }
 extern "C" void jpeg_src_skip(j_decompress_ptr cinfo, long n) {
@@ -249,7 +276,12 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, int target, const 
   cinfo->client_data = ctx.get();
   ctx->err.error_exit = jpeg_on_error;
   ctx->err.output_message = jpeg_on_message;
-  if (setjmp(ctx->jump)) fail(Status::image, "not a readable image: " + name + " (" + ctx->message + ")");
+  if (setjmp(ctx->jump)) {
+    // After the last row PIL reads on to the end marker as libjpeg does, but a file that simply ends there is read
+    // (its decoder waits for data that never comes and keeps the rows it has).
+    if (ctx->finishing && ctx->ran_out) return std::move(ctx->out);
+    fail(Status::image, "not a readable image: " + name + " (" + ctx->message + ")");
+  }
   jpeg_create_decompress(cinfo);
   ctx->created = true;
   ctx->src.init_source = jpeg_src_init;
@@ -281,8 +313,9 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, int target, const 
     if (jpeg_read_scanlines(cinfo, rows, 1) != 1) fail(Status::image, "not a readable image: " + name);
     convert_row(row.data(), in_channels, out.row(y), target, out.width);
   }
-  // Not jpeg_finish_decompress: it would look for the end marker, and PIL accepts a file that ends after the last
-  // row without one.
+  // What follows the image data is read as PIL reads it: up to the end marker, an unexpected marker is an error.
+  ctx->finishing = true;
+  jpeg_finish_decompress(cinfo);
   return std::move(out);
 }
 
