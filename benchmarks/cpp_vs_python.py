@@ -115,8 +115,8 @@ def run_app(cmd: list[str], env: dict[str, str]) -> tuple[float, str, str]:
     return cold, first + rest, err
 
 
-def cpp_run(bundle: Path, paths: list[Path], variant: str, threads: int, env: dict[str, str]) -> dict:
-    cold, out, err = run_app([str(CLASSIFY), str(bundle), *map(str, paths), "--variant", variant, "--threads",
+def cpp_run(app: Path, bundle: Path, paths: list[Path], variant: str, threads: int, env: dict[str, str]) -> dict:
+    cold, out, err = run_app([str(app), str(bundle), *map(str, paths), "--variant", variant, "--threads",
                               str(threads), "--json"], env)
     lines = [json.loads(x) for x in out.splitlines()]
     summary = json.loads(err.strip().splitlines()[-1])
@@ -155,7 +155,7 @@ def bench(name: str, bundle: Path, paths: list[Path], args: argparse.Namespace, 
         load_before = os.getloadavg()[0]
         runs: dict[str, list[dict]] = {"cpp": [], "python": []}
         for _ in range(args.runs):
-            runs["cpp"].append(cpp_run(bundle, paths, variant, args.threads, env))
+            runs["cpp"].append(cpp_run(args.classify, bundle, paths, variant, args.threads, env))
             runs["python"].append(python_run(bundle, paths[0].parent, variant, args.threads, env, tmp))
         row = {"bundle": name, "variant": variant, "images": len(paths), "runs": args.runs,
                "load": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
@@ -184,9 +184,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--classify", type=Path, default=CLASSIFY, help="the example app (default: make cpp's)")
     args = parser.parse_args()
-    if not CLASSIFY.exists():
-        raise SystemExit(f"{CLASSIFY} is missing: build the C++ SDK first (make cpp)")
+    if not args.classify.exists():
+        raise SystemExit(f"{args.classify} is missing: build the C++ SDK first (make cpp)")
     with tempfile.TemporaryDirectory(prefix="cpp-bench-") as t:
         tmp = Path(t)
         small, photos = fashion_images(args.images), photo_images(max(args.images // 4, 8))
