@@ -61,9 +61,9 @@ class OvBackend : public Backend {
 
   void run(const float* input, std::size_t batch, const std::array<int, 3>& shape, float* logits,
            std::size_t classes) override {
-    Lease lease(*this);
     ov::Shape got;
     try {
+      Lease lease(*this);  // a new request may be created here, which can fail too
       ov::Tensor x(ov::element::f32,
                    ov::Shape{batch, static_cast<std::size_t>(shape[0]), static_cast<std::size_t>(shape[1]),
                              static_cast<std::size_t>(shape[2])},
