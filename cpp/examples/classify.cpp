@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
           "ms, p99 %.3f ms\n",
           latencies.size(), info.variant, info.why, cold, load_ms, latencies[0], p50, p99);
     return failures ? 1 : 0;
-  } catch (const resnet_deploy::Error& e) {
+  } catch (const std::exception& e) {  // resnet_deploy::Error, or no memory for an image file
     std::fprintf(stderr, "Error: %s\n", e.what());
     return 2;
   }

@@ -8,6 +8,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -305,13 +306,22 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, int target, const 
   int in_channels = cinfo->output_components;
   Image& out = ctx->out;
   out = Image(static_cast<int>(cinfo->output_width), static_cast<int>(cinfo->output_height), target);
-  std::vector<std::uint8_t>& row = ctx->row;
-  row.resize(static_cast<std::size_t>(out.width) * static_cast<std::size_t>(in_channels));
+  // Rows go straight into the image when it has the decoder's channels, else through a buffer and convert_row; a few
+  // at a time (libjpeg produces them by MCU rows).
+  const bool direct = in_channels == target;
+  const std::size_t row_bytes = static_cast<std::size_t>(out.width) * static_cast<std::size_t>(in_channels);
+  constexpr int kBatch = 16;
+  ctx->row.resize(direct ? 0 : row_bytes * kBatch);
   while (cinfo->output_scanline < cinfo->output_height) {
-    int y = static_cast<int>(cinfo->output_scanline);
-    JSAMPROW rows[1] = {row.data()};
-    if (jpeg_read_scanlines(cinfo, rows, 1) != 1) fail(Status::image, "not a readable image: " + name);
-    convert_row(row.data(), in_channels, out.row(y), target, out.width);
+    const int y = static_cast<int>(cinfo->output_scanline);
+    const int n = std::min(kBatch, out.height - y);
+    JSAMPROW rows[kBatch];
+    for (int i = 0; i < n; ++i)
+      rows[i] = direct ? out.row(y + i) : ctx->row.data() + static_cast<std::size_t>(i) * row_bytes;
+    const auto got = static_cast<int>(jpeg_read_scanlines(cinfo, rows, static_cast<JDIMENSION>(n)));
+    if (got == 0) fail(Status::image, "not a readable image: " + name);
+    if (!direct)
+      for (int i = 0; i < got; ++i) convert_row(rows[i], in_channels, out.row(y + i), target, out.width);
   }
   // What follows the image data is read as PIL reads it: up to the end marker, an unexpected marker is an error.
   ctx->finishing = true;

@@ -71,23 +71,31 @@ inline std::uint8_t clip8(std::int32_t v) {
   return static_cast<std::uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-// Rows [first, first + out.height) of `in` resampled horizontally into `out`.
-void horizontal(const Image& in, int first, const Coefficients& c, Image& out) {
-  const int ch = in.channels;
+// Rows [first, first + out.height) of `in` resampled horizontally into `out`: the channels of a pixel summed in one
+// loop, as PIL does (the integer sums are the same in any order).
+template <int Ch>
+void horizontal_n(const Image& in, int first, const Coefficients& c, Image& out) {
   for (int yy = 0; yy < out.height; ++yy) {
     const std::uint8_t* src = in.row(yy + first);
     std::uint8_t* dst = out.row(yy);
     for (int xx = 0; xx < out.width; ++xx) {
-      int xmin = c.bounds[static_cast<std::size_t>(xx) * 2], xmax = c.bounds[static_cast<std::size_t>(xx) * 2 + 1];
+      const int xmin = c.bounds[static_cast<std::size_t>(xx) * 2];
+      const int xmax = c.bounds[static_cast<std::size_t>(xx) * 2 + 1];
       const std::int32_t* k = c.weights.data() + static_cast<std::size_t>(xx) * static_cast<std::size_t>(c.ksize);
-      for (int b = 0; b < ch; ++b) {
-        std::int32_t ss = 1 << (kPrecisionBits - 1);
-        const std::uint8_t* p = src + static_cast<std::size_t>(xmin) * static_cast<std::size_t>(ch) + b;
-        for (int x = 0; x < xmax; ++x) ss += p[static_cast<std::size_t>(x) * static_cast<std::size_t>(ch)] * k[x];
-        dst[static_cast<std::size_t>(xx) * static_cast<std::size_t>(ch) + b] = clip8(ss);
-      }
+      const std::uint8_t* p = src + static_cast<std::size_t>(xmin) * Ch;
+      std::int32_t ss[Ch];
+      for (int b = 0; b < Ch; ++b) ss[b] = 1 << (kPrecisionBits - 1);
+      for (int x = 0; x < xmax; ++x, p += Ch)
+        for (int b = 0; b < Ch; ++b) ss[b] += p[b] * k[x];
+      for (int b = 0; b < Ch; ++b) dst[static_cast<std::size_t>(xx) * Ch + static_cast<std::size_t>(b)] = clip8(ss[b]);
     }
   }
+}
+
+void horizontal(const Image& in, int first, const Coefficients& c, Image& out) {
+  if (in.channels == 1) return horizontal_n<1>(in, first, c, out);
+  if (in.channels == 3) return horizontal_n<3>(in, first, c, out);
+  fail(Status::internal, "resampling supports 1 or 3 channels");
 }
 
 void vertical(const Image& in, const Coefficients& c, Image& out) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -34,11 +35,17 @@ inline void check(rd_status status) {
   if (status != RD_OK) throw Error(status, rd_last_error());
 }
 
-// The bytes of a file (an image to classify).
+// The bytes of a file (an image to classify), read in one piece.
 inline std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(RD_ERROR_ARGUMENT, "image not found: " + path);
-  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw Error(RD_ERROR_ARGUMENT, "image not found: " + path);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
+  std::vector<std::uint8_t> data(size > 0 ? static_cast<std::size_t>(size) : 0);
+  in.seekg(0);
+  if (size < 0 || !in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(data.size())))
+    throw Error(RD_ERROR_ARGUMENT, "image could not be read: " + path);
+  return data;
 }
 
 struct ClassScore {
