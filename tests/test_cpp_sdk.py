@@ -481,7 +481,11 @@ def _both_refuse(lib: CLib, b: Path, variant: str = "ov-fp32") -> tuple[str, str
 
 def test_a_tampered_model_file_is_refused_before_openvino_reads_it(lib: CLib, has_ov, bundle: Path,
                                                                     tmp_path: Path) -> None:
+    """Also when a compiled blob of the original content is in the cache: the SDK imports it while the file is
+    checked, and drops it when the file does not match."""
     b = _copy(bundle, tmp_path)
+    lib.predictor(b, "ov-fp32").close()  # compiled once: the SDK's cache now holds a blob of this content
+    assert list((tmp_path / "cache" / "openvino").glob("sha256-*/fp32-*.blob"))
     with open(b / "model.onnx", "r+b") as f:
         f.seek(200)
         byte = f.read(1)

@@ -18,7 +18,7 @@ class Unavailable : public Loader {
   std::optional<std::string> refuse(const FileEntry&, const std::map<std::string, std::string>&) const override {
     return why_;
   }
-  std::unique_ptr<Backend> load(const fs::path&, const LoadOptions&) const override { fail(Status::backend, why_); }
+  std::unique_ptr<Backend> load(const VerifiedFile&, const LoadOptions&) const override { fail(Status::backend, why_); }
 
  private:
   std::string why_;

@@ -19,7 +19,7 @@ struct LoadOptions {
   std::optional<int> threads;  // none: the runtime's default (one per core)
   std::string input_name = "input", output_name = "logits";
   std::map<std::string, std::string> options;  // the variant's loader options (an inference precision)
-  std::optional<fs::path> cache;               // a compiled-model cache folder for this file's content, or none
+  std::optional<fs::path> cache_root;          // where compiled models are cached (cache_root()), or none
 };
 
 class Backend {
@@ -38,8 +38,9 @@ class Loader {
   // Why `entry` cannot run on this machine's CPU with the variant's `options` (nothing: it can).
   virtual std::optional<std::string> refuse(const FileEntry& entry,
                                             const std::map<std::string, std::string>& options) const = 0;
-  // The running backend for a file whose size and digest were verified (`verified_path`).
-  virtual std::unique_ptr<Backend> load(const fs::path& verified, const LoadOptions& options) const = 0;
+  // The running backend for `file`, got at only through `file.path()` (the check, then the path), never another
+  // way, which would skip the manifest's check.
+  virtual std::unique_ptr<Backend> load(const VerifiedFile& file, const LoadOptions& options) const = 0;
 };
 
 // The loader registered as `name` (a variant's loader: "openvino", "onnxruntime", "tensorrt").

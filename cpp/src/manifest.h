@@ -53,6 +53,16 @@ Manifest read_manifest(const fs::path& bundle);
 Json parse_manifest_text(const std::string& text, const std::string& where);
 // VerifiedFile.path(): the file's real path once its size and sha256 match the entry (BundleError otherwise).
 fs::path verified_path(const fs::path& bundle, const FileEntry& entry);
+
+// A bundle file handed to a loader, which gets at it only through the check (runtime/manifest.py's VerifiedFile).
+struct VerifiedFile {
+  fs::path bundle;
+  FileEntry entry;
+  // The file's real path, once its size and sha256 match the manifest (checked at each call).
+  fs::path path() const { return verified_path(bundle, entry); }
+  // "sha256-<digest>": names the content, e.g. for compiled-model caches.
+  std::string content_id() const { return "sha256-" + entry.sha256; }
+};
 // The manifest's file that variant `name` runs, or nullptr.
 const FileEntry* find_entry(const Manifest& m, const std::string& name);
 // autotune.measured_order for device "cpu": the names in this machine's entry of BUNDLE/reports/auto.json and the

@@ -1,9 +1,20 @@
 // OpenVINO backend: one compiled model per predictor, with the settings runtime/openvino_backend.py uses (latency
-// hint, one stream, an explicit inference precision, the thread count, a model cache per file content). An
-// InferRequest must not be used by two threads at once, so each call borrows an idle request from a pool and
-// returns it; the pool grows to the number of concurrent callers.
+// hint, one stream, an explicit inference precision, the thread count). An InferRequest must not be used by two
+// threads at once, so each call borrows an idle request from a pool and returns it; the pool grows to the number of
+// concurrent callers.
+//
+// Compiled models are cached per file content, as Python's backend caches them, but as blobs the SDK writes itself
+// (`export_model`) in a folder named by the digest the file was verified against: CACHE_DIR/openvino/sha256-<hex>.
+// A blob is written only after compiling a verified file, so a later start can import it (which reads nothing of the
+// bundle's file) while the file is being verified, and keeps it only if the file still matches: the sha256 of a
+// ResNet-50 and the import take about the same time, and the start pays for one of them. Without a blob the file is
+// verified first, then compiled from its path. A blob OpenVINO cannot import (another version) is replaced.
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdint>
+#include <fstream>
+#include <future>
 #include <mutex>
 #include <openvino/openvino.hpp>
 #include <set>
@@ -29,23 +40,44 @@ std::optional<fs::path> usable_cache(const std::optional<fs::path>& cache) {
 
 class OvBackend : public Backend {
  public:
-  OvBackend(const fs::path& path, const LoadOptions& opts)
+  OvBackend(const VerifiedFile& file, const LoadOptions& opts)
       : input_name_(opts.input_name), output_name_(opts.output_name) {
     auto it = opts.options.find("inference_precision");
     precision_ = it == opts.options.end() ? "fp32" : it->second;
     if (!kPrecisions.count(precision_))
       fail(Status::backend, "unknown OpenVINO inference precision '" + precision_ + "'; choose one of: fp32, bf16");
-    cache_ = usable_cache(opts.cache);
+    version_ = ov::get_openvino_version().buildNumber;
+    if (opts.cache_root) cache_ = usable_cache(*opts.cache_root / "openvino" / file.content_id());
     ov::AnyMap config{{"PERFORMANCE_HINT", "LATENCY"},
                       {"NUM_STREAMS", "1"},
                       {"INFERENCE_PRECISION_HINT", kPrecisions.at(precision_)}};
     if (opts.threads) config["INFERENCE_NUM_THREADS"] = std::to_string(*opts.threads);
-    if (cache_) config["CACHE_DIR"] = cache_->string();
-    try {
-      // From the path (not a read model): with the cache, OpenVINO can skip reading the ONNX file.
-      compiled_ = core_.compile_model(path.string(), "CPU", config);
-    } catch (const std::exception& e) {
-      fail(Status::bundle, "OpenVINO could not compile " + path.filename().string() + ": " + first_line(e.what()));
+    const std::string name = file.entry.path;
+    std::optional<fs::path> blob;
+    if (cache_) blob = *cache_ / (blob_stem() + ".blob");
+    std::error_code ec;
+    bool imported = false;
+    fs::path path;
+    if (blob && fs::is_regular_file(*blob, ec)) {
+      auto checked = std::async(std::launch::async, [&file] { return file.path(); });
+      try {  // mapped, not read through a stream: OpenVINO takes the weights from the mapping
+        blob_data_ = ov::read_tensor_data(*blob);
+        compiled_ = core_.import_model(blob_data_, "CPU", config);
+        imported = true;
+      } catch (const std::exception&) {  // a blob of another OpenVINO, or damaged: compiled again below
+        blob_data_ = ov::Tensor();
+      }
+      path = checked.get();  // the file does not match: BundleError, and the imported model goes with this object
+    } else {
+      path = file.path();
+    }
+    if (!imported) {
+      try {
+        compiled_ = core_.compile_model(path.string(), "CPU", config);
+      } catch (const std::exception& e) {
+        fail(Status::bundle, "OpenVINO could not compile " + name + ": " + first_line(e.what()));
+      }
+      if (blob) write_blob(*blob);
     }
     std::set<std::string> names;
     for (const auto& port : compiled_.inputs())
@@ -53,10 +85,8 @@ class OvBackend : public Backend {
     if (!names.count(input_name_)) {
       std::string list;
       for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
-      fail(Status::bundle,
-           path.filename().string() + " has inputs [" + list + "]; the manifest expects '" + input_name_ + "'");
+      fail(Status::bundle, name + " has inputs [" + list + "]; the manifest expects '" + input_name_ + "'");
     }
-    version_ = ov::get_openvino_version().buildNumber;
   }
 
   void run(const float* input, std::size_t batch, const std::array<int, 3>& shape, float* logits,
@@ -91,6 +121,30 @@ class OvBackend : public Backend {
   }
 
  private:
+  // The blob's name: the inference precision and the OpenVINO build (a blob is imported only by the one that wrote it).
+  std::string blob_stem() const {
+    std::string stem = precision_ + "-";
+    for (char c : version_) stem += std::isalnum(static_cast<unsigned char>(c)) || c == '.' ? c : '_';
+    return stem;
+  }
+
+  // Written beside, then renamed: a reader never sees half a blob, and two writers never share a file.
+  void write_blob(const fs::path& blob) noexcept {
+    std::error_code ec;
+    fs::path tmp = blob;
+    try {
+      tmp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+      {
+        std::ofstream out(tmp, std::ios::binary);
+        compiled_.export_model(out);
+        if (!out) throw std::runtime_error("write failed");
+      }
+      fs::rename(tmp, blob);
+    } catch (...) {  // no cache then (a full disk, a read-only folder): the model runs all the same
+      fs::remove(tmp, ec);
+    }
+  }
+
   // An idle request for one call, returned to the pool when the call ends (however it ends).
   struct Lease {
     explicit Lease(OvBackend& b) : backend(b), request(b.borrow()) {}
@@ -121,6 +175,7 @@ class OvBackend : public Backend {
   }
 
   ov::Core core_;
+  ov::Tensor blob_data_;  // an imported blob's mapping, which the compiled model may point into: outlives it
   ov::CompiledModel compiled_;
   std::string input_name_, output_name_, precision_, version_;
   std::optional<fs::path> cache_;
@@ -139,8 +194,8 @@ class OvLoader : public Loader {
     }
     return std::nullopt;
   }
-  std::unique_ptr<Backend> load(const fs::path& verified, const LoadOptions& options) const override {
-    return std::make_unique<OvBackend>(verified, options);
+  std::unique_ptr<Backend> load(const VerifiedFile& file, const LoadOptions& options) const override {
+    return std::make_unique<OvBackend>(file, options);
   }
 };
 

@@ -118,10 +118,9 @@ std::unique_ptr<Predictor> Predictor::open(const fs::path& bundle, const std::st
   opts.output_name = p->manifest_.output_name;
   opts.options = v.options;
   fs::path root = cache ? *cache : cache_root();
-  // A folder per file content (the digest verified below): OpenVINO keys its blobs by path, not content.
-  if (!root.empty()) opts.cache = root / "openvino" / ("sha256-" + entry.sha256);
-  // The loader gets the file only after its size and sha256 match the manifest.
-  p->backend_ = loader(v.loader).load(verified_path(bundle, entry), opts);
+  if (!root.empty()) opts.cache_root = root;
+  // The loader gets the file only through the check of its size and sha256 against the manifest.
+  p->backend_ = loader(v.loader).load(VerifiedFile{bundle, entry}, opts);
   return p;
 }
 
