@@ -169,10 +169,10 @@ def bench(name: str, bundle: Path, paths: list[Path], args: argparse.Namespace, 
         row["cold_ratio"] = row["cpp"]["cold_ms"] / row["python"]["cold_ms"]
         row["p50_ratio"] = row["cpp"]["p50_ms"] / row["python"]["p50_ms"]
         rows.append(row)
-        print(f"{name} {variant}: cold start C++ {row['cpp']['cold_ms']:.0f} ms vs Python {row['python']['cold_ms']:.0f}"
-              f" ms ({row['cold_ratio']:.2f}x); p50 {row['cpp']['p50_ms']:.3f} vs {row['python']['p50_ms']:.3f} ms "
-              f"({row['p50_ratio']:.2f}x); p99 {row['cpp']['p99_ms']:.3f} vs {row['python']['p99_ms']:.3f} ms; "
-              f"load {row['load']}", flush=True)
+        c, p = row["cpp"], row["python"]
+        print(f"{name} {variant}: cold start C++ {c['cold_ms']:.0f} ms vs Python {p['cold_ms']:.0f} ms "
+              f"({row['cold_ratio']:.2f}x); p50 {c['p50_ms']:.3f} vs {p['p50_ms']:.3f} ms ({row['p50_ratio']:.2f}x); "
+              f"p99 {c['p99_ms']:.3f} vs {p['p99_ms']:.3f} ms; load {row['load']}", flush=True)
     return rows
 
 

@@ -585,7 +585,7 @@ def test_logits_equal_pythons_openvino_backend(lib: CLib, has_ov, bundle: Path, 
         assert np.abs(got - want).max() <= 1e-5
         np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
         preds = py.predict(encoded, topk=3)
-        for data, pred, row in zip(encoded, preds, want):
+        for data, pred, row in zip(encoded, preds, want, strict=True):
             top, logits = cc.classify_encoded(data, k=3)  # decoding and preprocessing in C++ too
             assert np.abs(logits - row).max() <= 1e-5
             assert [c for c, _ in top] == [c for c, _, _ in pred.topk]
@@ -622,13 +622,13 @@ def test_the_example_app_prints_pythons_predictions_as_json(lib: CLib, has_ov, b
     assert [r["image"] for r in lines] == list(map(str, paths))
     with Predictor.from_bundle(bundle, backend="ov-fp32") as py:
         logits = py.run(py.preprocess_images(paths))
-        for r, pred, row in zip(lines, py.predict(paths, topk=2), logits):
+        for r, pred, row in zip(lines, py.predict(paths, topk=2), logits, strict=True):
             assert (r["class_id"], r["label"]) == (pred.class_id, pred.label)
             assert abs(r["score"] - pred.score) <= 1e-6
             assert np.abs(np.array(r["logits"]) - row).max() <= 1e-5
             assert [t["class_id"] for t in r["topk"]] == [c for c, _, _ in pred.topk]
     err = run.stderr.splitlines()
-    assert err[0] == (f"{tmp_path / 'bad.png'}: skipped (not a readable image: image of 12 bytes (none of PNG, JPEG; it "
-                      "starts b'not an i'))")
+    assert err[0] == (f"{tmp_path / 'bad.png'}: skipped (not a readable image: image of 12 bytes (none of PNG, "
+                      "JPEG; it starts b'not an i'))")
     summary = json.loads(err[-1])
     assert summary["variant"] == "ov-fp32" and summary["images"] == 4 and summary["failures"] == 1
