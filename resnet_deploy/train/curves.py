@@ -268,7 +268,8 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
             ax.axvline(i, color="0.6", lw=0.8, ls=":", zorder=0)
         ax.set_xlim(0, last * 1.02)
         ax.set_ylim(0, top)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+        if last >= 2000:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
         ax.set_xlabel("iterations" + ("  (dotted: lr / 10)" if _lr_drops(members) else ""))
         ax.grid(True, alpha=0.25)
         if name:
@@ -297,7 +298,7 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
 
 # ---------------------------------------------------------------------------------------------------------- the table
 COLUMNS = ("run", "arch", "parameters", "iterations", "final test error", "best test error", "final train error",
-           "img/s", "wall time")
+           "img/s", "wall time", "notes")
 
 
 def _pct(v: float | None) -> str:
@@ -311,12 +312,13 @@ def table_rows(runs: list[RunCurves]) -> list[tuple[str, ...]]:
         s = r.summary()
         best = f"{_pct(s['best_test_error'])} @ {s['best_test_iteration']:,}" if s["best_test_error"] is not None \
             else "-"
-        its = f"{s['iteration']:,}" + (f" / {s['planned']:,}" if s["planned"] else "") + \
-            ("" if s["finished"] else " (not finished)") + (f", {s['processes']} processes" if s["processes"] > 1
-                                                           else "")
+        its = f"{s['iteration']:,}" + (f" / {s['planned']:,}" if s["planned"] else "")
+        notes = ([] if s["finished"] else ["not finished"]) + \
+            ([f"resumed {s['processes'] - 1}x"] if s["processes"] > 1 else [])
         rows.append((r.label, s["arch"] or "-", f"{s['parameters']:,}" if s["parameters"] else "-", its,
                      _pct(s["final_test_error"]), best, _pct(s["final_train_error"]),
-                     f"{s['img_per_s']:,.0f}" if s["img_per_s"] else "-", f"{s['wall_s'] / 60:.1f} min"))
+                     f"{s['img_per_s']:,.0f}" if s["img_per_s"] else "-", f"{s['wall_s'] / 60:.1f} min",
+                     ", ".join(notes)))
     return rows
 
 
@@ -327,7 +329,7 @@ def _md(cell: str) -> str:
 def markdown(runs: list[RunCurves], png: Path, title: str | None = None) -> str:
     """The Markdown file written beside the PNG: the table, the figure, and how the figures were measured."""
     lines = [f"# {_md(title or 'Training curves')}", "", "| " + " | ".join(COLUMNS) + " |",
-             "| --- | --- | " + " | ".join(["---:"] * (len(COLUMNS) - 2)) + " |"]
+             "| --- | --- | " + " | ".join(["---:"] * (len(COLUMNS) - 3)) + " | --- |"]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in table_rows(runs)]
     lines += ["", f"![training curves]({png.name})", "",
               "Test error: the run's evaluations (bold in the figure). Training error: the error of the augmented "
