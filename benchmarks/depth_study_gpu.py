@@ -5,12 +5,13 @@ on one GPU, stopped at a deadline, continued by the next call; then the figure a
     python benchmarks/depth_study_gpu.py --data fashion-mnist:DIR --out runs/depth-study-gpu [--time-limit-s 480]
         [--nets plain20,plain56,resnet20,resnet56] [--set run.amp=bf16 ...]
 
-Each net is one `resnet-deploy train` process on the GPU (small nets in eager mode leave an H200 mostly idle: their
-speed is kernel launches on the host, so several processes side by side each keep most of their own speed). Every
-2,000 iterations a run writes last.pt and evaluates on the 10,000 test images; at the deadline the processes are
-stopped (SIGTERM) and at most the work since their last checkpoint is lost. Started again with the same --out, a run
-with a last.pt resumes from it and a finished run is left alone. What a resume needs of a run folder: config.yaml,
-metrics.jsonl and last.pt (the periodic ckpt_*.pt files are deleted at the end unless --keep-checkpoints).
+Each net is one `resnet-deploy train` process on the GPU: small nets in eager mode leave a large GPU mostly idle (their
+speed is bound by kernel launches on the host), so side by side each should keep most of its speed (not measured). Every
+2,000 iterations a run writes last.pt and evaluates on the 10,000 test images. At the deadline, or when this script
+gets SIGTERM or Ctrl-C, the runs are stopped (SIGTERM) and lose at most the work since their last checkpoint; the
+figure is drawn all the same. Started again with the same --out, a run with a last.pt resumes from it and a finished
+run is left alone. What a resume needs of a run folder: config.yaml, metrics.jsonl and last.pt (the periodic
+ckpt_*.pt files are deleted at the end unless --keep-checkpoints).
 
 The recipes are the paper's (fp32, pad 4); `--set run.amp=bf16` or `--set run.compile=true` trade that for speed.
 Prints each run's iteration, errors and img/s; exits 1 if a run failed (not merely stopped), 2 without a CUDA GPU or
@@ -34,7 +35,7 @@ from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.train.curves import read_run, table_rows, warnings, write_curves
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-GPU_SETS = ("run.device=cuda", "run.checkpoint_every=2000", "run.eval_every=2000", "run.log_every=100")
+GPU_SETS = ("run.device=cuda", "run.checkpoint_every=2000")  # the recipes evaluate every 2,000 already
 
 
 def _finished(run: Path) -> bool:
@@ -84,8 +85,11 @@ def main() -> int:
             print(f"== {n}: finished, left alone")
         else:
             procs[n] = _start(n, args.out / n, args.data, args.sets)
-    while procs and time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
-        time.sleep(2)
+    interrupted = []  # SIGTERM/SIGINT to this script (e.g. an outer `timeout`): stop the runs as at the deadline
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _: interrupted.append(signum))
+    while procs and time.monotonic() < deadline and not interrupted and any(p.poll() is None for p in procs.values()):
+        time.sleep(1)
     stopped = [n for n, p in procs.items() if p.poll() is None]
     for n in stopped:
         os.killpg(procs[n].pid, signal.SIGTERM)  # its own session: the process and any workers it started
@@ -105,7 +109,8 @@ def main() -> int:
         for line in warnings(runs):
             print(f"warning: {line}")
         print(f"figure: {png}, table: {md}")
-    print(f"stopped at the deadline: {', '.join(stopped) or 'none'}; failed: {', '.join(failed) or 'none'} "
+    how = "on a signal" if interrupted else "at the deadline"
+    print(f"stopped {how}: {', '.join(stopped) or 'none'}; failed: {', '.join(failed) or 'none'} "
           f"(logs: {args.out}/<net>.log)")
     return 1 if failed else 0
 
