@@ -42,10 +42,10 @@ def curves(runs: tuple[str, ...], out: str | None, title: str | None, y_max: flo
     table = Table(title=escape(title or "Training curves"))
     for col in lib.COLUMNS:
         table.add_column(col, justify="left" if col in ("run", "arch", "notes") else "right",
-                         no_wrap=col not in ("run", "notes"))
+                         no_wrap=col != "notes", overflow="fold")
     for row in lib.table_rows(read):
         table.add_row(*(escape(c) for c in row))
-    Console(width=max(Console().width, 150)).print(table)
+    Console(width=max(Console().width, 170)).print(table)
     click.echo(f"figure: {written[0]}, table: {written[1]}")
 
 

@@ -261,9 +261,12 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
         for k, r in enumerate(members):
             c = colours[k % len(colours)]
             ax.plot([i for i, _ in r.train], [100 * e for _, e in r.train], color=c, lw=0.9, ls="--", alpha=0.85)
-            final = f", test {100 * r.test[-1][1]:.2f}%" if r.test else ""
+            text = r.label + (f", test {100 * r.test[-1][1]:.2f}%" if r.test else "")
+            if not r.finished:
+                text += (f" at {r.test[-1][0]:,}" if r.test else "") + \
+                    f" (not finished: {r.reached:,}" + (f" / {r.planned:,})" if r.planned else ")")
             ax.plot([i for i, _ in r.test], [100 * e for _, e in r.test], color=c, lw=2.4, marker="o", ms=3.5,
-                    label=_tex_safe(r.label + final + ("" if r.finished else f" (at {r.reached:,})")))
+                    label=_tex_safe(text))
         for i in _lr_drops(members):
             ax.axvline(i, color="0.6", lw=0.8, ls=":", zorder=0)
         ax.set_xlim(0, last * 1.02)
@@ -297,8 +300,8 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
 
 
 # ---------------------------------------------------------------------------------------------------------- the table
-COLUMNS = ("run", "arch", "parameters", "iterations", "final test error", "best test error", "final train error",
-           "img/s", "wall time", "notes")
+COLUMNS = ("run", "arch", "parameters", "iterations", "final test err", "best test err", "final train err", "img/s",
+           "wall time", "notes")
 
 
 def _pct(v: float | None) -> str:
