@@ -212,3 +212,52 @@ def test_plain_and_residual_nets_differ_only_by_parameter_free_shortcuts(depth):
     assert counts["resnet"] == pytest.approx(paper.CIFAR_PARAMS_M[depth] * 1e6, rel=0.02)
     three = models.count_parameters(models.build(nets["resnet"], num_classes=10, in_channels=3))
     assert three - counts["resnet"] == 288
+
+
+# ------------------------------------------------------------------------------------------------ make depth-study
+FAKE_RD = """#!/bin/bash
+# Stands in for resnet-deploy: records each call; `train` makes its --out with last.pt, then fails for $FAIL_NET
+# (a run killed after a checkpoint) or finishes with best.pt.
+echo "$*" >> "$LOG"
+if [ "$1" = train ]; then
+  prev=; for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+  mkdir -p "$out" && touch "$out/last.pt"
+  case "$*" in *"fashion_mnist_depth_$FAIL_NET.yaml"*) exit 1;; esac
+  touch "$out/best.pt"
+fi
+"""
+
+
+def test_make_depth_study_reuses_finished_runs_and_resumes_killed_ones(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    fake = tmp_path / "rd"
+    fake.write_text(FAKE_RD)
+    fake.chmod(0o755)
+    study, log = tmp_path / "study", tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+    def make(fail: str = "", *extra: str) -> tuple[int, list[str]]:
+        log.write_text("")
+        r = subprocess.run(["make", "-s", "-o", "install", "-o", "data", "depth-study", f"RD={fake}",
+                            f"STUDY={study}", *extra], cwd=RECIPES.parent, env={**env, "LOG": str(log),
+                            "FAIL_NET": fail or "none"}, capture_output=True, text=True, timeout=120)
+        return r.returncode, log.read_text().splitlines()
+
+    rc, calls = make("plain20")  # plain20 is killed after its first checkpoint
+    assert rc != 0 and not any(c.startswith("curves") for c in calls)
+    assert (study / "plain56" / "best.pt").is_file() and (study / "plain20.partial" / "last.pt").is_file()
+    assert not (study / "plain20").exists()
+    rc, calls = make()
+    trained = {c.split("fashion_mnist_depth_")[1].split(".yaml")[0]: c for c in calls if c.startswith("train")}
+    assert rc == 0 and "plain20" in trained and trained["plain20"].endswith("--resume")
+    assert {"plain56", "resnet56"}.isdisjoint(trained)  # finished: reused
+    assert calls[-1].startswith(f"curves {study}/plain20 {study}/plain56 {study}/resnet20 {study}/resnet56 --out "
+                                f"{study}/depth_study.png")
+    assert (study / "plain20" / "best.pt").is_file() and not (study / "plain20.partial").exists()
+    rc, calls = make("", "FORCE=1")
+    assert rc == 0 and sum(c.startswith("train") for c in calls) == 4 and "--resume" not in " ".join(calls)
