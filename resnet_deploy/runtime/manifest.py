@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -28,6 +29,10 @@ OUTPUT_NAME = "logits"
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
 MAX_CLASSES, MAX_FILES, MAX_BATCH = 100_000, 64, 4096
+# Names a bundle gives that end up in serving configurations, URLs and code: identifiers only, matched whole
+# (`fullmatch`; a `$` would let a final newline through). docs/manifest.schema.json states the same patterns.
+TENSOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ class Manifest:
 
 
 def _parse(d: dict[str, Any]) -> Manifest:
-    arch = F.string(F.get(d, "arch", "arch"), "arch", max_len=200)
+    arch = _name(F.get(d, "arch", "arch"), "arch", ARCH_NAME, "letters, digits, '_', '.' or '-'")
     classes = F.items(F.get(d, "classes", "classes"), "classes", lambda v, f: F.string(v, f, max_len=1000), 1,
                       MAX_CLASSES)
     pre = Preprocess.from_dict(F.get(d, "preprocess", "preprocess"))
@@ -163,8 +168,14 @@ def _parse(d: dict[str, Any]) -> Manifest:
     return Manifest(arch=arch, classes=classes, preprocess=pre, files=files, batch=(low, opt, high),
                     versions=dict(F.mapping(d.get("versions", {}), "versions")),
                     export_args=dict(F.mapping(d.get("export_args", {}), "export_args")), source=dict(src),
-                    input_name=F.string(inp.get("name", INPUT_NAME), "input.name", max_len=200),
-                    output_name=F.string(out.get("name", OUTPUT_NAME), "output.name", max_len=200))
+                    input_name=_name(inp.get("name", INPUT_NAME), "input.name", TENSOR_NAME, "an identifier"),
+                    output_name=_name(out.get("name", OUTPUT_NAME), "output.name", TENSOR_NAME, "an identifier"))
+
+
+def _name(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+    F.need(isinstance(value, str) and pattern.fullmatch(value) is not None, field,
+           f"{what} of 1 to 64 characters ({pattern.pattern})", value)
+    return value
 
 
 def allowed(attribute: str, text: str) -> tuple[str, ...]:
