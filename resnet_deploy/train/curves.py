@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resnet_deploy.runtime.errors import ResnetDeployError, quote
 from resnet_deploy.runtime.manifest import atomic_write_text
 
@@ -109,7 +107,8 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int], b
             if rec["kind"] in ("train", "eval", "resume", "start"):
                 _iteration(rec)
             if rec["kind"] == "train":
-                _number(rec, "train_error", 0, 1), _number(rec, "lr", 0)
+                _number(rec, "train_error", 0, 1)
+                _number(rec, "lr", 0)
             if rec["kind"] == "eval":
                 _number(rec, "top1", 0, 1)
         except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -120,12 +119,15 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int], b
 
 
 def _config_facts(folder: Path) -> dict[str, Any]:
-    """arch and schedule.iterations from the run's config.yaml (written by `train`), for logs without a start record."""
+    """arch and schedule.iterations from the run's config.yaml (written by `train`), for logs without a start record;
+    read as a recipe is (size limit, no YAML aliases), since run folders are shared like recipes."""
+    from resnet_deploy.config import load_train_config
+
     try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        return {"arch": str(cfg["model"]["arch"]), "planned": int(cfg["schedule"]["iterations"])}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        cfg = load_train_config(folder / "config.yaml")
+    except ResnetDeployError:  # missing, or from another version of the recipe format: the log alone then
         return {}
+    return {"arch": cfg.model.arch, "planned": cfg.schedule.iterations}
 
 
 def read_run(path: str | Path, label: str | None = None) -> RunCurves:
