@@ -58,12 +58,15 @@ class RunCurves:
     def summary(self) -> dict[str, Any]:
         """The table row: final and best test error, final training error, parameters, img/s, wall time."""
         best = min(self.test, key=lambda p: p[1]) if self.test else None
+        def r6(v: float | None) -> float | None:  # 1 - top1 leaves float noise (0.0854000...03) in the JSON
+            return None if v is None else round(v, 6)
+
         return {"run": self.label, "folder": self.folder, "arch": self.arch, "parameters": self.parameters,
                 "iteration": self.reached, "planned": self.planned, "finished": self.finished,
-                "final_test_error": self.test[-1][1] if self.test else None,
+                "final_test_error": r6(self.test[-1][1] if self.test else None),
                 "final_test_iteration": self.test[-1][0] if self.test else None,
-                "best_test_error": best[1] if best else None, "best_test_iteration": best[0] if best else None,
-                "final_train_error": self.train[-1][1] if self.train else None,
+                "best_test_error": r6(best[1] if best else None), "best_test_iteration": best[0] if best else None,
+                "final_train_error": r6(self.train[-1][1] if self.train else None),
                 "img_per_s": self.img_per_s, "wall_s": round(self.wall_s, 1), "processes": self.processes,
                 "skipped_lines": len(self.skipped), "partial_last_line": self.partial_last_line}
 
