@@ -22,7 +22,8 @@ CPP_ASAN := build/cpp-asan
 CPP_FIXTURES := build/cpp-fixtures
 CPP_APT := cmake g++ nlohmann-json3-dev libpng-dev libjpeg-dev libssl-dev libgtest-dev
 
-.PHONY: install test test-slow lint demo finetune-demo data gpu-check clean cpp cpp-deps cpp-build cpp-test
+.PHONY: install test test-slow lint demo finetune-demo depth-study data gpu-check clean FORCE cpp cpp-deps cpp-build \
+	cpp-test
 
 install: $(STAMP)
 
@@ -86,6 +87,37 @@ finetune-demo: install data
 	echo "== predict: one held-out image of each class"; \
 	$(RD) predict $(FT_BUNDLE) $(FT_RUN)/data/test/*/0000.png --topk 2 || exit 1; \
 	echo "finetune-demo: done in $$(( $$(date +%s) - start )) s"
+
+# The paper's depth study (§4.2, Fig. 6) on Fashion-MNIST, shortened (recipes/fashion_mnist_depth_*.yaml): plain and
+# residual nets of depths 20 and 56, then the figure and table (STUDY/depth_study.png, .md). Two runs at a time with
+# one thread each: on the shared 2-core machine two single-thread runs kept 1,070-1,760 img/s together where one
+# two-thread run fell to 230-300 (OpenMP threads wait for each other whenever another job takes a core).
+# A finished run (STUDY/<net>/) is reused, a killed one (STUDY/<net>.partial/last.pt) resumes; FORCE=1 retrains.
+# While it runs: `resnet-deploy curves runs/depth-study/*.partial` draws the runs as far as they got.
+STUDY ?= runs/depth-study
+STUDY_NETS ?= plain56 resnet56 plain20 resnet20
+STUDY_JOBS ?= 2
+STUDY_THREADS ?= 1
+
+depth-study: install data
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory -j$(STUDY_JOBS) $(foreach n,$(STUDY_NETS),$(STUDY)/$(n)/best.pt) || exit 1; \
+	$(RD) curves $(foreach n,$(sort $(STUDY_NETS)),$(STUDY)/$(n)) --out $(STUDY)/depth_study.png \
+	  --title "Fashion-MNIST, plain vs residual nets (shortened schedule, recipes/fashion_mnist_depth_*)" || exit 1; \
+	echo "depth-study: done in $$(( $$(date +%s) - start )) s"
+
+.PRECIOUS: $(STUDY)/%/best.pt
+$(STUDY)/%/best.pt: $(if $(FORCE),FORCE)
+	@run=$(STUDY)/$*; resume=; \
+	[ -z "$(FORCE)" ] && [ -f $$run.partial/last.pt ] && resume=--resume; \
+	[ -z "$$resume" ] && rm -rf $$run.partial; \
+	echo "== train recipes/fashion_mnist_depth_$*.yaml -> $$run $$resume"; \
+	$(RD) train --recipe recipes/fashion_mnist_depth_$*.yaml --data $(DATA) --out $$run.partial --download \
+	  --set run.threads=$(STUDY_THREADS) --no-progress $$resume | sed "s|^|$*: |"; \
+	[ "$${PIPESTATUS[0]}" = 0 ] || exit 1; \
+	rm -rf $$run && mv $$run.partial $$run
+
+FORCE:
 
 # Fashion-MNIST: Debian's package when apt is usable as root, else training falls back to torchvision's download.
 data:
