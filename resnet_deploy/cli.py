@@ -28,6 +28,7 @@ from resnet_deploy.cli_options import (
 )
 from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.serve.cli import register as register_serve_commands
+from resnet_deploy.train.cli import register as register_train_commands
 
 
 class UserError(click.ClickException):
@@ -255,6 +256,7 @@ def export(checkpoint: str | None, out_dir: str, arch: str | None, weights: str 
 
 
 register_serve_commands(main)  # triton, serve, loadtest (resnet_deploy/serve/cli.py)
+register_train_commands(main)  # curves (resnet_deploy/train/cli.py)
 
 
 if __name__ == "__main__":

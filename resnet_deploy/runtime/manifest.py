@@ -160,9 +160,11 @@ def _parse(d: dict[str, Any]) -> Manifest:
     if "shape" in inp:
         F.need(inp["shape"] == [pre.channels, *pre.input_size], "input.shape", "[C, H, W] of preprocess",
                inp["shape"])
+    F.string(inp.get("dtype", "float32"), "input.dtype", ("float32",))  # the schema's const: the model's only dtype
     out = F.mapping(d.get("output", {}), "output")
     if "shape" in out:
         F.need(out["shape"] == [len(classes)], "output.shape", "[number of classes]", out["shape"])
+    F.string(out.get("dtype", "float32"), "output.dtype", ("float32",))
     files = F.items(F.get(d, "files", "files"), "files", _file_entry, 1, MAX_FILES)
     seen = [f.path for f in files]
     dup = next((p for i, p in enumerate(seen) if p in seen[:i]), None)

@@ -1,4 +1,16 @@
-"""Rank 0's view of a run: a rich progress bar (loss, lr, img/s), metrics.jsonl, and TensorBoard when installed."""
+"""Rank 0's view of a run: a rich progress bar (loss, lr, img/s), metrics.jsonl, and TensorBoard when installed.
+
+metrics.jsonl holds one JSON object per line, appended as the run goes; every record has `kind` and `time_s` (seconds
+since this process opened the file, so it starts again from 0 in a resumed process). The kinds:
+    start   iteration (where this process starts), arch, parameters, iterations (planned), batch_size, amp, device,
+            world_size; written by every process, after its `resume` record when there is one
+    resume  iteration: the run continues from last.pt there; records of later iterations before it were lost work
+    train   iteration, epoch, loss, train_error, lr, img_per_s: averages over the minibatches since the previous
+            train record (augmented images, the weights as they were at each step), i.e. the running training error
+    eval    iteration, epoch, top1, top5, eval_loss, eval_images: the evaluation split at that iteration
+    note    message
+`resnet_deploy.train.curves` reads it back.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +56,11 @@ class MetricsLogger:
             self._write({"kind": "resume", "iteration": iteration})
             if self.bar:
                 self.bar.update(self.task, completed=iteration)
+
+    def start(self, iteration: int, facts: dict[str, Any]) -> None:
+        """What this process trains from `iteration` on (see the module docstring for the keys)."""
+        if self.enabled:
+            self._write({"kind": "start", "iteration": iteration, **facts})
 
     def train(self, iteration: int, epoch: float, loss: float, error: float, lr: float, img_per_s: float) -> None:
         if not self.enabled:

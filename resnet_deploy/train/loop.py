@@ -162,6 +162,10 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train from self.iteration to schedule.iterations; returns the final metrics and checkpoint paths."""
         try:
+            self.log.start(self.iteration, {
+                "arch": self.cfg.model.arch, "parameters": models.count_parameters(self.model),
+                "iterations": self.cfg.schedule.iterations, "batch_size": self.cfg.optim.batch_size,
+                "amp": self.cfg.run.amp, "device": str(self.env.device), "world_size": self.env.world})
             return self._loop()
         finally:
             self.log.close()  # also on a NaN stop or Ctrl-C: the progress bar must give the terminal back
