@@ -291,3 +291,33 @@ def test_the_compiled_model_is_kept_after_the_first_answer(bundle: Path, cache: 
     with Predictor.from_bundle(bundle, backend="ov-fp32", threads=1) as p:  # imported from it, the same answer
         np.testing.assert_array_equal(p.run(x), first)
     assert list(cache.rglob("*.blob")) == [entry]
+
+
+OUTLIVE = """
+import gc, sys
+import numpy as np
+from resnet_deploy.runtime import Predictor
+x = np.random.default_rng().standard_normal((2, 3, 32, 32), dtype=np.float32)
+with Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1) as p:  # compiled, then kept in the cache
+    want = p.run(x)
+for _ in range(5):  # imported from the cache, then the backend dropped while a request of its model lives on
+    p = Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1)
+    request = p._backend().compiled.create_infer_request()
+    del p
+    gc.collect()
+    request.infer({0: x})
+    assert np.abs(request.get_output_tensor(0).data - want).max() <= 1e-5
+print("right")
+"""
+
+
+@needs_ov
+def test_a_request_outliving_its_backend_still_reads_the_imported_model(bundle: Path, cache: Path) -> None:
+    # in a process of its own: the failure this guards against is a segmentation fault
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", OUTLIVE, str(bundle)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root), ovb.CACHE_ENV: str(cache)})
+    assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]

@@ -60,10 +60,10 @@ class PrivateDir:
     path: Path
     fd: int
 
-    def read(self, name: str, binding: bytes) -> mmap.mmap | None:
-        """The entry `name` (header removed: a private, writable mapping of its bytes) when it exists, is a regular
-        file of this user's, and its digest matches `binding` and its bytes; None otherwise (a damaged or foreign
-        entry is said in a warning, then treated as missing)."""
+    def read(self, name: str, binding: bytes) -> tuple[memoryview, str] | None:
+        """The entry `name` (header removed: a private, writable mapping of its bytes) and its digest, when it
+        exists, is a regular file of this user's, and its digest matches `binding` and its bytes; None otherwise (a
+        damaged or foreign entry is said in a warning, then treated as missing)."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
         except FileNotFoundError:
@@ -126,7 +126,7 @@ def _digest(binding: bytes, data: bytes | memoryview | mmap.mmap, algorithm: str
     return algorithm, h.hexdigest()
 
 
-def _check_entry(view: mmap.mmap, binding: bytes) -> memoryview | None:
+def _check_entry(view: mmap.mmap, binding: bytes) -> tuple[memoryview, str] | None:
     end = view.find(b"\n", 0, 200)
     header = view[:end].split(b" ") if end > 0 else []
     if len(header) != 6 or b" ".join(header[:4]) != MAGIC or header[4] not in (b"blake3", b"sha256"):
@@ -135,10 +135,10 @@ def _check_entry(view: mmap.mmap, binding: bytes) -> memoryview | None:
     if algorithm == "blake3" and not blake3_available():
         return None
     data = memoryview(view)[end + 1:]
-    ok = _digest(binding, data, algorithm)[1].encode() == header[5]
-    if not ok:
+    if _digest(binding, data, algorithm)[1].encode() != header[5]:
         data.release()
-    return data if ok else None
+        return None
+    return data, f"{algorithm}-{header[5].decode()}"
 
 
 def private_dir(*parts: str, purpose: str = "cache") -> PrivateDir | None:

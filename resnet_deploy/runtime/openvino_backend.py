@@ -38,6 +38,11 @@ from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+# A compiled model imported from the cache points into the entry's mapping, and OpenVINO holds no reference to it (an
+# infer request may outlive the backend, and then reads it after the backend is gone: a crash, seen). So each
+# entry's mapping stays for the life of the process, one per content (by digest), however often it is loaded. Its
+# pages are the cache file's, clean and shared with the page cache, which the kernel reclaims under memory pressure.
+_IMPORTED: dict[str, memoryview] = {}
 
 
 def _import_ov() -> Any:
@@ -82,8 +87,9 @@ class CacheEntry:
     name: str
     binding: bytes
 
-    def read(self) -> memoryview | None:
-        """The compiled model's bytes, checked against the digest written with them; None when absent or bad."""
+    def read(self) -> tuple[memoryview, str] | None:
+        """The compiled model's bytes and their digest, checked against the digest written with them; None when
+        absent or bad."""
         return self.folder.read(self.name, self.binding)
 
     def write(self, data: bytes | memoryview) -> None:
@@ -133,7 +139,7 @@ class OvBackend:
 
     def __init__(self, path: str | Path, *, name: str | None = None, threads: int | None = None,
                  precision: str = "fp32", input_name: str = "input", output_name: str = "logits",
-                 cache: CacheEntry | None = None, cached: memoryview | None = None) -> None:
+                 cache: CacheEntry | None = None, cached: tuple[memoryview, str] | None = None) -> None:
         """`path`: the ONNX file (from a loader, `/proc/self/fd/N` of the checked file), read only when there is no
         compiled model; `name` names it in messages; `cache`: where the compiled model of this content and these
         settings is kept (`cache_entry`), or None to compile every time; `cached`: that entry's checked bytes
@@ -145,12 +151,15 @@ class OvBackend:
         self.cache, self._blob, self.compiled, self._writing = cache, None, None, None
         self._pending, self._lock = False, threading.Lock()
         if cached is not None:
+            view, digest = cached
+            kept = _IMPORTED.get(digest, view)  # the same bytes, checked and mapped by an earlier load
             try:
-                # the checked bytes, shared (not copied) with OpenVINO, which may keep pointing into them: kept
-                # as long as this backend
-                self.compiled = core.import_model(ov.Tensor(np.frombuffer(cached, np.uint8), shared_memory=True),
+                # the checked bytes, shared (not copied) with OpenVINO, which keeps pointing into them (_IMPORTED)
+                self.compiled = core.import_model(ov.Tensor(np.frombuffer(kept, np.uint8), shared_memory=True),
                                                   "CPU", config)
-                self._blob = cached
+                self._blob = _IMPORTED.setdefault(digest, kept)
+                if kept is not view:
+                    view.release()
             except Exception as e:  # a blob OpenVINO refuses is compiled again and replaced
                 warnings.warn(f"OpenVINO model cache entry not used ({first_line(e)[:200]}); compiling again",
                               RuntimeWarning, stacklevel=2)
