@@ -32,6 +32,7 @@ import numpy as np
 
 from resnet_deploy.runtime.cache import CACHE_ENV, PrivateDir, cache_root, private_dir  # noqa: F401 - CACHE_ENV: tests
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
+from resnet_deploy.runtime.manifest import FD_DIR
 from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
 # CPU flags with native bf16 arithmetic (AVX-512 BF16's VDPBF16PS, AMX BF16 tiles); OpenVINO's own test.
@@ -132,6 +133,12 @@ def _read_onnx(path: str | Path) -> Any:
     return frontend.convert(frontend.load(str(path)))
 
 
+def _read_model(core: Any, path: str | Path) -> Any:
+    """A loader's checked descriptor (`/proc/self/fd/N`, always a bundle's ONNX file) through the ONNX front end;
+    any other file (an OpenVINO IR a benchmark compares against, say) by its name, as OpenVINO reads it."""
+    return _read_onnx(path) if str(path).startswith(FD_DIR) else core.read_model(str(path))
+
+
 class OvBackend:
     """Runs one ONNX file with OpenVINO on the CPU (a `Backend`)."""
 
@@ -166,7 +173,7 @@ class OvBackend:
         self._fresh = self.compiled is None
         if self.compiled is None:
             try:
-                self.compiled = core.compile_model(_read_onnx(path), "CPU", config)
+                self.compiled = core.compile_model(_read_model(core, path), "CPU", config)
             except Exception as e:  # OpenVINO raises RuntimeError subclasses with pages of text
                 raise BundleError(f"OpenVINO could not compile {name}: {first_line(e)}") from None
         names = {n for port in self.compiled.inputs for n in port.get_names()}
