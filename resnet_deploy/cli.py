@@ -21,10 +21,12 @@ from resnet_deploy.cli_options import (
     JSON_FILE,
     THREADS,
     Backends,
+    bounded,
+    echo,
     export_options,
     parse_numbers,
 )
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.serve.cli import register as register_serve_commands
 from resnet_deploy.train.cli import register as register_train_commands
 
@@ -41,11 +43,11 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ResnetDeployError as e:
-            raise UserError(str(e)) from None
+        except ResnetDeployError as e:  # messages may quote names from bundles and folders: printed escaped
+            raise UserError(printable(str(e))) from None
         except click.UsageError as e:
             # A bad option value of a subcommand: one line naming the choices, not click's usage block.
-            raise UserError(e.format_message()) from None
+            raise UserError(printable(e.format_message())) from None
 
 
 @click.group(cls=Group)
@@ -65,7 +67,7 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 
     d = zoo.zoo_rows() if name is None else models.describe(name, shortcut=shortcut)
     if as_json:
-        click.echo(json.dumps(d, indent=2))
+        echo(*json.dumps(d, indent=2).splitlines())  # JSON strings hold no raw line breaks
     elif name is None:
         zoo.print_zoo(d)
     else:
@@ -82,7 +84,7 @@ def doctor(as_json: bool) -> None:
 
     rows = run_checks()
     if as_json:
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        echo(*json.dumps([asdict(r) for r in rows], indent=2).splitlines())
     else:
         print_report(rows)
 
@@ -90,13 +92,13 @@ def doctor(as_json: bool) -> None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--data", "data_spec", required=True, help=DATA_HELP)
-@click.option("--limit", type=click.IntRange(min=1), help="Validate on this many images (a seeded subset).")
+@click.option("--limit", type=bounded("images"), help="Validate on this many images (a seeded subset).")
 @click.option("--backends", type=Backends(many=True), help="Comma-separated (default: every model file).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="KEY=VALUE",
               help="Override a parity threshold, e.g. fp32_max_abs=1e-4 (names: the registry's gates).")
 @click.option("--layerwise", metavar="VARIANT", help="Instead: compare fp32 and this ONNX variant (fp16, int8, "
               "int8-trt, fp8) layer by layer and name the first layer over --layer-tol (reports/layerwise-*).")
-@click.option("--layer-tol", type=click.FloatRange(min=0), help="Range-relative error a layer may reach "
+@click.option("--layer-tol", type=bounded("tolerance"), help="Range-relative error a layer may reach "
               "[default: fp16 0.01, int8 0.1, fp8 0.2].")
 @CHECKPOINT
 @DEVICE
@@ -112,14 +114,16 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
     if layerwise is not None:
         from resnet_deploy.validate.layerwise import compare_bundle, save_layerwise
 
+        report.check_outputs(bundle, json_file, (f"layerwise-{layerwise}.json", f"layerwise-{layerwise}.md"))
         r = compare_bundle(bundle, layerwise, data_spec, limit, layer_tol, threads)
-        click.echo(f"{r.summary()}\nreports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
+        echo(r.summary(), f"reports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
         raise SystemExit(1 if r.first_exceeding else 0)
 
+    report.check_outputs(bundle, json_file)  # before the run: a read-only bundle is found now, not after it
     result = check_parity(bundle, data_spec, limit, backends, parse_tolerances(tolerances), device=device,
                           threads=threads, checkpoint=checkpoint).to_dict()
     report.save(result, bundle, json_file)
-    click.echo("\n".join(report.validate_summary(result)))
+    echo(*report.validate_summary(result))
     if not result["passed"]:
         raise SystemExit(1)
 
@@ -128,10 +132,10 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--backends", type=Backends(many=True), help="Comma-separated (default: every model file).")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Warm-up seconds.")
-@click.option("--duration-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--warmup-s", type=bounded("seconds"), default=2.0, show_default=True, help="Warm-up seconds.")
+@click.option("--duration-s", type=bounded("seconds"), default=10.0, show_default=True,
               help="Timed seconds per backend and batch size.")
-@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--rounds", type=bounded("rounds"), default=1, show_default=True,
               help="Split each run into round-robin slices across backends (fairer on a shared machine).")
 @THREADS
 @DEVICE
@@ -143,14 +147,15 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
     from resnet_deploy.validate import report
     from resnet_deploy.validate.bench import bench_bundle, record_fastest
 
-    batch_sizes = parse_numbers(batches, "--batch")
+    batch_sizes = parse_numbers(batches, "--batch", "batch")
+    report.check_outputs(bundle, json_file, (*report.REPORT_FILES, "auto.json"))  # before the run, not after it
     result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch, **options).to_dict()
     written = report.save(result, bundle, json_file)
-    click.echo("\n".join(report.bench_summary(result)))
+    echo(*report.bench_summary(result))
     recorded = record_fastest(bundle, result)
     if recorded:
-        click.echo(f"auto on this machine: {', '.join(recorded[1])} (fastest first; {recorded[0]})")
-    click.echo(f"reports: {', '.join(str(p) for p in written)}")
+        echo(f"auto on this machine: {', '.join(recorded[1])} (fastest first; {recorded[0]})")
+    echo(f"reports: {', '.join(str(p) for p in written)}")
 
 
 @main.command()
@@ -159,13 +164,13 @@ def report(bundle: str) -> None:
     """Summary table of BUNDLE's last `validate` and `bench` runs, and the paths of its reports."""
     from resnet_deploy.validate.report import print_summary
 
-    click.echo(f"report: {', '.join(str(p) for p in print_summary(bundle))}")
+    echo(f"report: {', '.join(str(p) for p in print_summary(bundle))}")
 
 
 @main.command()
 @click.argument("bundle")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--topk", type=bounded("topk"), default=5, show_default=True, help="Classes shown per image.")
 @click.option("--backend", type=Backends(special=("auto", "trt")), default="auto", show_default=True)
 @DEVICE
 @THREADS
@@ -178,13 +183,13 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
         results = p.predict(list(images), topk=topk)
         if as_json:
-            click.echo(json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
-                                  indent=2))
+            echo(*json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
+                             indent=2).splitlines())
             return
-        click.echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
+        echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
         for im, r in zip(images, results, strict=True):
-            click.echo(f"{im}: {r.label} ({r.score:.4f})")
-            click.echo("".join(f"    {label} ({score:.4f}) [class {c}]\n" for c, label, score in r.topk[1:]), nl=False)
+            echo(f"{im}: {r.label} ({r.score:.4f})",
+                 *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
 
 
 @main.command()
@@ -208,17 +213,17 @@ def train(recipe: str, data_spec: str | None, out_dir: str | None, overrides: tu
                           progress=not no_progress)
     if result["rank"] == 0:
         for line in result["notes"] if no_progress else ():  # the progress bar printed them as the run began
-            click.echo(line)
-        click.echo(summary_line(result, out))
+            echo(line)
+        echo(summary_line(result, out))
 
 
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", required=True, help=DATA_HELP)
 @click.option("--ten-crop", is_flag=True, help="Average softmax over 10 crops (§3.4); ImageNet-style models.")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images only.")
+@click.option("--limit", type=bounded("images"), help="Evaluate the first N images only.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--workers", type=bounded("workers"), default=0, show_default=True,
               help="DataLoader workers decoding folder images (ImageNet).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> None:
@@ -226,7 +231,7 @@ def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> 
     from resnet_deploy.train import evaluate, evaluation_line
 
     r = evaluate(checkpoint, data_spec, **options)
-    click.echo(json.dumps(r, indent=2) if as_json else evaluation_line(r, data_spec))
+    echo(*json.dumps(r, indent=2).splitlines()) if as_json else echo(evaluation_line(r, data_spec))
 
 
 @main.command()
@@ -246,8 +251,8 @@ def export(checkpoint: str | None, out_dir: str, arch: str | None, weights: str 
     opts = ExportOptions.from_flags(**{k: v for k, v in options.items() if v is not None})
     out = export_bundle(Path(out_dir), opts, checkpoint=checkpoint and Path(checkpoint), arch=arch,
                         weights=weights and Path(weights), classes=classes_file and Path(classes_file), force=force,
-                        echo=None if quiet else (lambda line: click.echo(line, err=True)))
-    click.echo(f"bundle written to {out}")
+                        echo=None if quiet else (lambda line: echo(line, err=True)))
+    echo(f"bundle written to {out}")
 
 
 register_serve_commands(main)  # triton, serve, loadtest (resnet_deploy/serve/cli.py)

@@ -7,7 +7,24 @@ from typing import Any
 
 import click
 
-from resnet_deploy.runtime import variants
+from resnet_deploy.runtime import limits, variants
+from resnet_deploy.runtime.errors import printable
+
+
+def echo(*lines: str, err: bool = False) -> None:
+    """Print `lines`, each made safe for a terminal (`printable`: a line break or escape sequence inside one is shown
+    as `\\n`, `\\x1b`, so one line stays one line). Every line the command line prints goes through here: class
+    names, file names, a server's answers and log lines in them come from outside."""
+    click.echo("\n".join(printable(line) for line in lines), err=err)
+
+
+def bounded(kind: str, *, positive: bool = False) -> click.ParamType:
+    """The click type of a number of this kind (`limits.BOUNDS`): an integer range, or for seconds, GiB and
+    tolerances a float range (`positive`: 0 itself excluded)."""
+    low, high = limits.bound(kind)
+    if kind in ("seconds", "gib", "tolerance"):
+        return click.FloatRange(low, high, min_open=positive)
+    return click.IntRange(int(low), int(high))
 
 
 class Backends(click.ParamType):
@@ -34,7 +51,7 @@ class Backends(click.ParamType):
 
 
 DEVICE = click.option("--device", type=click.Choice(variants.DEVICES), default="cpu", show_default=True)
-THREADS = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: one per core).")
+THREADS = click.option("--threads", type=bounded("threads"), help="Intra-op threads (default: one per core).")
 CHECKPOINT = click.option("--checkpoint", type=click.Path(path_type=str),
                           help="Source checkpoint if not where the manifest says.")
 JSON_FILE = click.option("--json", "json_file", type=click.Path(path_type=str), help="Also write the JSON report here.")
@@ -56,7 +73,7 @@ def export_options(command: Any) -> Any:
                      help="INT8 flavour: cpu (model.int8.onnx), trt (model.int8-trt.onnx) or both "
                           "[default: cpu; both with --trt]."),
         click.option("--calib-data", help="Data SPEC of calibration images: fashion-mnist, folder:/path, ..."),
-        click.option("--calib-size", type=int, help=f"Calibration images [default: {d.calib_size}]."),
+        click.option("--calib-size", type=bounded("images"), help=f"Calibration images [default: {d.calib_size}]."),
         click.option("--calib-method", type=click.Choice(CALIB_METHODS), help=f"[default: {d.calib_method}]"),
         click.option("--calib-cache", type=click.Path(dir_okay=False),
                      help="Calibrated ranges file: reused when made from the same checkpoint and images, else "
@@ -64,9 +81,10 @@ def export_options(command: Any) -> Any:
         click.option("--opset", type=int, help=f"ONNX opset (17 needs torch's TorchScript exporter) "
                                                 f"[default: {d.opset}]."),
         click.option("--batch", help=f"Dynamic batch range MIN:OPT:MAX [default: {':'.join(map(str, d.batch))}]."),
+        # bounded where it is used (export/source.py: 8 to MAX_SIDE pixels)
         click.option("--input-size", type=int, help="Square input side (default: the model's preprocessing)."),
-        click.option("--workspace", "workspace_gib", type=float, help=f"TensorRT workspace, GiB "
-                                                                       f"[default: {d.workspace_gib}]."),
+        click.option("--workspace", "workspace_gib", type=bounded("gib", positive=True),
+                     help=f"TensorRT workspace, GiB [default: {d.workspace_gib}]."),
         click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache (read, saved)."),
         click.option("--opt-level", type=int, help="TensorRT builder optimization level 0..5 (TensorRT's default 3)."),
         click.option("--tf32", is_flag=True, default=None, help="Allow TF32 in fp32 TensorRT engines."),
@@ -79,11 +97,15 @@ def export_options(command: Any) -> Any:
     return command
 
 
-def parse_numbers(text: str, option: str) -> list[int]:
-    """`"1,8,32"` -> [1, 8, 32] for a comma-separated option (`--batch`, `--concurrency`); else a one-line error."""
-    from resnet_deploy.runtime.errors import ResnetDeployError
+def parse_numbers(text: str, option: str, kind: str) -> list[int]:
+    """`"1,8,32"` -> [1, 8, 32] for a comma-separated option (`--batch`, `--concurrency`), each within the bounds of
+    its kind (`limits.BOUNDS`); else a one-line error."""
+    from resnet_deploy.runtime.errors import ResnetDeployError, quote
 
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ResnetDeployError(f"{option} must be comma-separated numbers, found {text!r}") from None
+        raise ResnetDeployError(f"{option} must be comma-separated numbers, found {quote(text)}") from None
+    if not values:
+        raise ResnetDeployError(f"{option} needs at least one number, found {quote(text)}")
+    return [limits.check(kind, v, option) for v in values]

@@ -262,7 +262,9 @@ def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:
 class ModelConfig(Checked):
     """Which network of the paper (see `resnet_deploy.models.build`), and where its first weights come from."""
 
-    LIMITS = {"weights": Allowed(lambda v: bool(v.strip()), "a file path or null")}
+    # a URL is not fetched (a training run downloads nothing unasked); said so, rather than "file not found"
+    LIMITS = {"weights": Allowed(lambda v: bool(v.strip()) and "://" not in v,
+                                 "a local file path or null (download a URL yourself first, then give the file)")}
 
     arch: str = "cifar_resnet20"
     shortcut: Literal["A", "B", "C"] | None = None  # None: the family default (CIFAR A, ImageNet B)

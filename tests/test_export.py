@@ -173,7 +173,7 @@ def bad(src, tmp_path) -> SimpleNamespace:
     ([], "give either a CHECKPOINT or --arch NAME --weights FILE"),
     (["{ckpt}", "--int8"], "--int8 needs calibration images: add --calib-data SPEC"),
     (["{ckpt}", "--int8", "--calib-data", "folder:{dir}/no-such-dir"], "no-such-dir"),
-    (["{ckpt}", "--batch", "8:1:4"], "--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX; found 8:1:4"),
+    (["{ckpt}", "--batch", "8:1:4"], "--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX <= 4096; found 8:1:4"),
     (["{ckpt}", "--int8-target", "trt"], "--int8-target trt needs --int8"),
     (["{ckpt}", "--input-size", "4"], "--input-size must be from 8 to 4096 pixels, found 4"),
     (["{ckpt}", "--input-size", "100000"], "--input-size must be from 8 to 4096 pixels, found 100000"),

@@ -60,7 +60,8 @@ def test_new_keys_are_checked():
     for item, match in [("optim.backbone_lr_mult=-0.5",
                          r"^'optim.backbone_lr_mult' in --set must be >= 0, found -0.5$"),
                         ("optim.backbone_lr_mult=.nan", r"^'optim.backbone_lr_mult' in --set must be >= 0, found nan$"),
-                        ("model.weights=' '", r"^'model.weights' in --set must be a file path or null, found ' '$"),
+                        ("model.weights=' '", r"^'model.weights' in --set must be a local file path or null "
+                                              r"\(download a URL yourself first, then give the file\), found ' '$"),
                         ("model.freeze=layer5", r"'model.freeze' in --set must be one of 'none', 'stem', 'layer1'"),
                         ("data.unreadable=ignore", r"'data.unreadable' in --set must be one of 'error', 'skip'")]:
         with pytest.raises(ResnetDeployError, match=match):

@@ -181,7 +181,7 @@ def test_without_blake3_files_are_checked_by_sha256(bundle: Path, without: str,
         Predictor.from_bundle(bundle, backend="onnx")
 
 
-@pytest.mark.parametrize("how", ["read", "path"])
+@pytest.mark.parametrize("how", ["read", "check"])
 @pytest.mark.parametrize("change", ["grows", "shrinks"])
 def test_a_file_changed_while_it_is_checked_is_refused(bundle: Path, how: str, change: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from resnet_deploy.cli import main
 from resnet_deploy.runtime import ResnetDeployError
 from resnet_deploy.runtime.checksum import sha256_file
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve.loadtest import parse_url
 from resnet_deploy.serve.repository import write_repository
@@ -60,8 +60,13 @@ def test_python_repository_layout_and_config(tmp_path: Path) -> None:
     model = repo / "fmnist"
     assert sorted(p.name for p in repo.iterdir()) == ["fmnist", "resnet-deploy.json"]
     assert (model / "1" / "model.py").read_text().startswith('"""Triton Python-backend model for a resnet-deploy')
-    for name in ("manifest.json", *FILES):  # the whole bundle, byte for byte: "auto" chooses at load
+    # every model file a CPU variant runs, byte for byte ("auto" chooses at load), and a manifest listing just those:
+    # no engine (the python model runs on the CPU), never the bundle's other files
+    cpu_files = ["model.fp16.onnx", "model.int8.onnx", "model.onnx"]
+    assert sorted(p.name for p in (model / "1" / "bundle").iterdir()) == ["manifest.json", *cpu_files]
+    for name in cpu_files:
         assert sha256_file(model / "1" / "bundle" / name) == sha256_file(bundle / name)
+    assert sorted(f.path for f in read_manifest(model / "1" / "bundle").files) == cpu_files
     assert (model / "labels.txt").read_text().splitlines() == CLASSES
     assert (model / "sys_path.txt").read_text() == "/opt/env/site-packages\n"
     c = _config(model / "config.pbtxt")
@@ -83,6 +88,8 @@ def test_python_precision_fixes_the_runtime_backend(tmp_path: Path, precision: s
     repo = write_repository(_bundle(tmp_path / "b"), tmp_path / "repo", precision=precision, max_batch=64, topk=50)
     c = _config(repo / "cifar_resnet20" / "config.pbtxt")
     assert c.parameters["runtime_backend"].string_value == backend
+    file = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[backend]
+    assert sorted(p.name for p in (repo / "cifar_resnet20" / "1" / "bundle").iterdir()) == ["manifest.json", file]
     assert c.max_batch_size == 64  # the python model splits larger batches itself
     assert list(c.output[1].dims) == [len(CLASSES)]  # topk capped at the class count
 
@@ -142,8 +149,9 @@ def test_every_generated_config_parses_with_tritons_schema(tmp_path: Path, targe
     (("model.onnx",), (1, 8, 32), {"target": "onnxruntime", "max_batch": 33},
      "max batch 33 is larger than the bundle's largest batch 32 (export again with --batch 1:OPT:MAX to raise it)"),
     (("model.onnx",), (1, 8, 32), {"name": "my model"},
-     "model name 'my model' must be 1-64 letters, digits, '_', '.' or '-' (it becomes a directory and a URL path)"),
-    (("model.onnx",), (1, 8, 32), {"instances": 0}, "instances must be at least 1, found 0"),
+     "model name must be letters, digits, '_', '.' or '-' of 1 to 64 characters ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}), "
+     "found 'my model' (it becomes a directory and a URL path)"),
+    (("model.onnx",), (1, 8, 32), {"instances": 0}, "instances must be an integer from 1 to 64, found 0"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path: Path, files: tuple[str, ...],
                                                       batch: tuple[int, int, int], options: dict,
@@ -210,7 +218,7 @@ def test_loadtest_bad_input_is_one_line() -> None:
     r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:8000", "--model", "m", "--concurrency", "1,x"])
     assert r.exit_code == 2 and r.output.strip() == "Error: --concurrency must be comma-separated numbers, found '1,x'"
     r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:8000", "--model", "m", "--concurrency", "0"])
-    assert r.exit_code == 2 and r.output.strip() == "Error: concurrency levels must be at least 1, found [0]"
+    assert r.exit_code == 2 and r.output.strip() == "Error: --concurrency must be an integer from 1 to 1024, found 0"
 
 
 def test_server_preflight_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -270,7 +270,7 @@ def test_a_bundle_changed_in_the_repository_is_refused_at_load(served: SimpleNam
     onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
     with pytest.raises(ResnetDeployError) as e:
         _start(repo)
-    assert str(e.value).startswith("tritonserver exited before it was ready: ")
+    assert str(e.value).startswith("tritonserver exited before it was ready (exit code 1): ")
     assert "bundle file model.onnx does not match the manifest's blake3/size" in str(e.value)
 
 

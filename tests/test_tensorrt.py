@@ -21,8 +21,9 @@ def test_parse_batch(spec, expected):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("8:1:4", "needs 1 <= MIN <= OPT <= MAX; found 8:1:4"),
-    ("0:1:4", "needs 1 <= MIN <= OPT <= MAX; found 0:1:4"),
+    ("8:1:4", "needs 1 <= MIN <= OPT <= MAX <= 4096; found 8:1:4"),
+    ("0:1:4", "needs 1 <= MIN <= OPT <= MAX <= 4096; found 0:1:4"),
+    ("1:1:99999999", "needs 1 <= MIN <= OPT <= MAX <= 4096; found 1:1:99999999"),
     ("1:8", "must be MIN:OPT:MAX with three integers"),
     ("a:b:c", "must be MIN:OPT:MAX with three integers"),
 ])

@@ -248,7 +248,8 @@ def test_bench_writes_all_three_report_kinds(tiny):
 
 @pytest.mark.parametrize("batch, message", [
     ("1,x", "Error: --batch must be comma-separated numbers, found '1,x'"),
-    ("0,4", "Error: batch sizes must be at least 1, found [0, 4]"),
+    ("0,4", "Error: --batch must be an integer from 1 to 4096, found 0"),
+    ("1,99999999", "Error: --batch must be an integer from 1 to 4096, found 99999999"),
 ])
 def test_bench_bad_batch_sizes(tiny, batch, message):
     res = CliRunner().invoke(main, ["bench", str(tiny.bundle), "--batch", batch, "--duration-s", "0"])

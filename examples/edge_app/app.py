@@ -20,6 +20,7 @@ from pathlib import Path
 T_START = time.perf_counter()  # before the runtime import: its import time is part of an app's start-up
 
 from resnet_deploy.runtime import Predictor, ResnetDeployError  # noqa: E402
+from resnet_deploy.runtime.errors import printable  # noqa: E402 - names from the bundle and files, printed escaped
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -54,12 +55,12 @@ def classify_folder(bundle: Path, folder: Path, backend: str = "auto", device: s
             (pred,) = predictor.predict(path, topk=topk)
         except ResnetDeployError as e:  # one bad file does not stop the app
             failures += 1
-            print(f"{path.name}: skipped ({e})", file=sys.stderr)
+            print(printable(f"{path.name}: skipped ({e})"), file=sys.stderr)
             continue
         latencies.append((time.perf_counter() - t) * 1e3)
         if not quiet:
             alts = "".join(f", {label} {score:.3f}" for _, label, score in pred.topk[1:])
-            print(f"{path.name}: {pred.label} {pred.score:.3f}{alts}  [{latencies[-1]:.2f} ms]")
+            print(printable(f"{path.name}: {pred.label} {pred.score:.3f}{alts}  [{latencies[-1]:.2f} ms]"))
     if not latencies:
         raise ResnetDeployError(f"none of the {len(images)} images could be read")
     steady = latencies[1:] or latencies
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = classify_folder(args.bundle, args.folder, args.backend, args.device, args.threads, args.topk, args.quiet)
     except ResnetDeployError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print(printable(f"Error: {e}"), file=sys.stderr)
         return 2
     print(f"{s['images'] - s['failures']} images, backend {s['backend']} on {s['device']} ({s['why']})")
     print(f"cold start {s['cold_start_ms']:.1f} ms (load {s['load_ms']:.1f} + first image {s['first_image_ms']:.1f}; "

@@ -6,6 +6,7 @@ float32 (N, C, H, W) tensors and labels for this rank, and `eval_batches()` prep
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -110,6 +111,9 @@ class FolderData:
         check_training_classes(self.dataset, evaluation)
         self.classes = list(self.dataset.classes)
         self.skipped = {"train": self.dataset.skipped, "evaluation": evaluation.skipped}
+        # the same folder for both splits when there are no train/ and val/: its entries counted once
+        same = Path(self.dataset.root) == Path(evaluation.root)
+        self.ignored = {"train": self.dataset.ignored, **({} if same else {"evaluation": evaluation.ignored})}
         self.sampler = _ResumableSampler(self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                          drop_last=True)
         self.iterations_per_epoch = len(self.sampler) // batch_size

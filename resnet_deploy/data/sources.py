@@ -2,13 +2,22 @@
 folders (ImageNet's train/val, any ImageFolder). Small sets come back as uint8 arrays; folders as torchvision
 `ImageFolder`s whose loader turns an unreadable image into a one-line error naming the file, or, asked to skip them,
 that decode every image once when opened and leave the unreadable ones out (counted).
+
+Folders come from anywhere, so they are walked by this module, not by torchvision (which follows every link): class
+folders are the split's sub-folders that are neither hidden nor links; inside one, hidden entries (`.git/`,
+`.ipynb_checkpoints/`, `._x.jpg`), links to folders, links that lead out of the class folder or nowhere, and anything
+that is not a regular file (a FIFO would block the reader) are left out, and listed with the reason in the result's
+`ignored`. So no image is read twice or under another class's label, and the walk ends.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -98,8 +107,10 @@ def pil_loader(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:  # PIL: SyntaxError for broken PNGs
-        raise ResnetDeployError(f"not a readable image: {path} ({e})") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
+            struct.error) as e:  # PIL's decoders raise all of these on malformed files (SyntaxError: broken PNGs);
+        # DecompressionBombError: a header claiming more than PIL's limit of pixels (a 177-byte PNG of 100000x100000)
+        raise ResnetDeployError(f"not a readable image: {path} ({first_line(e)[:300]})") from None
 
 
 @cache
@@ -125,6 +136,85 @@ def split_dir(spec: DataSpec, split: str) -> Path:
     return root
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def class_folders(root: Path, ignored: list[tuple[str, str]] | None = None) -> list[str]:
+    """The class folders of a split, sorted: its sub-folders that are not hidden and not links (a link may alias
+    another class's folder); what is left out goes to `ignored` as (path, reason)."""
+    ignored = [] if ignored is None else ignored
+    names = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if _hidden(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                ignored.append((entry.path, "hidden"))
+        elif entry.is_symlink():
+            ignored.append((entry.path, "a link (class folders must be folders of their own)"))
+        elif entry.is_dir(follow_symlinks=False):
+            names.append(entry.name)
+    return names
+
+
+def class_files(folder: Path, ignored: list[tuple[str, str]]) -> Iterator[Path]:
+    """The files under one class folder, in name order, without leaving it: hidden entries, links to folders, links
+    leading out of the folder or nowhere, and what is not a regular file are passed over (into `ignored`)."""
+    real = folder.resolve()
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        kept = []
+        for d in sorted(dirs):
+            p = Path(top) / d
+            if _hidden(d) or p.is_symlink():
+                ignored.append((str(p), "hidden" if _hidden(d) else "a link to a folder"))
+            else:
+                kept.append(d)
+        dirs[:] = kept
+        for name in sorted(files):
+            p = Path(top) / name
+            why = "hidden" if _hidden(name) else None
+            try:
+                if why is None and p.is_symlink():
+                    target = p.resolve(strict=True)
+                    why = None if real in target.parents else "a link out of its class folder"
+                    st = target.stat()
+                else:
+                    st = p.lstat()
+                if why is None and not stat.S_ISREG(st.st_mode):
+                    why = "not a regular file"
+            except (OSError, RuntimeError):  # RuntimeError: a link loop on Python < 3.13
+                why = "a link that leads nowhere"
+            if why is None:
+                yield p
+            else:
+                ignored.append((str(p), why))
+
+
+@cache
+def _folder_class() -> type:
+    from torchvision.datasets import ImageFolder
+
+    class ClassFolders(ImageFolder):
+        """torchvision's ImageFolder, walked by `class_folders` and `class_files`; `ignored` lists what was left out
+        and why."""
+
+        def __init__(self, root: str, **kwargs) -> None:
+            self.ignored: list[tuple[str, str]] = []
+            super().__init__(root, **kwargs)
+
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            classes = class_folders(Path(directory), self.ignored)
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+        def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                         allow_empty: bool = False) -> list[tuple[str, int]]:
+            return [(str(p), i) for c, i in sorted(class_to_idx.items(), key=lambda kv: kv[1])
+                    for p in class_files(Path(directory) / c, self.ignored) if is_valid_file(str(p))]
+
+    return ClassFolders
+
+
 def image_folder(spec: DataSpec, split: str, transform=None, unreadable: str = "error"):
     """A torchvision `ImageFolder` over the split's class folders, with the one-line-error loader.
 
@@ -135,7 +225,6 @@ def image_folder(spec: DataSpec, split: str, transform=None, unreadable: str = "
     Raises:
         ResnetDeployError: no class folders, or a class folder without (readable) images, named.
     """
-    from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
     d = split_dir(spec, split)
@@ -152,8 +241,8 @@ def image_folder(spec: DataSpec, split: str, transform=None, unreadable: str = "
         return True
 
     try:
-        folder = ImageFolder(str(d), transform=transform, loader=pil_loader, is_valid_file=valid, allow_empty=True)
-    except (FileNotFoundError, RuntimeError) as e:  # torchvision: "Couldn't find any class folder in ..."
+        folder = _folder_class()(str(d), transform=transform, loader=pil_loader, is_valid_file=valid, allow_empty=True)
+    except (OSError, RuntimeError) as e:  # FileNotFoundError: "Couldn't find any class folder in ..."
         raise ResnetDeployError(f"no class folders under {d}: {first_line(e)[:200]}") from None
     counts = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes))
     empty = [c for c, n in zip(folder.classes, counts, strict=True) if n == 0]

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet_deploy.runtime.backend import cache_root as cache_dir
+from resnet_deploy.runtime.cache import cache_root as cache_dir
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 NAMES = ("fashion-mnist", "cifar10", "imagenet", "folder")

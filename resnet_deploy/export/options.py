@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from resnet_deploy.export.tensorrt import check_fp8_compat, parse_batch, parse_compat
-from resnet_deploy.runtime import variants
+from resnet_deploy.runtime import limits, variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.variants import Variant
 
@@ -79,9 +79,11 @@ class ExportOptions:
         if self.calib_method not in CALIB_METHODS:
             raise ResnetDeployError(f"unknown --calib-method {self.calib_method!r}; choose one of: "
                                     f"{', '.join(CALIB_METHODS)}")
+        images, gib = limits.bound("images")[1], limits.bound("gib")[1]
         for ok, name, want, found in (
-                (_is_int(self.calib_size) and self.calib_size >= 1, "--calib-size", "at least 1", self.calib_size),
-                (self.workspace_gib > 0, "--workspace", "above 0 GiB", self.workspace_gib),
+                (_is_int(self.calib_size) and 1 <= self.calib_size <= images, "--calib-size", f"1 to {images:,.0f}",
+                 self.calib_size),
+                (0 < self.workspace_gib <= gib, "--workspace", f"above 0 and at most {gib:g} GiB", self.workspace_gib),
                 (_is_int(self.opset) and 7 <= self.opset <= 25, "--opset", "between 7 and 25", self.opset),
                 (self.opt_level in (None, 0, 1, 2, 3, 4, 5), "--opt-level", "0..5", self.opt_level)):
             if not ok:

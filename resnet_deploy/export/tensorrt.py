@@ -24,6 +24,7 @@ from typing import Any
 
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.limits import MAX_BATCH
 from resnet_deploy.runtime.manifest import INPUT_NAME
 from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC
 from resnet_deploy.system import torch_cuda_devices
@@ -77,8 +78,10 @@ def parse_batch(spec: str | tuple[int, int, int]) -> tuple[int, int, int]:
             raise ResnetDeployError(f"--batch must be MIN:OPT:MAX with three integers, e.g. 1:8:32; found {spec!r}")
     else:
         values = tuple(int(v) for v in spec)
-    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise ResnetDeployError(f"--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX; found {':'.join(map(str, values))}")
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2] <= MAX_BATCH:
+        # MAX_BATCH: what every runtime's manifest reader accepts; a larger bundle would be written, then refused
+        raise ResnetDeployError(f"--batch MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}; found "
+                                f"{':'.join(map(str, values))}")
     return values  # type: ignore[return-value]
 
 

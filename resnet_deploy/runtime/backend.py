@@ -7,9 +7,8 @@ are imported inside the loaders, so the runtime imports on machines that have on
 
 from __future__ import annotations
 
-import os
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -59,8 +58,8 @@ class Loader(Protocol):
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
         """The running backend for `file`, got at only through `file.read()` (the checked bytes themselves) or
-        `file.path()` (checked, then opened by the library); never another way, which would skip the manifest's
-        check."""
+        `file.opened()` (the checked file's own descriptor); never its path, which could name another file by the
+        time the library opened it."""
 
 
 class OrtLoader:
@@ -78,11 +77,12 @@ class OrtLoader:
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
         from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-        # a path: ONNX Runtime builds a session from a path faster than from bytes (ResNet-50: 193 against 227 ms,
-        # plus 48 ms to read the bytes; benchmarks/RESULTS.md)
-        return OrtBackend(file.path(), device=opts.device, threads=opts.threads, input_name=opts.input_name,
-                          output_name=opts.output_name,
-                          graph_optimization=opts.options.get("graph_optimization", "all"))
+        # the checked descriptor: ONNX Runtime builds a session from a path faster than from bytes (ResNet-50, in
+        # one run: 1.3x as long from bytes, the same from /proc/self/fd; benchmarks/RESULTS.md)
+        with file.opened() as path:
+            return OrtBackend(path, name=file.name, device=opts.device, threads=opts.threads,
+                              input_name=opts.input_name, output_name=opts.output_name,
+                              graph_optimization=opts.options.get("graph_optimization", "all"))
 
 
 class TrtLoader:
@@ -126,11 +126,52 @@ class OvLoader:
         return None
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.openvino_backend import OvBackend, cache_dir
+        from resnet_deploy.runtime.openvino_backend import OvBackend, cache_entry
 
-        # a path: OpenVINO's model cache (compile without reading the file again) works from paths only
-        return OvBackend(file.path(), threads=opts.threads, precision=opts.options.get("inference_precision", "fp32"),
-                         input_name=opts.input_name, output_name=opts.output_name, cache=cache_dir(file.content_id))
+        precision = opts.options.get("inference_precision", "fp32")
+        entry = cache_entry(file.content_id, opts.threads, precision)
+        # the cached compiled model's digest is checked in a second thread while this one checks the file
+        cached = _Background(entry.read) if entry is not None else None
+        writing = False
+        try:
+            with file.opened() as path:
+                backend = OvBackend(path, name=file.name, threads=opts.threads, precision=precision,
+                                    input_name=opts.input_name, output_name=opts.output_name, cache=entry,
+                                    cached=cached.result() if cached is not None else None)
+            # kept only now that the file is known unchanged through the read: a compiled model is cached under the
+            # checksum of what it was compiled from, and every later load of that content runs it
+            writing = backend.save_to_cache()
+            return backend
+        finally:
+            if cached is not None:
+                cached.wait()  # before the folder's descriptor is closed under it
+            if entry is not None and not writing:  # else the writing thread closes it
+                entry.folder.close()
+
+
+class _Background:
+    """`fn()` run in a thread of its own from now on; `result()` waits for its value (or raises its error)."""
+
+    def __init__(self, fn: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            self._value = fn()
+        except BaseException as e:  # handed to the caller
+            self._error = e
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 LOADERS: dict[str, Loader] = {"onnxruntime": OrtLoader(), "openvino": OvLoader(), "tensorrt": TrtLoader()}
@@ -142,13 +183,3 @@ def loader(name: str) -> Loader:
         raise ResnetDeployError(f"no loader {name!r}; registered: {', '.join(LOADERS)}")
     return LOADERS[name]
 
-
-CACHE_ENV = "RESNET_DEPLOY_CACHE"
-
-
-def cache_root() -> Path:
-    """Where resnet-deploy caches what it can rebuild (data statistics, compiled models): `$RESNET_DEPLOY_CACHE`,
-    else `$XDG_CACHE_HOME/resnet-deploy`, else `~/.cache/resnet-deploy`."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-deploy"

@@ -7,6 +7,7 @@ that install only the runtime can catch it. The CLI turns it into a one-line mes
 from __future__ import annotations
 
 import reprlib
+import unicodedata
 from typing import Any
 
 QUOTE_LIMIT = 200  # characters of a user's value that an error message repeats
@@ -31,6 +32,24 @@ def first_line(error: BaseException | str) -> str:
     if text:
         return text.splitlines()[0]
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def printable(text: str) -> str:
+    """`text` safe to print as (part of) one line on a terminal: control characters (line breaks and escape
+    sequences among them), Unicode format characters (bidi overrides such as U+202E, zero-width ones) and line or
+    paragraph separators are written as Python escapes (`\\n`, `\\x1b`, `\\u202e`), everything else as it is.
+
+    Names from outside (class folders, a bundle's class list, file names, a server's answers) go through this
+    before they are printed, so none can move the cursor, recolour the screen, reverse the text that follows or
+    start a line that looks like the program's own.
+    """
+    if text.isprintable() and text.isascii():  # the common case, without a loop
+        return text
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in _UNPRINTABLE or (ch.isspace() and ch != " ") else ch for ch in text)
+
+
+_UNPRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
 def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -19,6 +22,7 @@ from resnet_deploy.runtime import fields as F
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.checksum import blake3_available, file_digests, hash_stream, hasher
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line, quote
+from resnet_deploy.runtime.limits import MAX_BATCH, MAX_CLASSES
 from resnet_deploy.runtime.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -28,11 +32,13 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
 MAX_MANIFEST_BYTES = 32 << 20  # a per-pixel mean image at 224 x 224 x 3 is about 3 MB of JSON
-MAX_CLASSES, MAX_FILES, MAX_BATCH = 100_000, 64, 4096
+MAX_FILES = 64  # MAX_CLASSES and MAX_BATCH: runtime/limits.py, with every other bound
 # Names a bundle gives that end up in serving configurations, URLs and code: identifiers only, matched whole
-# (`fullmatch`; a `$` would let a final newline through). docs/manifest.schema.json states the same patterns.
+# (`fullmatch`; a `$` would let a final newline through). docs/manifest.schema.json states the same patterns. The
+# architecture is also Triton's default model name, and `triton`/`serve --name` are held to ARCH_NAME.
 TENSOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ARCH_RULE = "letters, digits, '_', '.' or '-'"
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ class Manifest:
 
 
 def _parse(d: dict[str, Any]) -> Manifest:
-    arch = _name(F.get(d, "arch", "arch"), "arch", ARCH_NAME, "letters, digits, '_', '.' or '-'")
+    arch = check_name(F.get(d, "arch", "arch"), "arch", ARCH_NAME, ARCH_RULE)
     classes = F.items(F.get(d, "classes", "classes"), "classes", lambda v, f: F.string(v, f, max_len=1000), 1,
                       MAX_CLASSES)
     pre = Preprocess.from_dict(F.get(d, "preprocess", "preprocess"))
@@ -170,11 +176,12 @@ def _parse(d: dict[str, Any]) -> Manifest:
     return Manifest(arch=arch, classes=classes, preprocess=pre, files=files, batch=(low, opt, high),
                     versions=dict(F.mapping(d.get("versions", {}), "versions")),
                     export_args=dict(F.mapping(d.get("export_args", {}), "export_args")), source=dict(src),
-                    input_name=_name(inp.get("name", INPUT_NAME), "input.name", TENSOR_NAME, "an identifier"),
-                    output_name=_name(out.get("name", OUTPUT_NAME), "output.name", TENSOR_NAME, "an identifier"))
+                    input_name=check_name(inp.get("name", INPUT_NAME), "input.name", TENSOR_NAME, "an identifier"),
+                    output_name=check_name(out.get("name", OUTPUT_NAME), "output.name", TENSOR_NAME, "an identifier"))
 
 
-def _name(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+def check_name(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+    """`value` when the whole of it matches `pattern` (TENSOR_NAME, ARCH_NAME); a FieldError naming `field`."""
     F.need(isinstance(value, str) and pattern.fullmatch(value) is not None, field,
            f"{what} of 1 to 64 characters ({pattern.pattern})", value)
     return value
@@ -233,6 +240,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_writable(path: str | Path, what: str = "output file") -> Path:
+    """`path` once a file can be written there (its folder made where missing, a trial file made and removed in it);
+    a one-line ResnetDeployError otherwise. For outputs of long runs, checked before the run rather than found out
+    after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResnetDeployError(f"cannot write {what} {path}: it is a directory; give a file name")
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise ResnetDeployError(f"cannot write {what} {path}: {folder} is not a folder; choose a path you can write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, trial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".trial", dir=path.parent)
+        os.close(fd)
+        os.unlink(trial)
+    except OSError as e:
+        raise ResnetDeployError(f"cannot write {what} {path} ({e.strerror or type(e).__name__}); choose a path you "
+                                "can write") from None
     return path
 
 
@@ -301,7 +329,10 @@ def verify_files(bundle: str | Path, manifest: Manifest, paths: list[str] | None
     BundleError names the first that differs."""
     for entry in manifest.files:
         if paths is None or entry.path in paths:
-            VerifiedFile(Path(bundle), entry).path(every_checksum=True)
+            VerifiedFile(Path(bundle), entry).check(every_checksum=True)
+
+
+FD_DIR = "/proc/self/fd"  # Linux: opening FD_DIR/N opens the very file that descriptor N has open
 
 
 @dataclass(frozen=True)
@@ -309,9 +340,15 @@ class VerifiedFile:
     """A bundle file handed to a loader, which gets at it only through a check against the manifest's entry (size,
     and `FileEntry.checksum`: blake3, or sha256 in older bundles or without the module).
 
-    `read()` checks the very bytes it returns, so nothing can change the file between the check and the load; `path()`
-    checks the file and returns where it is, for a library that must open it itself (ONNX Runtime loads a path
-    faster than bytes; OpenVINO's model cache works from paths), leaving the window between the two reads.
+    Two ways in, neither of which opens the file's path again after the check: `read()` returns the very bytes it
+    checked (for TensorRT plans, which may carry host code); `opened()` opens the file once, checks it through that
+    descriptor and hands the library `/proc/self/fd/N`, which opens that same file whatever is renamed over its path
+    meanwhile (ONNX Runtime and OpenVINO build from a path as fast as from the file they had opened themselves, and
+    faster than from bytes: benchmarks/RESULTS.md). What `opened()` cannot stop is a process allowed to write the
+    file itself changing it in place during the load; the file's size, inode and change times are compared before
+    and after, which catches writes (within the file system's timestamp resolution, a few milliseconds on older
+    kernels), but not stores through a shared writable mapping made earlier, which move no timestamp. A bundle
+    should be writable only by whoever installs it.
     """
 
     bundle: Path
@@ -325,14 +362,32 @@ class VerifiedFile:
     @property
     def content_id(self) -> str:
         """"<algorithm>-<digest>" of the checksum a load verifies: names the content, e.g. for compiled-model caches
-        (with `path()`, the content checked just before the library opened the file)."""
+        (with `opened()`, the content the library read)."""
         return "-".join(self.entry.checksum)
 
-    def _real_path(self) -> Path:
-        p = bundle_path(self.bundle, self.entry.path)
-        if not p.is_file():
-            raise BundleError(f"bundle file {self.entry.path} is missing from {self.bundle}")
-        return p
+    def _open(self) -> tuple[int, os.stat_result]:
+        """A descriptor of the listed file and its stat: opened without following a link in the last component
+        (the path is already resolved inside the bundle), a regular file, and, where /proc shows it, the file that
+        path named (a directory swapped for a link after the path was resolved would show there)."""
+        real = bundle_path(self.bundle, self.entry.path)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BundleError(f"bundle file {self.entry.path} is missing from {self.bundle}") from None
+        except OSError as e:
+            raise BundleError(f"bundle file {quote(self.entry.path)} cannot be opened ({e.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BundleError(f"bundle file {quote(self.entry.path)} is not a regular file; refused")
+            # the kernel's own name for what was opened ("... (deleted)" once something was renamed over it)
+            opened = os.readlink(f"{FD_DIR}/{fd}").removesuffix(" (deleted)") if os.path.isdir(FD_DIR) else str(real)
+            if opened != str(real):
+                raise BundleError(f"bundle file {quote(self.entry.path)} moved while it was opened; refused")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
 
     def _check(self, found: int, checks: list[tuple[str, str, Any]]) -> None:
         """`found`: the bytes seen; `checks`: (algorithm, listed digest, hasher fed those bytes)."""
@@ -347,27 +402,56 @@ class VerifiedFile:
             listed.append(("sha256", self.entry.sha256))
         return [(algorithm, digest, hasher(algorithm)) for algorithm, digest in listed]
 
+    def _hash(self, fd: int, size: int, checks: list[tuple[str, str, Any]]) -> None:
+        with open(fd, "rb", closefd=False) as f:
+            found = hash_stream(f, [h for _, _, h in checks]) if size == self.entry.size else size
+        self._check(found, checks)
+
     def read(self) -> bytes:
         """The file's bytes, once their size and checksum match the manifest (BundleError otherwise)."""
         checks = self._checks(every=False)
-        with open(self._real_path(), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd, st = self._open()
+        with open(fd, "rb") as f:
             # one byte more than listed shows a file that grew since its size was read
-            data = f.read(size + 1) if size == self.entry.size else b""
+            data = f.read(st.st_size + 1) if st.st_size == self.entry.size else b""
         checks[0][2].update(data)
-        self._check(len(data) if size == self.entry.size else size, checks)
+        self._check(len(data) if st.st_size == self.entry.size else st.st_size, checks)
         return data
 
-    def path(self, every_checksum: bool = False) -> Path:
-        """The file's real path, once its size and checksum (with `every_checksum`, each one listed that this
-        machine can compute) match the manifest (BundleError otherwise)."""
+    def check(self, every_checksum: bool = False) -> None:
+        """Check size and checksum (with `every_checksum`, each one listed that this machine can compute) against
+        the manifest; BundleError otherwise."""
         checks = self._checks(every_checksum)
-        path = self._real_path()
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            found = hash_stream(f, [h for _, _, h in checks]) if size == self.entry.size else size
-        self._check(found, checks)
-        return path
+        fd, st = self._open()
+        try:
+            self._hash(fd, st.st_size, checks)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def opened(self) -> Iterator[str]:
+        """A path that opens the checked file itself (`/proc/self/fd/N`), valid inside the `with` block; the file is
+        checked through that descriptor first, and compared with its first stat when the block ends (BundleError:
+        it changed in place while the library read it). Where /proc is missing, a private copy of the checked bytes.
+        """
+        if not os.path.isdir(FD_DIR):
+            with tempfile.TemporaryDirectory(prefix="resnet-deploy-") as tmp:  # made 0700
+                copy = Path(tmp) / Path(self.entry.path).name
+                copy.write_bytes(self.read())
+                yield str(copy)
+            return
+        fd, st = self._open()
+        try:
+            self._hash(fd, st.st_size, self._checks(every=False))
+            yield f"{FD_DIR}/{fd}"
+            if _identity(os.fstat(fd)) != _identity(st):
+                raise BundleError(f"bundle file {self.entry.path} was changed while it was loaded; refused")
+        finally:
+            os.close(fd)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def unlisted_files(bundle: str | Path, manifest: Manifest) -> list[str]:

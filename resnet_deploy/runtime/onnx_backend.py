@@ -96,9 +96,13 @@ class OrtBackend:
 
     max_batch: int | None = None  # ONNX Runtime takes any batch the graph's dynamic axis allows
 
-    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-                 input_name: str = "input", output_name: str = "logits", graph_optimization: str = "all") -> None:
+    def __init__(self, model: str | Path | bytes, *, name: str | None = None, device: str = "cpu",
+                 threads: int | None = None, input_name: str = "input", output_name: str = "logits",
+                 graph_optimization: str = "all") -> None:
+        """`model`: an ONNX file's path (from a loader, `/proc/self/fd/N` of the checked file) or bytes; `name`
+        names it in messages (default: the path's file name)."""
         ort = _import_ort()
+        name = name or (Path(model).name if not isinstance(model, bytes) else "the model")
         opts = ort.SessionOptions()
         if graph_optimization not in GRAPH_OPTIMIZATION:
             raise ResnetDeployError(f"unknown graph_optimization {graph_optimization!r}; choose one of: "
@@ -112,16 +116,17 @@ class OrtBackend:
             raise ResnetDeployError("device='cuda' needs onnxruntime-gpu (this onnxruntime offers "
                                     f"{', '.join(ort.get_available_providers())}); install it or use device='cpu'")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                                providers=providers)
         except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            raise BundleError(f"ONNX Runtime could not load {path.name}: {first_line(e)}") from None
+            raise BundleError(f"ONNX Runtime could not load {name}: {first_line(e)}") from None
         if device == "cuda" and CUDA_EP not in self.session.get_providers():
             # ORT falls back to the CPU silently when the CUDA libraries are missing; say so instead.
             raise ResnetDeployError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?); "
                                     "see onnxruntime's log above, or use device='cpu'")
         names = {i.name for i in self.session.get_inputs()}
         if input_name not in names:
-            raise BundleError(f"{path.name} has inputs {sorted(names)}; the manifest expects {input_name!r}")
+            raise BundleError(f"{name} has inputs {sorted(names)}; the manifest expects {input_name!r}")
         self.input_name, self.output_name = input_name, output_name
         self._version = ort.__version__
 

@@ -16,7 +16,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from resnet_deploy.runtime import autotune, variants
+from resnet_deploy.runtime import autotune, limits, variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
@@ -165,7 +165,7 @@ def _check_threads(threads: Any) -> int | None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ResnetDeployError(f"threads must be a positive integer or None, found {threads!r}")
-    return int(threads)
+    return limits.check("threads", int(threads), "threads")
 
 
 def _as_list(images: Images) -> list[ImageInput]:

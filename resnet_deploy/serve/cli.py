@@ -7,18 +7,19 @@ group's one-line `Error: ...` with exit code 2.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import tempfile
 from typing import TYPE_CHECKING
 
 import click
 
-from resnet_deploy.cli_options import parse_numbers
+from resnet_deploy.cli_options import bounded, echo, parse_numbers
 from resnet_deploy.serve import TARGETS, precisions
 
 if TYPE_CHECKING:
     from resnet_deploy.serve.server import TritonServer
 
-PORT = click.IntRange(1, 65535)
+PORT = bounded("port")
 
 
 def _model_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -27,13 +28,13 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
         click.option("--name", help="Model name in Triton (default: the bundle's architecture)."),
         click.option("--precision", type=click.Choice(precisions()), default="auto", show_default=True,
                      help="Which of the bundle's models to serve (auto: as `predict --backend auto`)."),
-        click.option("--max-batch", type=click.IntRange(min=1),
+        click.option("--max-batch", type=bounded("batch"),
                      help="Triton's max_batch_size [default: the bundle's largest batch]."),
-        click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+        click.option("--instances", type=bounded("instances"), default=1, show_default=True,
                      help="Model instances (each runs its own copy of the model)."),
-        click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--max-queue-delay-us", type=bounded("queue_delay_us"), default=0, show_default=True,
                      help="How long the dynamic batcher may hold a request to form a larger batch."),
-        click.option("--threads", type=click.IntRange(min=1),
+        click.option("--threads", type=bounded("threads"),
                      help="ONNX Runtime threads per python-model instance [default: one per core]; with several "
                           "--instances, cores / instances."),
     ]):
@@ -47,7 +48,7 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
 @click.option("--backend", "target", type=click.Choice(TARGETS), default="python", show_default=True,
               help="python: runs wherever Triton runs; onnxruntime, tensorrt: for NVIDIA's Triton containers.")
 @_model_options
-@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--topk", type=bounded("topk"), default=5, show_default=True,
               help="Classes in the python model's labels/scores/class_ids outputs.")
 @click.option("--force", is_flag=True, help="Replace an existing repository at --out (once the new one is complete).")
 def triton(bundle: str, out: str, target: str, force: bool, **options: object) -> None:
@@ -58,17 +59,17 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
     repo = write_repository(bundle, out, target=target, force=force, **options)
     facts = json.loads((repo / MARKER).read_text())
     models = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
-    click.echo(f"model repository written to {repo}: {', '.join(models)} ({facts['backend']}, "
+    echo(f"model repository written to {repo}: {', '.join(models)} ({facts['backend']}, "
                f"max_batch_size {facts['max_batch_size']})")
     if target == "python":
-        click.echo(f"serve it here with `resnet-deploy serve {bundle}`, or with any tritonserver whose Python can "
+        echo(f"serve it here with `resnet-deploy serve {bundle}`, or with any tritonserver whose Python can "
                    "import resnet_deploy")
     else:
         if facts["file_info"].get("tensorrt_version"):
-            click.echo(f"the engine was built with TensorRT {facts['file_info']['tensorrt_version']} for "
+            echo(f"the engine was built with TensorRT {facts['file_info']['tensorrt_version']} for "
                        f"{facts['file_info'].get('gpu', 'its GPU')}: serve it with a Triton release that ships that "
                        "TensorRT, on that GPU model")
-        click.echo("for NVIDIA's Triton container on a GPU (not served here): docker run --gpus=1 -p 8000:8000 "
+        echo("for NVIDIA's Triton container on a GPU (not served here): docker run --gpus=1 -p 8000:8000 "
                    f"-v {repo.resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver "
                    "--model-repository=/models")
 
@@ -86,32 +87,38 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
 def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
           **options: object) -> None:
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
-    from resnet_deploy.serve.server import serve_bundle
+    import ipaddress
+
+    from resnet_deploy.runtime.manifest import check_writable
+    from resnet_deploy.serve.server import listen_address, serve_bundle
 
     def ready(server: TritonServer, name: str) -> None:
-        click.echo(f"ready: {server.url} (model {name!r}; gRPC {host}:{grpc_port}; metrics {server.metrics_url}); "
+        echo(f"ready: {server.url} (model {name!r}; gRPC {server.grpc_address}; metrics {server.metrics_url}); "
                    "Ctrl-C stops it")
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: anyone who can reach this machine can send requests", err=True)
+    if not ipaddress.ip_address(listen_address(host).split("%")[0]).is_loopback:
+        echo(f"warning: listening on {host}: anyone who can reach this machine can send requests (README, "
+                   "'Untrusted input', says what serve does not protect)", err=True)
+    if log_file:
+        check_writable(log_file, "--log-file")
     code = serve_bundle(bundle, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port,
                         log_file=log_file, on_ready=ready, **options)
-    click.echo(f"stopped (tritonserver exit code {code})", err=True)
+    echo(f"stopped (tritonserver exit code {code})", err=True)
 
 
 @click.command()
 @click.argument("url")
 @click.option("--model", required=True, help="Model name on the server.")
 @click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated numbers of clients.")
-@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--duration-s", type=bounded("seconds", positive=True), default=10.0, show_default=True,
               help="Timed seconds per concurrency level.")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warmup-s", type=bounded("seconds"), default=1.0, show_default=True,
               help="Untimed seconds per level first.")
-@click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True,
+@click.option("--max-requests", type=bounded("requests"), default=100_000, show_default=True,
               help="Most requests per level.")
 @click.option("--images", type=click.Path(path_type=str), help="Send these JPEG/PNG files (default: random tensors).")
 @click.option("--output", "outputs", multiple=True, help="Ask only for this output (repeatable; default: all).")
-@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+@click.option("--timeout-s", type=bounded("seconds", positive=True), default=30.0, show_default=True,
               help="Per-request timeout.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=str),
               help="Also write the JSON result here.")
@@ -119,14 +126,30 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
              images: str | None, outputs: tuple[str, ...], timeout_s: float, json_file: str | None) -> None:
     """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
     percentiles per concurrency level."""
+    from resnet_deploy.runtime.errors import ResnetDeployError
+    from resnet_deploy.runtime.manifest import atomic_write_text, check_writable
     from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
 
-    levels = parse_numbers(concurrency, "--concurrency")
+    levels = parse_numbers(concurrency, "--concurrency", "concurrency")
+    if json_file:
+        check_writable(json_file, "--json file")  # before the run, which may take minutes
     result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
                           max_requests=max_requests, images=images, outputs=outputs, timeout_s=timeout_s)
+    echo(*loadtest_summary(result))
+    text = json.dumps(result, indent=2) + "\n"
     if json_file:
-        Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
-    click.echo("\n".join(loadtest_summary(result)))
+        try:
+            atomic_write_text(json_file, text)
+        except OSError as e:  # it could be written when the run began: keep the run anyway, and say where
+            fd, kept = tempfile.mkstemp(prefix="resnet-deploy-loadtest-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            raise ResnetDeployError(f"cannot write --json {json_file} ({e.strerror}); the results are in "
+                                    f"{kept}") from None
+    silent = [r["concurrency"] for r in result["results"] if r["latency_ms"] is None]
+    if silent:
+        echo(f"FAIL: no answers at concurrency {', '.join(map(str, silent))} (see the errors above)", err=True)
+        raise SystemExit(1)
 
 
 def register(group: click.Group) -> None:

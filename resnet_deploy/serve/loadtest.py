@@ -11,6 +11,8 @@ as encoded BYTES (`image` input). tritonclient is imported inside the functions 
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,11 +22,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+from resnet_deploy.runtime import limits
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line, quote
 from resnet_deploy.validate.latency import summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 POOL = 64  # distinct request payloads, reused round-robin
+MAX_IMAGE_BYTES = 32 << 20  # what the served model takes (serve/repository.py); a larger file is not sent
 
 
 def _client_module(protocol: str) -> Any:
@@ -41,9 +45,14 @@ def _client_module(protocol: str) -> Any:
 
 def parse_url(url: str) -> tuple[str, str]:
     """("http" | "grpc", "host:port") from "http://host:port", "grpc://host:port" or "host:port" (HTTP)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "grpc") or not parts.hostname or parts.port is None:
-        raise ResnetDeployError(f"expected a URL like http://127.0.0.1:8000 or grpc://127.0.0.1:8001, found {url!r}")
+    expected = f"expected a URL like http://127.0.0.1:8000 or grpc://127.0.0.1:8001, found {quote(url)}"
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port  # a ValueError for a port out of 0..65535 or not a number
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ResnetDeployError(f"{expected} ({e})") from None
+    if parts.scheme not in ("http", "grpc") or not parts.hostname or port is None or port == 0:
+        raise ResnetDeployError(expected)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return parts.scheme, f"{host}:{parts.port}"
 
@@ -65,14 +74,10 @@ def load_payloads(client: Any, model: str, protocol: str,
     """(input name, Triton datatype, one batch-1 array per request) for `model`."""
     inputs = _model_inputs(client, model, protocol)
     if images is not None:
-        folder = Path(images)
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        if not files:
-            raise ResnetDeployError(f"no {', '.join(IMAGE_SUFFIXES)} files in {folder}")
         if "image" not in inputs:
             raise ResnetDeployError(f"model {model!r} has no 'image' input for encoded images (its inputs: "
                                     f"{', '.join(inputs)}); serve it with the python backend or use its ensemble")
-        return "image", "BYTES", [np.array([[f.read_bytes()]], dtype=np.object_) for f in files[:POOL]]
+        return "image", "BYTES", [np.array([[data]], dtype=np.object_) for data in read_images(images)]
     tensors = [i for i in inputs.values() if i.get("data_type") == "TYPE_FP32"]
     if not tensors:
         raise ResnetDeployError(f"model {model!r} takes no float32 tensor (its inputs: {', '.join(inputs)}); "
@@ -80,6 +85,42 @@ def load_payloads(client: Any, model: str, protocol: str,
     dims = [int(d) for d in tensors[0]["dims"]]
     rng = np.random.default_rng(0)
     return tensors[0]["name"], "FP32", [rng.standard_normal((1, *dims), dtype=np.float32) for _ in range(POOL)]
+
+
+def read_images(folder: str | Path, limit: int = POOL) -> list[bytes]:
+    """The bytes of up to `limit` image files of `folder` (by name), read without waiting on anything that is not a
+    regular file: directories named like images, FIFOs, devices, links that loop or lead nowhere and files over
+    MAX_IMAGE_BYTES are passed over; ResnetDeployError (with the reasons) when no file is left."""
+    folder = Path(folder)
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise ResnetDeployError(f"cannot list --images {folder} ({e.strerror})") from None
+    found, passed = [], []
+    for name in names:
+        if len(found) == limit:
+            break
+        try:
+            # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+            fd = os.open(folder / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            passed.append(f"{name}: {e.strerror}")
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                passed.append(f"{name}: not a regular file")
+            elif st.st_size > MAX_IMAGE_BYTES:
+                passed.append(f"{name}: {st.st_size:,} bytes, over {MAX_IMAGE_BYTES:,}")
+            else:
+                with open(fd, "rb", closefd=False) as f:
+                    found.append(f.read(MAX_IMAGE_BYTES + 1))
+        finally:
+            os.close(fd)
+    if not found:
+        why = f" ({'; '.join(passed[:3])}{' ...' if len(passed) > 3 else ''})" if passed else ""
+        raise ResnetDeployError(f"no {', '.join(IMAGE_SUFFIXES)} files to send in {folder}{why}")
+    return found
 
 
 class _Budget:
@@ -150,10 +191,15 @@ def run_loadtest(url: str, model: str, *, concurrency: Sequence[int] = (1, 4, 16
         {"url", "model", "protocol", "payload", "duration_s", "results": [one dict per level: concurrency,
         requests, errors, error_samples, wall_s, throughput_ips, latency_ms {min, mean, p50, p90, p95, p99, max}]}.
     """
-    if not concurrency or min(concurrency) < 1:
-        raise ResnetDeployError(f"concurrency levels must be at least 1, found {list(concurrency)}")
-    if duration_s <= 0 or max_requests < 1:
-        raise ResnetDeployError("duration must be positive and max requests at least 1")
+    if not concurrency:
+        raise ResnetDeployError("give at least one concurrency level")
+    for c in concurrency:
+        limits.check("concurrency", c, "concurrency levels")
+    limits.check("requests", max_requests, "max requests")
+    for what, value in (("duration", duration_s), ("warm-up", warmup_s), ("timeout", timeout_s)):
+        limits.check("seconds", value, f"{what} in seconds", integer=False)
+    if duration_s <= 0 or timeout_s <= 0:
+        raise ResnetDeployError("duration and timeout must be above 0 seconds")
     protocol, address = parse_url(url)
     module = _client_module(protocol)
     timeout = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}

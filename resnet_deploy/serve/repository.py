@@ -17,16 +17,17 @@ documentation (docs/user_guide/model_repository.md, model_configuration.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
 import shutil
 import sysconfig
 from pathlib import Path
 
 from resnet_deploy import __version__
 from resnet_deploy.export.staging import Workdir, check_destination
-from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, read_manifest, variants, verify_files
-from resnet_deploy.runtime.manifest import VerifiedFile
+from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, limits, read_manifest, variants, verify_files
+from resnet_deploy.runtime.errors import printable
+from resnet_deploy.runtime.manifest import ARCH_NAME, ARCH_RULE, VerifiedFile, check_name, write_manifest
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.serve import TARGETS, precisions
 
@@ -38,7 +39,17 @@ MODEL_PY = Path(__file__).with_name("triton_model.py")
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
 DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
 MAX_IMAGE_BYTES = 32 << 20  # a larger encoded image is refused unread (pixels: the runtime's MAX_IMAGE_PIXELS)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def pbtxt_string(value: str) -> str:
+    """`value` as a protobuf text-format string literal, the one way every string gets into a config.pbtxt: quoted,
+    with quotes and backslashes escaped and every byte outside printable ASCII written as an octal escape (UTF-8
+    text included), so that nothing in it can end the string and start a field of its own."""
+    out = []
+    for byte in str(value).encode("utf-8"):
+        char = chr(byte)
+        out.append("\\" + char if char in "\\\"'" else char if 0x20 <= byte < 0x7F else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def environment_paths() -> list[str]:
@@ -85,9 +96,7 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     manifest = read_manifest(bundle)
     verify_files(bundle, manifest)
     name = name or manifest.arch
-    if not _NAME.match(name):
-        raise ResnetDeployError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-' "
-                                "(it becomes a directory and a URL path)")
+    check_model_name(name)
     batch = _max_batch(manifest, target, max_batch)
     check_destination(out, force, marker=MARKER, kind="model repository")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +108,7 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
             backend = "auto" if precision == "auto" else _entry(manifest, target, precision)[1]
             _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
                           {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
-                          min(topk, len(manifest.classes)), sys_path)
+                          min(topk, len(manifest.classes)), sys_path, _served_files(manifest, backend))
         else:
             backend, info = _file_model(tmp / name, bundle, manifest, target, precision, batch, instances,
                                         max_queue_delay_us)
@@ -114,16 +123,26 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     return out
 
 
+def check_model_name(name: str) -> str:
+    """`name` if it may name a model in Triton (the manifest's architecture rule: it becomes a directory, a URL path
+    and a config.pbtxt string); ResnetDeployError otherwise."""
+    try:
+        return check_name(name, "model name", ARCH_NAME, ARCH_RULE)
+    except ResnetDeployError as e:
+        raise ResnetDeployError(f"{e} (it becomes a directory and a URL path)") from None
+
+
 def _check_options(target: str, precision: str, instances: int, delay_us: int, topk: int, threads: int | None,
                    max_batch: int | None) -> None:
     if target not in TARGETS:
         raise ResnetDeployError(f"unknown Triton backend {target!r}; choose one of: {', '.join(TARGETS)}")
     if precision not in precisions():
         raise ResnetDeployError(f"unknown precision {precision!r}; choose one of: {', '.join(precisions())}")
-    for what, value, low in (("instances", instances, 1), ("max queue delay", delay_us, 0), ("topk", topk, 1),
-                             ("threads", threads, 1), ("max batch", max_batch, 1)):
-        if value is not None and int(value) < low:
-            raise ResnetDeployError(f"{what} must be at least {low}, found {value}")
+    for kind, what, value in (("instances", "instances", instances), ("queue_delay_us", "max queue delay", delay_us),
+                              ("topk", "topk", topk), ("threads", "threads", threads), ("batch", "max batch",
+                                                                                         max_batch)):
+        if value is not None:
+            limits.check(kind, value, what)
 
 
 def _max_batch(manifest: Manifest, target: str, max_batch: int | None) -> int:
@@ -144,7 +163,7 @@ def _dims(dims: tuple[int, ...] | list[int]) -> str:
 
 
 def _tensor(name: str, dtype: str, dims: tuple[int, ...] | list[int], extra: str = "") -> str:
-    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: {_dims(dims)}\n{extra}  }}'
+    return f'  {{\n    name: {pbtxt_string(name)}\n    data_type: {dtype}\n    dims: {_dims(dims)}\n{extra}  }}'
 
 
 def _section(key: str, tensors: list[str]) -> str:
@@ -158,23 +177,36 @@ def _batching(batch: int, instances: int, kind: str, delay_us: int) -> str:
 
 
 def _labels(model_dir: Path, manifest: Manifest) -> str:
-    # One label per line, line i = class i (Triton's label_filename format); a line break inside a name would shift
-    # every later class.
-    (model_dir / "labels.txt").write_text("".join(c.replace("\n", " ") + "\n" for c in manifest.classes))
-    return '    label_filename: "labels.txt"\n'
+    # One label per line, line i = class i (Triton's label_filename format): a line break inside a name would shift
+    # every later class, so names are written escaped, as they are printed.
+    (model_dir / "labels.txt").write_text("".join(printable(c) + "\n" for c in manifest.classes))
+    return f"    label_filename: {pbtxt_string('labels.txt')}\n"
+
+
+def _served_files(manifest: Manifest, backend: str) -> list[FileEntry]:
+    """The model files a Python model needs: the one variant asked for, or for "auto" every file a CPU variant runs
+    (chosen at load). Never the bundle's other files (export.log, config.yaml, anything else it lists)."""
+    names = candidates("python", "auto") if backend == "auto" else (backend,)
+    entries = [find_entry(manifest, n) for n in names]
+    return list({e.path: e for e in entries if e is not None}.values())
 
 
 def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int, instances: int, delay_us: int,
-                  params: dict[str, str], topk: int, sys_path: list[str] | None) -> None:
-    """A Python-backend model: "classify" (the bundle copied whole, image or tensor in, logits and top-k out) or
-    "preprocess" (the manifest only, image in, tensor out)."""
+                  params: dict[str, str], topk: int, sys_path: list[str] | None,
+                  files: list[FileEntry] | None = None) -> None:
+    """A Python-backend model: "classify" (image or tensor in, logits and top-k out; `files`, the model files it
+    runs, copied into 1/bundle/ as checked bytes) or "preprocess" (image in, tensor out; no model file). 1/bundle/
+    holds a manifest that lists exactly the files copied."""
     classify = params["role"] == "classify"
     version = model_dir / "1"
     (version / "bundle").mkdir(parents=True)
     shutil.copyfile(MODEL_PY, version / "model.py")
-    for rel in ["manifest.json", *(f.path for f in manifest.files if classify)]:
-        (version / "bundle" / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bundle / rel, version / "bundle" / rel)
+    files = files or []
+    for entry in files:
+        (version / "bundle" / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        (version / "bundle" / entry.path).write_bytes(VerifiedFile(bundle, entry).read())
+    # a preprocessing model lists the fp32 file without holding it: it never loads one, and a manifest lists one
+    write_manifest(version / "bundle", dataclasses.replace(manifest, files=files or manifest.files[:1]))
     (model_dir / SYS_PATH_FILE).write_text("".join(p + "\n" for p in (sys_path or environment_paths())))
     shape = list(manifest.input_shape)
     if classify:
@@ -188,9 +220,10 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
         inputs = [_tensor(IMAGE_INPUT, "TYPE_STRING", [1])]
         outputs = [_tensor(manifest.input_name, "TYPE_FP32", shape)]
     params = {**params, "max_image_bytes": str(MAX_IMAGE_BYTES)}
-    text = (f'name: "{model_dir.name}"\nbackend: "python"\n' + _batching(batch, instances, "KIND_CPU", delay_us)
+    q = pbtxt_string
+    text = (f"name: {q(model_dir.name)}\nbackend: {q('python')}\n" + _batching(batch, instances, "KIND_CPU", delay_us)
             + _section("input", inputs) + _section("output", outputs)
-            + "".join(f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
+            + "".join(f"parameters {{\n  key: {q(k)}\n  value: {{ string_value: {q(v)} }}\n}}\n"
                       for k, v in params.items()))
     (model_dir / "config.pbtxt").write_text(text)
 
@@ -228,7 +261,8 @@ def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, 
     # the checked bytes themselves: a plan may carry host code, and Triton loads this copy with no check of its own
     (version / ("model.plan" if target == "tensorrt" else "model.onnx")).write_bytes(VerifiedFile(bundle, entry).read())
     platform = "tensorrt_plan" if target == "tensorrt" else "onnxruntime_onnx"
-    text = (f'name: "{model_dir.name}"\nplatform: "{platform}"\n' + _batching(batch, instances, "KIND_GPU", delay_us)
+    text = (f"name: {pbtxt_string(model_dir.name)}\nplatform: {pbtxt_string(platform)}\n"
+            + _batching(batch, instances, "KIND_GPU", delay_us)
             + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", list(manifest.input_shape))])
             + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [len(manifest.classes)],
                                           _labels(model_dir, manifest))]))
@@ -240,16 +274,17 @@ def _ensemble(model_dir: Path, name: str, manifest: Manifest, batch: int) -> Non
     """Encoded image -> `<name>_preprocess` -> `<name>`: one request, two models, inside the server."""
     (model_dir / "1").mkdir(parents=True)  # an ensemble's version directory is empty but must exist
     k = len(manifest.classes)
-    text = (f'name: "{model_dir.name}"\nplatform: "ensemble"\nmax_batch_size: {batch}\n'
+    q, inp, out = pbtxt_string, manifest.input_name, manifest.output_name
+    text = (f"name: {q(model_dir.name)}\nplatform: {q('ensemble')}\nmax_batch_size: {batch}\n"
             + _section("input", [_tensor(IMAGE_INPUT, "TYPE_STRING", [1])])
-            + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [k], _labels(model_dir, manifest))])
+            + _section("output", [_tensor(out, "TYPE_FP32", [k], _labels(model_dir, manifest))])
             + "ensemble_scheduling {\n  step [\n"
-            f'    {{\n      model_name: "{name}_preprocess"\n      model_version: -1\n'
-            f'      input_map {{ key: "{IMAGE_INPUT}" value: "{IMAGE_INPUT}" }}\n'
-            f'      output_map {{ key: "{manifest.input_name}" value: "preprocessed" }}\n    }},\n'
-            f'    {{\n      model_name: "{name}"\n      model_version: -1\n'
-            f'      input_map {{ key: "{manifest.input_name}" value: "preprocessed" }}\n'
-            f'      output_map {{ key: "{manifest.output_name}" value: "{manifest.output_name}" }}\n    }}\n'
+            f"    {{\n      model_name: {q(name + '_preprocess')}\n      model_version: -1\n"
+            f"      input_map {{ key: {q(IMAGE_INPUT)} value: {q(IMAGE_INPUT)} }}\n"
+            f"      output_map {{ key: {q(inp)} value: {q('preprocessed')} }}\n    }},\n"
+            f"    {{\n      model_name: {q(name)}\n      model_version: -1\n"
+            f"      input_map {{ key: {q(inp)} value: {q('preprocessed')} }}\n"
+            f"      output_map {{ key: {q(out)} value: {q(out)} }}\n    }}\n"
             "  ]\n}\n")
     (model_dir / "config.pbtxt").write_text(text)
 

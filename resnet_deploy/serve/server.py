@@ -10,12 +10,17 @@ zeros under numpy 2.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -24,16 +29,24 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, printable, quote
 
 INSTALL_HINT = "pip install 'resnet-deploy[serve]'"
 SHM_DIR = "/dev/shm"
+# Triton's APIs that no client of a classifier needs and that reach past it: registering shared-memory regions (a
+# client could name the Python backend's own region and have an answer written into it, which kills the server),
+# loading models (with files sent in the request), tracing and logging settings (the log file's path). They are put
+# behind a header whose value is random and never shown: off, in effect.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "trace", "logging")
+RESTRICTED_HEADER = "resnet-deploy-admin-key"
+WORKDIR_PREFIXES = ("resnet-deploy-serve-", "resnet-deploy-triton-")
+OWNER_FILE = "owner.json"  # in each work directory: the process that made it, to tell leftovers of dead runs
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -93,16 +106,122 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+# The largest HTTP request body tritonserver is told to take, where it has the option (--http-max-input-size, in
+# releases after the wheel's 2.51, which buffers any size): two of the largest images a request may carry.
+MAX_REQUEST_BYTES = 64 << 20
+
+
+@functools.lru_cache(maxsize=4)
+def _options(binary: str, libraries: tuple[str, ...]) -> frozenset[str]:
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*libraries, os.environ.get("LD_LIBRARY_PATH", "")])}
+    try:
+        run = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, env=env)
+        text = run.stdout + run.stderr  # 2.51 prints its usage on stderr
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(word for line in text.splitlines() for word in line.split()[:1] if word.startswith("--"))
+
+
+def options(install: TritonInstall) -> frozenset[str]:
+    """The command-line options this tritonserver offers (from its --help, read once)."""
+    return _options(str(install.binary), tuple(map(str, install.libraries)))
+
+
+def listen_address(host: str) -> str:
+    """The numeric address `host` names (a name is resolved once, here: tritonserver's HTTP front end takes only
+    numbers); ResnetDeployError when it names none."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        why = e.strerror if isinstance(e, socket.gaierror) else "not a host name"
+        raise ResnetDeployError(f"cannot resolve --host {quote(host)} ({why}); give an address of this machine, "
+                                "e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every network)") from None
+    return str(infos[0][4][0])
+
+
 def check_port(host: str, port: int) -> None:
-    """Refuse a port that something already listens on (tritonserver would fail later with a long log)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """Refuse a port that something already listens on, or an address that is not this machine's (tritonserver
+    would fail later with a long log)."""
+    address = listen_address(host)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR as servers set it: connections of an earlier run in TIME_WAIT do not count as "in use".
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind((address, port))
         except OSError as e:
-            raise ResnetDeployError(f"cannot listen on {host}:{port} ({e.strerror}); choose another port") from None
+            where = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+            fix = {errno.EADDRINUSE: "something listens there already; choose another port",
+                   errno.EADDRNOTAVAIL: "that address is not one of this machine's; choose another --host",
+                   errno.EACCES: "ports below 1024 need more rights; choose a port above 1023"}.get(
+                       e.errno, "choose another --host or port")
+            raise ResnetDeployError(f"cannot listen on {where} ({e.strerror}): {fix}") from None
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (field 22 of /proc/PID/stat, clock ticks since boot), None when it is gone:
+    with the pid it names one process, never a later one that got the same pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()[19]
+
+
+def claim_workdir(workdir: Path, shm_prefix: str | None = None) -> None:
+    """Write who owns a work directory (this process, and the prefix of the shared memory its server makes), so that
+    a later run can tell a leftover of a dead run from the directory of a live one."""
+    owner = {"pid": os.getpid(), "start": _process_start(os.getpid()), "shm_prefix": shm_prefix}
+    (workdir / OWNER_FILE).write_text(json.dumps(owner) + "\n")
+
+
+def remove_leftovers(tmp: str | Path | None = None) -> list[str]:
+    """Remove the work directories and shared memory of earlier runs whose process is gone (killed with SIGKILL,
+    say), and return their names. Only what this user owns, only directories that say who made them (one being made
+    right now does not yet, and is left alone), no links followed."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith(WORKDIR_PREFIXES):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            fd = os.open(Path(entry.path) / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd) as f:
+                owner = json.loads(f.read(4096))
+            pid, start, prefix = int(owner["pid"]), owner.get("start"), owner.get("shm_prefix")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _process_start(pid) is not None and _process_start(pid) == start:
+            continue  # its run is alive
+        if isinstance(prefix, str) and prefix.startswith("resnet-deploy-") and "/" not in prefix:
+            for region in Path(SHM_DIR).glob(f"{prefix}*"):
+                if region.lstat().st_uid == os.geteuid():
+                    region.unlink(missing_ok=True)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` that has the kernel kill the child with SIGKILL when the thread that started it ends, however
+    it ends (`kill -9` included): a server left running would keep serving on its ports."""
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def set_death_signal() -> None:
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the signal was set
+                os._exit(1)
+
+    return set_death_signal
 
 
 class TritonServer:
@@ -111,7 +230,10 @@ class TritonServer:
     The process runs in a session of its own, so a terminal's Ctrl-C reaches only this program, which then stops the
     server with SIGTERM (Triton answers what it holds and what arrives on connections already open, refuses new
     connections, and exits when they close or after `exit_timeout_s`) and then kills its whole process group (the
-    server and its Python stubs). Its log goes to `log_file`, or a temporary file removed on stop.
+    server and its Python stubs). The kernel kills the server when the thread that started it ends (`kill -9` of this
+    program included), and a later start removes what such a run left behind (`remove_leftovers`). Its log goes to
+    `log_file`, or a temporary file removed on stop. Triton's shared-memory, repository, trace and logging APIs are
+    off (`RESTRICTED_APIS`).
     """
 
     def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
@@ -121,8 +243,10 @@ class TritonServer:
         self.models = models
         # The Python backend's shared-memory regions in /dev/shm outlive a server that exits by its timeout: a prefix
         # of our own lets `stop` remove them.
-        self.shm_prefix = f"resnet-deploy-{uuid.uuid4().hex[:12]}"
+        self.shm_prefix = f"resnet-deploy-{secrets.token_hex(6)}"
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.address = listen_address(host)
+        self._ready_at = 0  # the log's size once the server was ready: later errors are read from there
         self.exit_timeout_s = exit_timeout_s
         self.requested_log = Path(log_file) if log_file else None
         self.workdir: Path | None = None
@@ -130,8 +254,13 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def _http(self, port: int) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.address, self.address)
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the gRPC endpoint (IPv6 in brackets)."""
+        return f"[{self.address}]:{self.grpc_port}" if ":" in self.address else f"{self.address}:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -144,18 +273,26 @@ class TritonServer:
         return f"{self._http(self.metrics_port)}/metrics"
 
     def command(self, install: TritonInstall, backends: Path) -> list[str]:
-        """The tritonserver command line: loopback unless `host` says otherwise, strict configs, Prometheus metrics;
-        every model of the repository, or only `models`."""
+        """The tritonserver command line: loopback unless `host` says otherwise, strict configs, Prometheus metrics,
+        the APIs of RESTRICTED_APIS behind a key nobody is given; every model of the repository, or only `models`."""
+        # Triton's HTTP front end reads IPv6 addresses as "ipv6:ADDR", its gRPC one as "[ADDR]"
+        v6 = ":" in self.address
+        http = f"ipv6:{self.address}" if v6 else self.address
+        grpc = f"[{self.address}]" if v6 else self.address
+        key = f"{','.join(RESTRICTED_APIS)}:{RESTRICTED_HEADER}={secrets.token_hex(16)}"
         return [str(install.binary), f"--model-repository={self.repository}",
                 f"--backend-directory={backends}", "--disable-auto-complete-config",
                 f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
                 *(["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)] if self.models
                   else ["--model-control-mode=none"]),
                 "--exit-on-error=true", f"--exit-timeout-secs={self.exit_timeout_s}",
-                f"--http-address={self.host}", f"--http-port={self.http_port}",
-                f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-                "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.host}",
-                f"--metrics-port={self.metrics_port}", "--pinned-memory-pool-byte-size=0", "--log-verbose=0"]
+                f"--http-address={http}", f"--http-port={self.http_port}",
+                f"--grpc-address={grpc}", f"--grpc-port={self.grpc_port}",
+                f"--http-restricted-api={key}", f"--grpc-restricted-protocol={key}",
+                "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={http}",
+                f"--metrics-port={self.metrics_port}", "--pinned-memory-pool-byte-size=0", "--log-verbose=0",
+                *([f"--http-max-input-size={MAX_REQUEST_BYTES}"] if "--http-max-input-size" in options(install)
+                  else [])]
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the server and wait until every model is ready.
@@ -168,10 +305,12 @@ class TritonServer:
             raise ResnetDeployError("this tritonserver is already running")
         install = find_triton()
         for port in (self.http_port, self.grpc_port, self.metrics_port):
-            check_port(self.host, port)
-        self.workdir = Path(tempfile.mkdtemp(prefix="resnet-deploy-triton-"))
+            check_port(self.address, port)
+        remove_leftovers()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIXES[1]))
         self.log_file = self.requested_log or self.workdir / "tritonserver.log"
         try:
+            claim_workdir(self.workdir, self.shm_prefix)
             backend = self.workdir / "backends" / "python"
             backend.mkdir(parents=True)
             for src in (install.python_backend / "libtriton_python.so",
@@ -181,7 +320,8 @@ class TritonServer:
             env["LD_LIBRARY_PATH"] = os.pathsep.join([*map(str, install.libraries), env.get("LD_LIBRARY_PATH", "")])
             with open(self.log_file, "wb") as log:
                 self.process = subprocess.Popen(self.command(install, backend.parent), stdin=subprocess.DEVNULL,
-                                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                                preexec_fn=_die_with_parent())
             self._wait_ready(timeout_s)
         except BaseException:
             self.stop()
@@ -191,11 +331,28 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.exited():
-                raise ResnetDeployError(f"tritonserver exited before it was ready: {self.log_errors()}")
+                raise ResnetDeployError(f"tritonserver exited before it was ready ({self.exit_status()}): "
+                                        f"{self.log_errors()}")
             if self.is_ready():
+                self._ready_at = self._log_size()
                 return
             time.sleep(0.1)
         raise ResnetDeployError(f"tritonserver was not ready after {timeout_s:.0f} s: {self.log_errors()}")
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size if self.log_file else 0
+        except OSError:
+            return 0
+
+    def exit_status(self) -> str:
+        """How the server process ended ("exit code 1", "killed by SIGKILL"), or "running"."""
+        info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) if self.process else None
+        if info is None:
+            return "running" if self.process else "not started"
+        if info.si_code == os.CLD_EXITED:
+            return f"exit code {info.si_status}"
+        return f"killed by {signal.Signals(info.si_status).name}"
 
     def exited(self) -> bool:
         """True once the server process has ended. It is not reaped here: while it is a zombie its process group
@@ -210,14 +367,24 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def log_errors(self, lines: int = 6) -> str:
-        """The log's last error lines (E..., failed, UNAVAILABLE), joined into one line."""
+    def log_errors(self, lines: int = 6, since: int = 0) -> str:
+        """The log's last error lines (E..., failed, UNAVAILABLE) from byte `since` on, joined into one line; without
+        any, its last lines. The text itself, not a pointer to the file: a temporary log is removed on stop."""
         try:
-            text = self.log_file.read_text(errors="replace").splitlines() if self.log_file else []
-        except OSError:
-            return "(no log)"
-        keep = [t.strip() for t in text if t[:1] == "E" or "failed" in t or "UNAVAILABLE" in t or "rror:" in t]
-        return " | ".join(keep[-lines:]) or f"see {self.log_file}"
+            with open(self.log_file, "rb") as f:  # type: ignore[arg-type]
+                f.seek(since)
+                text = f.read().decode(errors="replace").splitlines()
+        except (OSError, TypeError):
+            return "no log"
+        text = [printable(t.strip()) for t in text if any(c.isalnum() for c in t)]
+        keep = [t for t in text if t[:1] == "E" or "failed" in t or "UNAVAILABLE" in t or "rror:" in t]
+        found = " | ".join((keep or text[-3:])[-lines:]) or "nothing in its log"
+        return found + (f" (log: {self.log_file})" if self.requested_log else "")
+
+    def errors_since_ready(self) -> str:
+        """`log_errors` of what the server logged after it was ready (what it said before it does not explain why it
+        stopped)."""
+        return self.log_errors(since=self._ready_at)
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to exit_timeout_s + 5 s, then SIGKILL the process group (the server and its Python stubs,
@@ -288,9 +455,10 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
     # Both, explicitly: a shell that starts a program in the background has it ignore SIGINT, and Python then keeps
     # ignoring it; `kill -INT` or Ctrl-C must stop the server all the same.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
-    workdir = Path(tempfile.mkdtemp(prefix="resnet-deploy-serve-"))
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIXES[0]))
     server = None
     try:
+        claim_workdir(workdir)
         repo = write_repository(bundle, workdir / "repository", target="python", **repository)
         name = json.loads((repo / MARKER).read_text())["model"]
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
@@ -300,7 +468,8 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
             on_ready(server, name)
         while not server.exited():
             time.sleep(0.2)
-        raise ResnetDeployError(f"tritonserver stopped by itself: {server.log_errors()}")
+        raise ResnetDeployError(f"tritonserver stopped by itself ({server.exit_status()}); its log since it was "
+                                f"ready: {server.errors_since_ready()}")
     except KeyboardInterrupt:
         pass
     finally:

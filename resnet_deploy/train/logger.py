@@ -89,7 +89,7 @@ class MetricsLogger:
             return
         self._write({"kind": "note", "message": message})
         if self.bar:
-            self.bar.console.print(message)
+            self.bar.console.print(message, markup=False, highlight=False)  # names in it are not markup
 
     def close(self) -> None:
         if not self.enabled or self.file.closed:

@@ -19,7 +19,7 @@ from resnet_deploy import models
 from resnet_deploy.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from resnet_deploy.config import TrainConfig, dump_yaml, to_dict
 from resnet_deploy.data.pipeline import FolderData, InMemoryData, prepare
-from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.system import torch_threads
 from resnet_deploy.train import distributed, finetune
 from resnet_deploy.train.distributed import DistEnv
@@ -98,7 +98,13 @@ class Trainer:
             if paths:
                 notes.append(f"data: skipped {len(paths)} unreadable {split} image(s) (data.unreadable=skip): "
                              f"{', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}")
-        return notes
+        for split, entries in getattr(self.data, "ignored", {}).items():
+            if entries:
+                shown = ", ".join(f"{p} ({why})" for p, why in entries[:3])
+                notes.append(f"data: left out {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} of the {split} "
+                             f"folders (hidden, links, not regular files): {shown}{' ...' if len(entries) > 3 else ''}")
+        # names from the folders: printed escaped (a class or file name may hold control characters)
+        return [printable(n) for n in notes]
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _checkpoint_dict(self) -> dict[str, Any]:

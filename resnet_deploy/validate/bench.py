@@ -148,16 +148,18 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         The report (`to_dict()`: bench.json, schema in `report.py`).
 
     Raises:
-        ResnetDeployError: a changed bundle, unknown backend names, or a batch size below 1.
+        ResnetDeployError: a changed bundle, unknown backend names, or a batch size out of 1..MAX_BATCH.
     """
     from resnet_deploy import models
-    from resnet_deploy.runtime import Predictor
+    from resnet_deploy.runtime import Predictor, limits
     from resnet_deploy.runtime.errors import ResnetDeployError
     from resnet_deploy.system import torch_threads
     from resnet_deploy.validate.env import environment
 
-    if not batches or min(batches) < 1:
-        raise ResnetDeployError(f"batch sizes must be at least 1, found {list(batches)}")
+    if not batches:
+        raise ResnetDeployError("give at least one batch size")
+    for b in batches:
+        limits.check("batch", b, "batch sizes")
     manifest = open_bundle(bundle)
     run, skipped = select_backends(bundle, backends, device)
     model, note = _eager_model(bundle, manifest, checkpoint)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
+from resnet_deploy.runtime.manifest import atomic_write_text, check_writable, reports_path
 from resnet_deploy.validate.latency import STAT_KEYS  # noqa: F401 - part of the report schema
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
@@ -52,6 +52,15 @@ def save(result: dict[str, Any], bundle: str | Path, also: str | Path | None = N
     if also:
         write_json(result, also)
     return write_reports(reports)
+
+
+def check_outputs(bundle: str | Path, also: str | Path | None = None, names: tuple[str, ...] = REPORT_FILES) -> None:
+    """Refuse, before a run, outputs it could not write at its end: the bundle's reports folder (a link out of the
+    bundle, or a read-only bundle) and `also` (a --json file)."""
+    for name in names:
+        check_writable(reports_path(bundle, name), "report")
+    if also:
+        check_writable(also, "--json file")
 
 
 def stay_inside(reports: Path) -> None:
@@ -279,8 +288,9 @@ def print_summary(bundle: str | Path) -> list[Path]:
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from resnet_deploy.runtime.errors import ResnetDeployError
+    from resnet_deploy.runtime.errors import ResnetDeployError, printable
 
     if not Path(bundle).is_dir():
         raise ResnetDeployError(f"bundle directory not found: {bundle}")
@@ -291,11 +301,13 @@ def print_summary(bundle: str | Path) -> list[Path]:
                                 "first")
     written = write_reports(d)
     data = f" on {v['num_samples']} images of {v['data']}" if v else ""
-    table = Table(title=f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine")
+    # the reports are files of the bundle, which may come from anywhere: their text is shown as text (escaped, and
+    # never read as rich's markup)
+    table = Table(title=Text(printable(f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine")))
     for col in SUMMARY_COLUMNS:
         table.add_column(col, justify="left" if col in ("backend", "precision", "status") else "right")
     for row in summary_rows(v, b):
-        table.add_row(*row)
+        table.add_row(*(Text(printable(str(cell))) for cell in row))
     Console(width=max(Console().width, 140)).print(table)
     return written
 
