@@ -67,12 +67,20 @@ class MetricsLogger:
         msg = f"iteration {iteration}: top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}"
         self.note(msg)
 
+    def precision(self, choice: dict[str, Any]) -> None:
+        """Record the precision the run trains in (`train.precision.AmpChoice.to_dict()`), as it starts."""
+        if self.enabled:
+            self._write({"kind": "precision", **choice})
+
     def note(self, message: str) -> None:
+        """Record a line and print it now: above the progress bar, or on stdout without one."""
         if not self.enabled:
             return
         self._write({"kind": "note", "message": message})
         if self.bar:
-            self.bar.console.print(message)
+            self.bar.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, flush=True)
 
     def close(self) -> None:
         if not self.enabled or self.file.closed:
