@@ -244,8 +244,14 @@ def test_compile_auto_is_eager_on_gpus_under_ddp_and_without_a_compiler(monkeypa
     assert compile_choice("auto", torch.device("cpu"), 1) == (
         False, "run.compile=auto: no C++ compiler for inductor's CPU kernels; install g++ to compile")
     monkeypatch.setattr(loop, "torch_cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     assert compile_choice("auto", torch.device("cpu"), 1) == (
         True, "run.compile=auto: a CPU, and a C++ compiler (/usr/bin/g++) for inductor's kernels")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # an emulation: its kernels must not enter the shared cache
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compile_choice("auto", torch.device("cpu"), 1)[0] is False
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor-avx2")
+    assert compile_choice("auto", torch.device("cpu"), 1)[0] is True
 
 
 @pytest.mark.skipif(torch_cpp_compiler() is None, reason="no C++ compiler for torch.compile's CPU backend")

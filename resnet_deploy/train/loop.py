@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -258,6 +259,11 @@ def compile_choice(requested: bool | str, device: torch.device, world: int) -> t
         return False, "run.compile=auto: eager on GPUs, where compiling measured slower (the step is launch-bound)"
     if world > 1:
         return False, "run.compile=auto: eager under DDP"
+    if os.environ.get("ATEN_CPU_CAPABILITY") and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        # torch 2.14's inductor cache does not key kernels by the capped ISA: kernels built under an AVX2 cap
+        # corrupted the heap of a later uncapped process that loaded them (benchmarks/RESULTS.md)
+        return False, ("run.compile=auto: eager while ATEN_CPU_CAPABILITY caps torch without a TORCHINDUCTOR_CACHE_DIR "
+                       "of its own")
     if (cxx := torch_cpp_compiler()) is None:
         return False, "run.compile=auto: no C++ compiler for inductor's CPU kernels; install g++ to compile"
     return True, f"run.compile=auto: a CPU, and a C++ compiler ({cxx}) for inductor's kernels"
@@ -289,8 +295,9 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
         progress: show a rich progress bar (rank 0).
 
     Returns:
-        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, rank, notes (lines on the
-        weights loaded, layers frozen and images skipped), out_dir, last, best.
+        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, precision (what run.amp
+        trained in here and why, `AmpChoice.to_dict()`), rank, notes (lines on the weights loaded, layers frozen and
+        images skipped; printed, with the precision, as the run starts), out_dir, last, best.
 
     Raises:
         ResnetDeployError: bad recipe or data; TrainingDiverged when the loss becomes NaN.

@@ -15,7 +15,8 @@ from resnet_deploy.system import installed_version, torch_cuda_devices
 
 # Variables that cap the instruction set libraries use, as an emulation of an older CPU does: a figure taken under
 # them is that emulation's, and the report says so.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV_CPU_MAX_ISA", "MKL_ENABLE_INSTRUCTIONS")
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV_CPU_MAX_ISA",
+            "MKL_ENABLE_INSTRUCTIONS")
 LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
              "cuda-python")
 
