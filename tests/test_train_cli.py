@@ -14,7 +14,7 @@ from resnet_deploy.cli import main
 QUICK = str(Path(__file__).parent.parent / "recipes" / "fashion_mnist_quick.yaml")
 SMALL = ["--set", "schedule.iterations=6", "--set", "schedule.milestones=[4]", "--set", "optim.batch_size=8",
          "--set", "run.eval_every=0", "--set", "run.checkpoint_every=0", "--set", "run.log_every=3",
-         "--set", "run.amp=none", "--set", "run.threads=1"]
+         "--set", "run.amp=none", "--set", "run.threads=1", "--set", "run.compile=false"]
 
 
 def run(*args: str):

@@ -42,8 +42,9 @@ class Estimate:
 
     def summary(self) -> str:
         """The line printed before the run."""
+        first = f", after {duration(self.warmup_s)} of first steps (compilation)" if self.warmup_s > 5 else ""
         return (f"expected: about {duration(self.train_s)} of training here ({self.iterations:,} iterations of "
-                f"{self.batch_size} images at {self.img_per_s:,.0f} img/s, timed now over {self.steps} steps; "
+                f"{self.batch_size} images at {self.img_per_s:,.0f} img/s, timed now over {self.steps} steps{first}; "
                 f"start-up and evaluations not included)")
 
 
