@@ -59,6 +59,7 @@ demo: install data
 	  resume=; [ -z "$(FORCE)" ] && [ -f $(RUN).partial/last.pt ] && resume=--resume; \
 	  [ -z "$$resume" ] && rm -rf $(RUN).partial; \
 	  echo "== train $(RECIPE) -> $(RUN)"; \
+	  $(RD) train --recipe $(RECIPE) --data $(DATA) --download --estimate || exit 1; \
 	  $(RD) train --recipe $(RECIPE) --data $(DATA) --out $(RUN).partial --download $$resume || exit 1; \
 	  rm -rf $(RUN) && mv $(RUN).partial $(RUN); \
 	else echo "== train: reusing $(RUN)/best.pt (FORCE=1 retrains)"; fi; \

@@ -89,9 +89,7 @@ def run(name: str, cfg, out: Path, force: bool, data=None, key: object = None) -
     shutil.rmtree(out, ignore_errors=True)
     print(f"== {name}: {cfg.model.arch}, {cfg.schedule.iterations} iterations of {cfg.optim.batch_size} -> {out}",
           flush=True)
-    r = train(cfg, out, data=data, progress=False)
-    for line in r["notes"]:
-        print(f"   {line}", flush=True)
+    r = train(cfg, out, data=data, progress=False)  # prints its precision and notes as it starts
     keep = {**{k: r[k] for k in ("top1", "top5", "eval_images", "wall_s", "img_per_s", "iteration")},
             "config": to_dict(cfg), "key": key}
     summary.write_text(json.dumps(keep, indent=2) + "\n")

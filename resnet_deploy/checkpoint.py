@@ -5,7 +5,8 @@ dicts): no pickled classes, so loading a file from elsewhere cannot run code.
 
 Keys: format, arch, model_options ({shortcut, stride_in_1x1, zero_init_residual}), num_classes, in_channels, model
 (state dict), classes (list of names), preprocess (`Preprocess.to_dict()`), config (resolved recipe as a dict),
-iteration, and for resuming: optimizer, scheduler, scaler, rng, metrics.
+iteration, and for resuming: optimizer, scheduler, scaler, rng, metrics; precision (what `run.amp` trained in here and
+why, `train.precision.AmpChoice.to_dict()`).
 """
 
 from __future__ import annotations

@@ -200,20 +200,25 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--download", is_flag=True, help="Let torchvision download Fashion-MNIST/CIFAR-10 if not on disk.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to metrics.jsonl).")
+@click.option("--estimate", is_flag=True, help="Print the precision and the expected training time here (a few "
+              "steps timed on synthetic images), then exit without training.")
 def train(recipe: str, data_spec: str | None, out_dir: str | None, overrides: tuple[str, ...], resume: bool,
-          download: bool, no_progress: bool) -> None:
+          download: bool, no_progress: bool, estimate: bool) -> None:
     """Train a recipe (one process, or many under torchrun) into a run folder."""
     from resnet_deploy.config import load_train_config
     from resnet_deploy.train import summary_line
     from resnet_deploy.train import train as run_training
 
     extra = ([f"data.spec={data_spec}"] if data_spec else []) + (["data.download=true"] if download else [])
+    cfg = load_train_config(recipe, [*overrides, *extra])
+    if estimate:
+        from resnet_deploy.train.estimate import estimate as estimate_training
+
+        click.echo(estimate_training(cfg).summary())  # after the precision line the run would print
+        return
     out = Path(out_dir) if out_dir else Path("runs") / Path(recipe).stem
-    result = run_training(load_train_config(recipe, [*overrides, *extra]), out, resume=resume,
-                          progress=not no_progress)
-    if result["rank"] == 0:
-        for line in result["notes"] if no_progress else ():  # the progress bar printed them as the run began
-            echo(line)
+    result = run_training(cfg, out, resume=resume, progress=not no_progress)
+    if result["rank"] == 0:  # the run's notes (precision, weights, ...) were printed as it began
         echo(summary_line(result, out))
 
 

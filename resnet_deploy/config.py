@@ -354,9 +354,13 @@ class RunConfig(Checked):
 
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"  # fp16 (with a GradScaler) needs a GPU; bf16 runs on CPU and GPU
-    channels_last: bool = True  # GPU only
-    compile: bool = False  # torch.compile the model
+    # auto: bf16 where the device computes it natively, fp16 + GradScaler on GPUs without, fp32 otherwise
+    # (train/precision.py); fp16 needs a GPU; an explicit bf16 on a device that emulates it warns what it costs.
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # NHWC activations: oneDNN's and cuDNN's fast convolution layout
+    # torch.compile the model; auto: on CPUs with a C++ compiler for inductor's kernels, single process (measured
+    # faster there, benchmarks/RESULTS.md), eager on GPUs (measured slower on an H200: the step is launch-bound)
+    compile: bool | Literal["auto"] = False
     deterministic: bool = False
     log_every: int = 50
     eval_every: int = 2000  # 0: only at the end

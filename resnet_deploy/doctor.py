@@ -1,4 +1,5 @@
-"""`resnet-deploy doctor`: what this machine can run, and for each missing piece what it enables and how to get it.
+"""`resnet-deploy doctor`: what this machine can run, and for each missing piece what it enables and how to get it;
+the precisions its CPU computes natively, and what `train` (run.amp=auto) and `predict --backend auto` will use.
 
 Every probe is guarded: doctor reports, it never fails (a broken install is a row saying so, not a traceback).
 """
@@ -39,7 +40,45 @@ def _torch_checks() -> list[Check]:
         why = f"torch built with CUDA {cuda}, but no GPU/driver found" if cuda else "CPU-only torch build"
         rows.append(Check("CUDA GPUs", "missing", why, "GPU training, TensorRT engines",
                           "an NVIDIA GPU with its driver (nvidia-smi must work)"))
+    rows.append(_train_precision_check(len(devices)))
     return rows
+
+
+NAMES = {"int8": "int8 dot product"}  # precision names as doctor lists them
+
+
+def _cpu_check() -> Check:
+    from resnet_deploy.runtime import machine
+
+    native = machine.native_precisions()
+    emulated = [p for p in machine.PRECISIONS if p not in native]
+    detail = (f"{machine.cpu_model()}; native: " + ", ".join(f"{NAMES.get(p, p)} ({', '.join(f)})" if f else p
+                                                             for p, f in native.items())
+              + (f"; emulated or slow: {', '.join(emulated)}" if emulated else ""))
+    return Check("CPU", "ok", detail, "the precisions train and auto pick on the CPU")
+
+
+def _train_precision_check(gpus: int) -> Check:
+    try:
+        from resnet_deploy.train.precision import LABELS, choose_amp
+
+        parts = []
+        for device in ["cpu", *(f"cuda:{i}" for i in range(gpus))]:
+            c = choose_amp("auto", device)
+            parts.append(f"on {device}: {LABELS[c.amp]} ({c.reason})")
+    except Exception as e:  # a broken torch is reported, not raised
+        return Check("training precision", "unusable", f"{type(e).__name__}: {str(e)[:60]}", "train")
+    return Check("training precision", "ok", "run.amp=auto " + "; ".join(parts),
+                 "`resnet-deploy train` (run.amp=auto, the default)")
+
+
+def _inference_auto_check() -> Check:
+    from resnet_deploy.runtime.predictor import auto_order
+
+    order, why = auto_order("cpu")
+    return Check("inference auto", "ok", f"cpu: {', '.join(order)}, the first the bundle has and this machine runs "
+                 f"({why}); a bundle's own `bench` record (reports/auto.json) on this machine comes first",
+                 "`predict --backend auto`, Predictor.from_bundle(backend='auto')")
 
 
 def _ort_check() -> Check:
@@ -65,7 +104,7 @@ def _module_check(component: str, module: str, dist: str, enables: str, install:
 
 def run_checks() -> list[Check]:
     """Probe the machine; never raises."""
-    rows = [Check("Python", "ok", f"{platform.python_version()} ({sys.executable})", "everything")]
+    rows = [Check("Python", "ok", f"{platform.python_version()} ({sys.executable})", "everything"), _cpu_check()]
     rows += _torch_checks()
     rows.append(_module_check("torchvision", "torchvision", "torchvision", "torchvision weights and transforms",
                               "make install"))
@@ -83,6 +122,7 @@ def run_checks() -> list[Check]:
                               "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
     rows.append(_module_check("OpenVINO", "openvino", "openvino", "the ov-fp32, ov-bf16 and ov-int8 CPU backends",
                               "pip install 'resnet-deploy[openvino]'"))
+    rows.append(_inference_auto_check())
     return rows
 
 

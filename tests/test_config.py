@@ -60,7 +60,7 @@ def test_unknown_key_is_named_with_suggestion(tmp_path):
 def test_mistyped_values_are_named(tmp_path):
     p = tmp_path / "r.yaml"
     for text, match in [("optim: {lr: fast}", r"'optim.lr' in recipe .* must be float, found 'fast'"),
-                        ("run: {amp: fp8}", r"'run.amp' .* must be one of 'none', 'bf16', 'fp16', found 'fp8'"),
+                        ("run: {amp: fp8}", r"'run.amp' .* must be one of 'auto', 'none', 'bf16', 'fp16', found 'fp8'"),
                         ("schedule: {milestones: [1, x]}", r"'schedule.milestones' .* must be int"),
                         ("optim: {batch_size: 12.5}", r"'optim.batch_size' .* must be int, found 12.5"),
                         ("run: {deterministic: 1}", r"'run.deterministic' .* must be bool, found 1"),

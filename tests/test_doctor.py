@@ -13,8 +13,9 @@ def test_doctor_json_lists_every_component_and_exits_0():
     r = CliRunner().invoke(main, ["doctor", "--json"])
     assert r.exit_code == 0, r.output
     rows = {row["component"]: row for row in json.loads(r.output)}
-    assert list(rows) == ["Python", "torch", "CUDA GPUs", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu",
-                          "TensorRT", "TensorRT lean runtime", "cuda-python", "OpenVINO"]
+    assert list(rows) == ["Python", "CPU", "torch", "CUDA GPUs", "training precision", "torchvision", "onnx",
+                          "onnxruntime", "onnxruntime-gpu", "TensorRT", "TensorRT lean runtime", "cuda-python",
+                          "OpenVINO", "inference auto"]
     assert rows["onnxruntime"]["status"] == "ok" and "CPU" in rows["onnxruntime"]["detail"]
     for row in rows.values():
         assert row["status"] in ("ok", "missing", "unusable")

@@ -268,9 +268,10 @@ def test_fine_tune_export_predict_with_the_folders_class_names(tmp_path):
                                   "--set", "optim.batch_size=4", "--set", "run.threads=1", "--set", "run.amp=none"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0] == (f"weights: 114 tensors loaded from {weights} (resnet-deploy checkpoint (cifar_resnet20, 10 "
+    assert lines[0] == "precision: fp32 (run.amp=none)"
+    assert lines[1] == (f"weights: 114 tensors loaded from {weights} (resnet-deploy checkpoint (cifar_resnet20, 10 "
                         "classes)); head fc.weight, fc.bias replaced (10 classes in the file, 3 in the data)")
-    assert lines[1] == "frozen: conv1, bn1 (464 parameters; BN statistics fixed)" and lines[2].startswith("iteration 3")
+    assert lines[2] == "frozen: conv1, bn1 (464 parameters; BN statistics fixed)" and lines[3].startswith("iteration 3")
     r = CliRunner().invoke(main, ["export", str(out / "last.pt"), "--out", str(bundle), "--quiet"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), str(root / "val" / "eel" / "0.png"), "--json", "--topk",

@@ -18,8 +18,8 @@ from PIL import Image
 from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends, read_manifest
 from resnet_deploy.runtime import predictor as predictor_mod
 from resnet_deploy.runtime.checksum import file_digests
+from resnet_deploy.runtime.machine import cpu_int8_is_fast
 from resnet_deploy.runtime.manifest import verify_files
-from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import Preprocess
 
 CLASSES = ["ant", "bee", "cat", "dog"]
@@ -154,14 +154,6 @@ def test_auto_picks_int8_only_on_cpus_with_int8_dot_products(bundle: Path, monke
     assert (p.backend, p.why) == ("int8", "has vnni")
     monkeypatch.setattr(predictor_mod, "cpu_int8_is_fast", lambda: (False, "no vnni"))
     assert Predictor.from_bundle(bundle).backend == "onnx"
-
-
-def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
-    (tmp_path / "x86").write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags\t: fpu\n")
-    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
-    assert cpu_flags(tmp_path / "x86") == {"fpu", "avx2", "avx512_vnni"}
-    assert cpu_flags(tmp_path / "arm") == {"fp", "asimd", "asimddp"}
-    assert cpu_flags(tmp_path / "absent") == set()
 
 
 def test_unusable_backends_say_why(bundle: Path, tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from test_runtime import PRE, _build_bundle, _images  # the tiny bundle every runtime test uses
 
-from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends, variants
+from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends, machine, variants
 from resnet_deploy.runtime import openvino_backend as ovb
 from resnet_deploy.runtime.manifest import FileEntry, read_manifest, write_manifest
 
 needs_ov = pytest.mark.skipif(not ovb.ov_installed(), reason="openvino is not installed (the `openvino` extra)")
-needs_bf16 = pytest.mark.skipif(not ovb.cpu_has_bf16()[0], reason="this CPU has no native bf16 (avx512_bf16/amx)")
+needs_bf16 = pytest.mark.skipif(not machine.cpu_has_bf16()[0], reason="this CPU has no native bf16 (avx512_bf16/amx)")
 
 # Largest logit difference from ONNX Runtime, relative to the largest |logit|, per variant (measured on this tiny
 # random net: ov-fp32 ~1e-6, ov-bf16 ~7e-3, ov-int8 against ORT's int8 on the same QDQ file: median 2.2e-2, largest
@@ -102,7 +102,7 @@ def test_model_cache_is_written_then_reused(bundle: Path, x: np.ndarray, cache: 
     with Predictor.from_bundle(bundle, backend="ov-int8", threads=1):
         pass
     assert len(list(cache.rglob("*.blob"))) == 2  # another file is another entry
-    if ovb.cpu_has_bf16()[0]:  # the same file in bf16 shares the fp32 entry, and still runs in bf16
+    if machine.cpu_has_bf16()[0]:  # the same file in bf16 shares the fp32 entry, and still runs in bf16
         with Predictor.from_bundle(bundle, backend="ov-bf16", threads=1) as p:
             cached = p.run(x)
         uncached = ovb.OvBackend(bundle / "model.onnx", threads=1, precision="bf16", cache=None).run(x)
@@ -174,7 +174,7 @@ def test_a_broken_file_and_a_bad_precision_are_one_line_errors(bundle: Path, tmp
 def test_refusals_say_why(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reasons = available_backends(bundle, device="cuda")
     assert reasons["ov-fp32"] == "the ov-fp32 model runs on cpu only; on cuda use onnx or trt-fp32"
-    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f"})
     if ovb.ov_installed():
         assert available_backends(bundle)["ov-bf16"].startswith("CPU lacks bf16 instructions (avx512_bf16, amx_bf16)")
         assert available_backends(bundle)["ov-fp32"] is None

@@ -3,6 +3,7 @@ and evaluation agreeing with the loop's own."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,11 @@ from resnet_deploy.config import ScheduleConfig, TrainConfig, apply_overrides
 from resnet_deploy.data.pipeline import InMemoryData
 from resnet_deploy.data.stats import make_preprocess, mean_std
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.train import LRSchedule, TrainingDiverged, evaluate, train
+from resnet_deploy.system import torch_cpp_compiler
+from resnet_deploy.train import LRSchedule, TrainingDiverged, evaluate, precision, train
+from resnet_deploy.train.estimate import duration, estimate
+from resnet_deploy.train.loop import compile_choice
+from resnet_deploy.train.precision import choose_amp
 
 TINY = ["model.arch=cifar_resnet20", "optim.batch_size=8", "run.log_every=5", "run.eval_every=0",
         "run.checkpoint_every=0", "run.device=cpu", "run.threads=1"]
@@ -151,8 +156,6 @@ def test_bf16_autocast_trains_and_loss_falls(tmp_path):
     r = train(cfg_with("schedule.iterations=30", "run.amp=bf16", "run.log_every=10"), tmp_path, data=tiny_data(),
               progress=False)
     lines = [ln for ln in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"train"' in ln]
-    import json
-
     losses = [json.loads(ln)["loss"] for ln in lines]
     assert len(losses) == 3 and losses[-1] < losses[0] and r["iteration"] == 30
 
@@ -199,8 +202,76 @@ def test_folder_training_and_ten_crop_evaluation(tmp_path):
 def test_cuda_fp16_channels_last_trains(tmp_path):
     r = train(cfg_with("schedule.iterations=30", "run.device=cuda", "run.amp=fp16", "run.log_every=10"),
               tmp_path, data=tiny_data(device="cuda"), progress=False)
-    import json
-
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()
               if '"train"' in ln]
     assert r["iteration"] == 30 and losses[-1] < losses[0]
+
+
+# ------------------------------------------------------------------------------------------ precision and compile
+def test_the_run_prints_and_records_its_precision(tmp_path, capsys):
+    r = train(cfg_with("schedule.iterations=5", "run.amp=auto"), tmp_path, data=tiny_data(), progress=False)
+    chosen = choose_amp("auto", "cpu")
+    assert r["precision"] == chosen.to_dict() and capsys.readouterr().out.startswith(chosen.summary() + "\n")
+    records = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0] == {**chosen.to_dict(), "kind": "precision", "time_s": records[0]["time_s"]}
+    assert load_checkpoint(tmp_path / "last.pt")["precision"] == chosen.to_dict()
+
+
+def test_a_run_resumes_in_the_precision_chosen_where_it_resumes(tmp_path, monkeypatch):
+    # began where auto chose fp32 (no GradScaler state), resumed where it chooses bf16, and the other way round
+    cpus = {"fp32": (False, "no bf16 here"), "bf16": (True, "bf16 here")}
+    for first, then in (("fp32", "bf16"), ("bf16", "fp32")):
+        out = tmp_path / first
+        monkeypatch.setattr(precision, "cpu_bf16_native", lambda flags=None, c=cpus[first]: c)
+        train(cfg_with("schedule.iterations=5", "run.amp=auto"), out, data=tiny_data(), progress=False)
+        monkeypatch.setattr(precision, "cpu_bf16_native", lambda flags=None, c=cpus[then]: c)
+        r = train(cfg_with("schedule.iterations=10", "run.amp=auto"), out, data=tiny_data(), resume=True,
+                  progress=False)
+        assert r["iteration"] == 10 and r["precision"]["label"] == ("fp32" if then == "fp32" else "bf16 autocast")
+        kinds = [json.loads(ln)["amp"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+                 if '"precision"' in ln]
+        assert kinds == ["none" if first == "fp32" else "bf16", "none" if then == "fp32" else "bf16"]
+
+
+def test_compile_auto_is_eager_on_gpus_under_ddp_and_without_a_compiler(monkeypatch):
+    from resnet_deploy.train import loop
+
+    assert compile_choice(True, torch.device("cpu"), 1) == (True, "run.compile=true")
+    assert compile_choice(False, torch.device("cpu"), 1) == (False, "run.compile=false")
+    assert compile_choice("auto", torch.device("cuda", 0), 1)[0] is False
+    assert compile_choice("auto", torch.device("cpu"), 2) == (False, "run.compile=auto: eager under DDP")
+    monkeypatch.setattr(loop, "torch_cpp_compiler", lambda: None)
+    assert compile_choice("auto", torch.device("cpu"), 1) == (
+        False, "run.compile=auto: no C++ compiler for inductor's CPU kernels; install g++ to compile")
+    monkeypatch.setattr(loop, "torch_cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert compile_choice("auto", torch.device("cpu"), 1) == (
+        True, "run.compile=auto: a CPU, and a C++ compiler (/usr/bin/g++) for inductor's kernels")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # an emulation: its kernels must not enter the shared cache
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compile_choice("auto", torch.device("cpu"), 1)[0] is False
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor-avx2")
+    assert compile_choice("auto", torch.device("cpu"), 1)[0] is True
+
+
+@pytest.mark.skipif(torch_cpp_compiler() is None, reason="no C++ compiler for torch.compile's CPU backend")
+def test_compiled_channels_last_run_resumes_exactly(tmp_path):
+    overrides = ("schedule.milestones=[15]", "run.compile=true", "run.channels_last=true", "run.amp=none")
+    straight = train(cfg_with("schedule.iterations=12", *overrides), tmp_path / "a", data=tiny_data(), progress=False)
+    train(cfg_with("schedule.iterations=6", *overrides), tmp_path / "b", data=tiny_data(), progress=False)
+    resumed = train(cfg_with("schedule.iterations=12", *overrides), tmp_path / "b", data=tiny_data(), resume=True,
+                    progress=False)
+    assert straight["iteration"] == resumed["iteration"] == 12
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), f"{k} differs after resume"
+
+
+def test_estimate_times_the_runs_own_step_on_the_recipes_shape(capsys):
+    e = estimate(cfg_with("schedule.iterations=1000", "run.amp=none"), seconds=0.2, warmup=1, min_steps=2)
+    assert e.precision == "precision: fp32 (run.amp=none)" and capsys.readouterr().out == e.precision + "\n"
+    assert e.steps >= 2 and e.img_per_s > 0 and e.iterations == 1000 and e.batch_size == 8
+    assert e.train_s == pytest.approx(1000 * 8 / e.img_per_s)
+    assert e.summary().startswith(f"expected: about {duration(e.train_s)} of training here (1,000 iterations of 8 "
+                                  f"images at {e.img_per_s:,.0f} img/s, timed now over {e.steps} steps;")
+    assert [duration(s) for s in (44.6, 600, 5399, 12 * 3600)] == ["45 s", "10 min", "90 min", "12.0 h"]

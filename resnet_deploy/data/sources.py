@@ -31,6 +31,7 @@ from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                   "Ankle boot")
 IN_MEMORY = ("fashion-mnist", "cifar10")
+SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W) of the in-memory sets' images
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import BundleError
+from resnet_deploy.runtime.machine import cpu_flags, cpu_model
 from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
-from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
 AUTO_JSON = "auto.json"
 AUTO_SCHEMA = "resnet-deploy/auto"

@@ -114,7 +114,8 @@ class OvLoader:
     """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.openvino_backend import cpu_has_bf16, ov_installed
+        from resnet_deploy.runtime.machine import cpu_has_bf16
+        from resnet_deploy.runtime.openvino_backend import ov_installed
 
         if device != "cpu":
             return "the OpenVINO backend runs on the CPU only"

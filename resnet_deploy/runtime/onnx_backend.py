@@ -7,8 +7,6 @@ this backend needs no lock.
 
 from __future__ import annotations
 
-import functools
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,6 @@ from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_l
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 
-# CPU features with int8 dot-product instructions. ONNX Runtime's U8S8 QLinearConv / MatMulInteger kernels (MLAS) use
-# them: VPDPBUSD (AVX-512 VNNI, AVX-VNNI), AMX tiles, and SDOT/UDOT/SMMLA on Arm (asimddp, i8mm). Without them the
-# int8 kernels fall back to 16-bit multiply-add sequences whose speed-up over fp32 is small or negative, so fp32 is
-# the safe choice there (figures in benchmarks/RESULTS.md: int8 about 3x faster than fp32 on an AVX-512 VNNI CPU).
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 # `graph_optimization` values -> ONNX Runtime's GraphOptimizationLevel member names. "basic" is for FP8 Q/DQ models:
 # one of ORT's extended-level rewrites drops the Relu in front of an FP8 QuantizeLinear, as if the Q clamped negative
 # values like an unsigned int8 Q with zero point 0 (seen with onnxruntime 1.32: relative logit error 1.9 instead of
@@ -52,43 +45,6 @@ def ort_installed() -> bool:
 def ort_has_cuda() -> bool:
     """True when the installed onnxruntime build offers the CUDA execution provider (onnxruntime-gpu)."""
     return ort_installed() and CUDA_EP in _import_ort().get_available_providers()
-
-
-@functools.lru_cache(maxsize=4)
-def _read_cpuinfo(path: str) -> str:
-    # Read once per process: a machine's CPU does not change while it runs, and on large hosts the file is slow.
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags of the first core (x86 `flags`, Arm `Features`); empty when unknown (not Linux)."""
-    for line in _read_cpuinfo(str(cpuinfo)).splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    for line in _read_cpuinfo(str(cpuinfo)).splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_int8_is_fast(flags: set[str] | None = None) -> tuple[bool, str]:
-    """Whether ONNX Runtime's int8 kernels beat fp32 on this CPU, and why (see INT8_DOT_FLAGS)."""
-    flags = cpu_flags() if flags is None else flags
-    found = [f for f in INT8_DOT_FLAGS if f in flags]
-    if found:
-        return True, f"CPU has int8 dot-product instructions ({', '.join(found)})"
-    if not flags and platform.system() == "Darwin" and platform.machine() == "arm64":
-        return True, "Apple silicon has int8 dot-product instructions (asimddp)"
-    return False, f"CPU lacks int8 dot-product instructions ({', '.join(INT8_DOT_FLAGS)}); fp32 is faster"
 
 
 class OrtBackend:

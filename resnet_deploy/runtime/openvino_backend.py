@@ -32,11 +32,9 @@ import numpy as np
 
 from resnet_deploy.runtime.cache import CACHE_ENV, PrivateDir, cache_root, private_dir  # noqa: F401 - CACHE_ENV: tests
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
+from resnet_deploy.runtime.machine import cpu_flags, cpu_model
 from resnet_deploy.runtime.manifest import FD_DIR
-from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
 
-# CPU flags with native bf16 arithmetic (AVX-512 BF16's VDPBF16PS, AMX BF16 tiles); OpenVINO's own test.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 # A compiled model imported from the cache points into the entry's mapping, and OpenVINO holds no reference to it (an
@@ -61,15 +59,6 @@ def ov_installed() -> bool:
     except ResnetDeployError:
         return False
     return True
-
-
-def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
-    """Whether this CPU computes bf16 natively (see BF16_FLAGS), and why."""
-    flags = cpu_flags() if flags is None else flags
-    found = [f for f in BF16_FLAGS if f in flags]
-    if found:
-        return True, f"CPU has bf16 instructions ({', '.join(found)})"
-    return False, f"CPU lacks bf16 instructions ({', '.join(BF16_FLAGS)}); OpenVINO would emulate it, slower than fp32"
 
 
 def cache_dir(content_id: str) -> Path:

@@ -19,8 +19,8 @@ from PIL import Image
 from resnet_deploy.runtime import autotune, limits, variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
+from resnet_deploy.runtime.machine import cpu_int8_is_fast
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
-from resnet_deploy.runtime.onnx_backend import cpu_int8_is_fast
 from resnet_deploy.runtime.preprocess import ImageInput
 
 DEVICES = variants.DEVICES
@@ -140,6 +140,13 @@ def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
     return tuple(order), why
+
+
+def auto_order(device: str = "cpu", bundle: str | Path | None = None) -> tuple[tuple[str, ...], str]:
+    """The variants `auto` tries on `device`, in order, and why that order: the order `bench` measured on this machine
+    when `bundle` records one, else the registry's, with int8 behind fp32 on CPUs without int8 dot products."""
+    _check_device(device)
+    return _candidates("auto", device, None if bundle is None else Path(bundle))
 
 
 def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto",

@@ -32,7 +32,8 @@ class DistEnv:
         return self.rank == 0
 
 
-def _device(pref: str, local_rank: int) -> torch.device:
+def resolve_device(pref: str, local_rank: int) -> torch.device:
+    """The torch device of `run.device` ("auto", "cpu", "cuda", "cuda:N") for the process of local rank `local_rank`."""
     if pref == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(pref)
@@ -48,7 +49,7 @@ def setup(device: str = "auto") -> DistEnv:
     """Join the torchrun job described by the environment, or run as a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _device(device, local)
+    dev = resolve_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = False

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.runtime.errors import printable
+
 
 class MetricsLogger:
     """Writes one JSON object per log interval and per evaluation to out_dir/metrics.jsonl."""
@@ -84,12 +86,20 @@ class MetricsLogger:
         msg = f"iteration {iteration}: top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}"
         self.note(msg)
 
+    def precision(self, choice: dict[str, Any]) -> None:
+        """Record the precision the run trains in (`train.precision.AmpChoice.to_dict()`), as it starts."""
+        if self.enabled:
+            self._write({"kind": "precision", **choice})
+
     def note(self, message: str) -> None:
+        """Record a line and print it now: above the progress bar, or on stdout without one."""
         if not self.enabled:
             return
         self._write({"kind": "note", "message": message})
         if self.bar:
-            self.bar.console.print(message, markup=False, highlight=False)  # names in it are not markup
+            self.bar.console.print(printable(message), markup=False, highlight=False)  # names in it are not markup
+        else:
+            print(printable(message), flush=True)
 
     def close(self) -> None:
         if not self.enabled or self.file.closed:

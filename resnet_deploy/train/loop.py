@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,10 +21,11 @@ from resnet_deploy.checkpoint import load_checkpoint, remove_stale_temps, save_c
 from resnet_deploy.config import TrainConfig, dump_yaml, to_dict
 from resnet_deploy.data.pipeline import FolderData, InMemoryData, prepare
 from resnet_deploy.runtime.errors import ResnetDeployError, printable
-from resnet_deploy.system import torch_threads
+from resnet_deploy.system import torch_cpp_compiler, torch_threads
 from resnet_deploy.train import distributed, finetune
 from resnet_deploy.train.distributed import DistEnv
 from resnet_deploy.train.logger import MetricsLogger
+from resnet_deploy.train.precision import choose_amp
 from resnet_deploy.train.schedule import LRSchedule
 
 # Config sections a resumed run may change: its length and engineering knobs, not the model, data or optimiser.
@@ -45,8 +47,7 @@ class Trainer:
         if r.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not r.deterministic
-        if r.amp == "fp16" and env.device.type != "cuda":
-            raise ResnetDeployError("run.amp=fp16 needs a CUDA GPU (a GradScaler on fp16); use run.amp=bf16 on a CPU")
+        self.precision = choose_amp(r.amp, env.device)
         if cfg.optim.batch_size % env.world:
             raise ResnetDeployError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by the "
                                     f"{env.world} processes")
@@ -54,14 +55,17 @@ class Trainer:
                                     batch_size=cfg.optim.batch_size // env.world, seed=r.seed, device=env.device,
                                     rank=env.rank, world=env.world)
         self._build_model(self.data.classes, self.data.in_channels, load_weights=not resume)
-        self.amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.amp]
+        self.amp = self.precision.dtype
         self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr)
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=r.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision.grad_scaler)
         self.iteration, self.best_top1, self.last_eval = 0, -1.0, {}
         self.log = MetricsLogger(out_dir, cfg.schedule.iterations, enabled=env.main, progress=progress)
         self.intervals: list[tuple[int, float]] = []  # (images, seconds) of each log interval, for img/s
         self.notes = self._setup_notes()
-        for line in self.notes:
+        self.log.precision(self.precision.to_dict())
+        shown = self.compiled or r.compile == "auto"
+        compiled = [f"torch.compile: {'on' if self.compiled else 'off'} ({self.compile_why})"] * shown
+        for line in [self.precision.summary(), *self.precision.warnings(), *compiled, *self.notes]:
             self.log.note(line)
         if self.weights_report is not None and env.main:
             self.weights_report.save(out_dir / "weights.json")
@@ -77,7 +81,7 @@ class Trainer:
             self.weights_report = finetune.load_weights(self.model, m.weights, m.arch, classes, m.weights_strict)
         self.frozen = finetune.frozen_modules(self.model, m.freeze, m.arch)
         self.frozen_params = finetune.freeze(self.model, self.frozen)
-        self.channels_last = self.cfg.run.channels_last and dev.type == "cuda"
+        self.channels_last = self.cfg.run.channels_last
         self.model.to(dev, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         o = self.cfg.optim
         self.optimizer = torch.optim.SGD(finetune.param_groups(self.model, o.backbone_lr_mult), lr=o.lr,
@@ -86,7 +90,8 @@ class Trainer:
         if self.env.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if self.cfg.run.compile:
+        self.compiled, self.compile_why = compile_choice(self.cfg.run.compile, dev, self.env.world)
+        if self.compiled:
             self.net = torch.compile(self.net)
 
     def _setup_notes(self) -> list[str]:
@@ -118,6 +123,7 @@ class Trainer:
                 "preprocess": self.data.preprocess.to_dict(), "config": to_dict(self.cfg),
                 "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
+                "precision": self.precision.to_dict(),
                 "metrics": {"best_top1": self.best_top1, **self.last_eval}}
 
     def save(self, *names: str) -> None:
@@ -138,7 +144,8 @@ class Trainer:
         models.load_torchvision(self.model, ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when the run began without a GradScaler (run.amp=auto on another device)
+            self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if ckpt["rng"]["cuda"] and self.env.device.type == "cuda":
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -150,6 +157,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------- loop
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.env.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.net(x)  # (N, K)
             loss = F.cross_entropy(out, y)
@@ -183,8 +192,6 @@ class Trainer:
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr * g.get("lr_mult", 1.0)
             x, y = next(batches)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             loss, correct = self._step(x, y)
             stats[0] += loss * len(y)
             stats[1] += correct
@@ -249,8 +256,27 @@ class Trainer:
         images, secs = sum(i for i, _ in steady), sum(s for _, s in steady)
         return {"iteration": self.iteration, **self.last_eval, "best_top1": self.best_top1,
                 "img_per_s": images / secs if secs else 0.0, "wall_s": wall, "world_size": self.env.world,
+                "precision": self.precision.to_dict(),
                 "rank": self.env.rank, "notes": self.notes,
                 "out_dir": str(self.out), "last": str(self.out / "last.pt"), "best": str(self.out / "best.pt")}
+
+
+def compile_choice(requested: bool | str, device: torch.device, world: int) -> tuple[bool, str]:
+    """Whether the run compiles its model (`run.compile`: true, false or auto), and why."""
+    if requested != "auto":
+        return bool(requested), f"run.compile={str(requested).lower()}"
+    if device.type != "cpu":
+        return False, "run.compile=auto: eager on GPUs, where compiling measured slower (the step is launch-bound)"
+    if world > 1:
+        return False, "run.compile=auto: eager under DDP"
+    if os.environ.get("ATEN_CPU_CAPABILITY") and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        # torch 2.14's inductor cache does not key kernels by the capped ISA: kernels built under an AVX2 cap
+        # corrupted the heap of a later uncapped process that loaded them (benchmarks/RESULTS.md)
+        return False, ("run.compile=auto: eager while ATEN_CPU_CAPABILITY caps torch without a TORCHINDUCTOR_CACHE_DIR "
+                       "of its own")
+    if (cxx := torch_cpp_compiler()) is None:
+        return False, "run.compile=auto: no C++ compiler for inductor's CPU kernels; install g++ to compile"
+    return True, f"run.compile=auto: a CPU, and a C++ compiler ({cxx}) for inductor's kernels"
 
 
 def _check_same_recipe(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:
@@ -279,8 +305,9 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
         progress: show a rich progress bar (rank 0).
 
     Returns:
-        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, rank, notes (lines on the
-        weights loaded, layers frozen and images skipped), out_dir, last, best.
+        iteration, top1, top5, best_top1, img_per_s (steady-state), wall_s, world_size, precision (what run.amp
+        trained in here and why, `AmpChoice.to_dict()`), rank, notes (lines on the weights loaded, layers frozen and
+        images skipped; printed, with the precision, as the run starts), out_dir, last, best.
 
     Raises:
         ResnetDeployError: bad recipe or data; TrainingDiverged when the loss becomes NaN.

@@ -78,7 +78,8 @@ def _candidates(n: int, threads: int | None) -> dict[str, dict[str, Callable[[],
     """{precision: {library: one n x n x n multiply}} for this machine."""
     import torch
 
-    from resnet_deploy.runtime.openvino_backend import cpu_has_bf16, ov_installed
+    from resnet_deploy.runtime.machine import cpu_has_bf16
+    from resnet_deploy.runtime.openvino_backend import ov_installed
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)

@@ -149,8 +149,13 @@ def bench_markdown(b: dict[str, Any]) -> str:
 def environment_markdown(e: dict[str, Any]) -> str:
     """One paragraph naming the machine and the library versions."""
     versions = ", ".join(f"{k} {v}" for k, v in e["versions"].items() if v)
-    return (f"## Environment\n\nCPU {e['cpu']} ({e['cpu_count']} logical), GPU {e['gpu'] or 'none'}, "
-            f"{e['platform']}, Python {e['python']}, resnet-deploy {e['resnet_deploy']}; {versions}.\n")
+    native = ", ".join(f"{p} ({', '.join(f)})" if f else p for p, f in e.get("cpu_native", {}).items())
+    caps = ", ".join(f"{k}={v}" for k, v in e.get("isa_caps", {}).items())
+    return (f"## Environment\n\nCPU {e['cpu']} ({e['cpu_count']} logical"
+            + (f"; native {native}" if native else "") + ")"
+            + (f", **instruction set capped ({caps}): an emulation of an older CPU**" if caps else "")
+            + f", GPU {e['gpu'] or 'none'}, {e['platform']}, Python {e['python']}, resnet-deploy {e['resnet_deploy']}; "
+            f"{versions}.\n")
 
 
 def _smallest_batch_p50(bench: dict[str, Any]) -> dict[str, float]:
