@@ -177,19 +177,39 @@ def report(bundle: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, device: str, threads: int | None,
             as_json: bool) -> None:
-    """Classify IMAGES with the model in BUNDLE (a directory written by `resnet-deploy export`)."""
+    """Classify IMAGES with the model in BUNDLE (a directory written by `resnet-deploy export`).
+
+    Every readable image is classified; each one that cannot be read is named on a line of its own (stderr) and the
+    command then exits 1, as the edge app does.
+    """
+    import numpy as np
+
     from resnet_deploy.runtime import Predictor
+    from resnet_deploy.runtime.predictor import top_predictions
 
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
-        results = p.predict(list(images), topk=topk)
-        if as_json:
-            echo(*json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
-                             indent=2).splitlines())
-            return
         echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
-        for im, r in zip(images, results, strict=True):
-            echo(f"{im}: {r.label} ({r.score:.4f})",
-                 *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+        arrays, failed = {}, {}
+        for i, image in enumerate(images):  # read one at a time: a bad file costs only its own answer
+            try:
+                arrays[i] = p.preprocess_images(image)
+            except ResnetDeployError as e:
+                failed[i] = str(e)
+                echo(f"Error: image {i + 1} of {len(images)}: {e}", err=True)
+        results = {}
+        if arrays:  # the readable ones classified as one batch
+            logits = p.run(np.concatenate(list(arrays.values())))
+            results = dict(zip(arrays, top_predictions(logits, p.classes, topk), strict=True))
+        if as_json:
+            echo(*json.dumps([{"image": im, **(results[i].to_dict() if i in results else {"error": failed[i]})}
+                              for i, im in enumerate(images)], indent=2).splitlines())
+        else:
+            for i, r in results.items():
+                echo(f"{images[i]}: {r.label} ({r.score:.4f})",
+                     *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+    if failed:
+        echo(f"{len(failed)} of {len(images)} image(s) could not be read", err=True)
+        raise SystemExit(1)
 
 
 @main.command()

@@ -219,7 +219,7 @@ def _png_header(width: int, height: int) -> bytes:
     ("image", [_encode(np.full((20, 20), 9, np.uint8), "PNG")[:-30]],
      "[400] not a readable image: image of 47 bytes (image file is truncated)"),
     ("image", [_encode(np.full((20, 20), 9, np.uint8), "PNG"), b"\xff\xd8\xff"],
-     "[400] image 1 of 2: not a readable image: image of 3 bytes (none of PNG, JPEG, BMP, GIF, TIFF, WEBP, PPM; it "
+     "[400] image 2 of 2: not a readable image: image of 3 bytes (none of PNG, JPEG, BMP, GIF, TIFF, WEBP, PPM; it "
      "starts b'\\xff\\xd8\\xff')"),
     ("none", None, "request has 0 inputs"),
 ])

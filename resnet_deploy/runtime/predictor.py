@@ -309,7 +309,7 @@ class Predictor:
             try:
                 arrays.append(self.preprocess(image))
             except (ResnetDeployError, OSError, ValueError, Image.DecompressionBombError) as e:
-                where = f"image {i} of {len(items)}: " if len(items) > 1 else ""
+                where = f"image {i + 1} of {len(items)}: " if len(items) > 1 else ""  # counted as people count
                 raise ResnetDeployError(f"{where}{e}") from None
         c, h, w = self.manifest.input_shape
         return np.stack(arrays) if arrays else np.empty((0, c, h, w), np.float32)
