@@ -132,14 +132,14 @@ def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[
         return (*first, *(n for n in order if n not in first)), (
             f"fastest measured on this machine by bench ({autotune.AUTO_JSON}, {entry.get('created', '?')})")
     if device == "cuda":
-        return tuple(order), "fastest usable on the GPU"
+        return tuple(order), f"{autotune.UNMEASURED}: the registry's order for GPUs"
     fast, why = cpu_int8_is_fast()
     if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
         first_fp32 = next((i for i, n in enumerate(order) if variants.get(n).precision == "fp32"), len(order) - 1)
         slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
-    return tuple(order), why
+    return tuple(order), f"{autotune.UNMEASURED}: {why}"
 
 
 def auto_order(device: str = "cpu", bundle: str | Path | None = None) -> tuple[tuple[str, ...], str]:
