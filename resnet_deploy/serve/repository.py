@@ -26,9 +26,9 @@ from pathlib import Path
 from resnet_deploy import __version__
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, limits, read_manifest, variants, verify_files
+from resnet_deploy.runtime.autotune import copy_records, measured_order
 from resnet_deploy.runtime.errors import printable
 from resnet_deploy.runtime.manifest import ARCH_NAME, ARCH_RULE, VerifiedFile, check_name, write_manifest
-from resnet_deploy.runtime.autotune import copy_records, measured_order
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
 from resnet_deploy.serve import TARGETS, precisions
 
