@@ -127,17 +127,9 @@ def run_checks() -> list[Check]:
 
 
 def print_report(rows: list[Check]) -> None:
-    """Render the rows as one rich table."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """Render the rows as one table (`console.print_table`: plain lines when not on a terminal)."""
+    from resnet_deploy.console import print_table
 
-    table = Table(title="resnet-deploy doctor")
-    for col in ("component", "status", "detail", "enables", "to install"):
-        table.add_column(col, overflow="fold")
-    colour = {"ok": "green", "missing": "yellow", "unusable": "red"}
-    for r in rows:
-        # escape: "[trt]" in an install command is text, not rich markup
-        table.add_row(r.component, f"[{colour[r.status]}]{r.status}[/]", escape(r.detail), escape(r.enables),
-                      escape(r.install))
-    Console().print(table)
+    print_table("resnet-deploy doctor", ("component", "status", "detail", "enables", "to install"),
+                [[r.component, r.status, r.detail, r.enables, r.install] for r in rows],
+                styles={"status": {"ok": "green", "missing": "yellow", "unusable": "red"}})
