@@ -149,7 +149,8 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
 
     batch_sizes = parse_numbers(batches, "--batch", "batch")
     report.check_outputs(bundle, json_file, (*report.REPORT_FILES, "auto.json"))  # before the run, not after it
-    result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch, **options).to_dict()
+    result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch,
+                          progress=lambda line: echo(line, err=True), **options).to_dict()
     written = report.save(result, bundle, json_file)
     echo(*report.bench_summary(result))
     recorded = record_fastest(bundle, result)

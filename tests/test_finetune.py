@@ -300,6 +300,7 @@ def test_fine_tune_export_predict_with_the_folders_class_names(tmp_path):
     assert lines[1] == (f"weights: 114 tensors loaded from {weights} (resnet-deploy checkpoint (cifar_resnet20, 10 "
                         "classes)); head fc.weight, fc.bias replaced (10 classes in the file, 3 in the data)")
     assert lines[2] == "frozen: conv1, bn1 (464 parameters; BN statistics fixed)" and lines[3].startswith("iteration 3")
+    assert "top-5" not in lines[3] and len(lines) == 4  # 3 classes: top-5 is 100% by definition; said once
     r = CliRunner().invoke(main, ["export", str(out / "last.pt"), "--out", str(bundle), "--quiet"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), str(root / "val" / "eel" / "0.png"), "--json", "--topk",

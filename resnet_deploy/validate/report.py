@@ -127,8 +127,8 @@ def bench_markdown(b: dict[str, Any]) -> str:
              f"{s['device']}, {s['threads'] or 'default'} threads, warm-up {s['warmup_s']} s, run {s['duration_s']} s "
              f"per point in {s.get('rounds', 1)} round-robin round(s); "
              f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image; {ceilings_text(c)}.", "",
-             "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s | speed-up vs pytorch "
-             "| GFLOP/s | roofline |",
+             "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s "
+             "| speed-up vs pytorch | GFLOP/s | roofline |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in b["results"]:
         lat = r["latency_ms"]
