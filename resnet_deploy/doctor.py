@@ -123,7 +123,27 @@ def run_checks() -> list[Check]:
     rows.append(_module_check("OpenVINO", "openvino", "openvino", "the ov-fp32, ov-bf16 and ov-int8 CPU backends",
                               "pip install 'resnet-deploy[openvino]'"))
     rows.append(_inference_auto_check())
+    rows.append(_serve_check())
     return rows
+
+
+def _serve_check() -> Check:
+    """The `serve` extra: tritonserver (nvidia-pytriton's wheel, usable with this Python and numpy) and tritonclient;
+    find_triton's own reason when the server cannot run."""
+    from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+    from resnet_deploy.serve.server import find_triton
+
+    enables = "resnet-deploy serve, loadtest"
+    install = "pip install 'resnet-deploy[serve]'"
+    try:
+        binary = find_triton().binary
+    except ResnetDeployError as e:
+        return Check("serve (tritonserver)", "missing", first_line(e)[:200], enables, install)
+    client = installed_version("tritonclient")
+    if client is None:
+        return Check("serve (tritonserver)", "missing", f"{binary} found; tritonclient is not installed", enables,
+                     install)
+    return Check("serve (tritonserver)", "ok", f"{binary}; tritonclient {client}", enables)
 
 
 def print_report(rows: list[Check]) -> None:

@@ -37,8 +37,11 @@ def print_description(name: str, d: dict[str, Any]) -> None:
                 ["multiply-adds (G)", f"{d['macs'] / 1e9:.3f}", f"{p['gflops']} (Table 1)"],
                 ["top-1 / top-5 error % (10-crop)", "", f"{p['top1_error_pct']} / {p['top5_error_pct']}"]]
     else:
-        rows = [["parameters (M)", f"{d['params'] / 1e6:.3f}", f"{p['params_M']} (Table 6)"],
+        def cite(value: Any) -> str:
+            return f"{value} ({p['source']})" if value is not None else f"- ({p['source']})"
+
+        rows = [["parameters (M)", f"{d['params'] / 1e6:.3f}", cite(p["params_M"])],
                 ["multiply-adds (M)", f"{d['macs'] / 1e6:.1f}", ""],
-                ["CIFAR-10 test error %", "", f"{p['test_error_pct']} (Table 6)"]]
+                ["CIFAR-10 test error %", "", cite(p["test_error_pct"])]]
     print_table(f"{name} (shortcut {d['shortcut']}, {d['input_size']}x{d['input_size']} input)",
                 ("figure", "this model", "paper"), rows, right=("this model", "paper"))
