@@ -403,7 +403,11 @@ def test_cli_predict(bundle: Path, predictor: Predictor, tmp_path: Path) -> None
     r = CliRunner().invoke(main, ["predict", str(tmp_path / "nobundle"), paths[0]])
     assert r.exit_code == 2 and "bundle directory not found" in r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), paths[0], "--backend", "trt", "--device", "cuda"])
-    assert r.exit_code == 2 and r.output.startswith("Error: no backend for 'trt' can run on device=cuda (trt-int8: ")
+    gpu = "" if predictor_mod.gpu_found() else "no NVIDIA GPU found on this machine (no /dev/nvidia* device); "
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {gpu}no backend for 'trt' can run on device=cuda "
+                                                    "(trt-int8: ")
+    assert not predictor_mod.gpu_found(tmp_path) and (tmp_path / "nvidia0").touch() is None
+    assert predictor_mod.gpu_found(tmp_path)
 
 
 @pytest.mark.gpu

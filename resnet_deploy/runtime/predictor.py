@@ -161,10 +161,20 @@ def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto"
             skipped = "".join(f"; skipped {n}: {r}" for n, r in refused.items() if find_entry(manifest, n))
             return name, find_entry(manifest, name), why + skipped  # type: ignore[return-value]
         refused[name] = reason
+    # the first thing to know when nothing runs on a GPU: whether this machine has one
+    gpu = ("no NVIDIA GPU found on this machine (no /dev/nvidia* device); " if device == "cuda" and not gpu_found()
+           else "")
     if len(candidates) == 1:
-        raise ResnetDeployError(f"backend {backend!r} cannot run on device={device}: {refused[candidates[0]]}")
+        raise ResnetDeployError(f"{gpu}backend {backend!r} cannot run on device={device}: {refused[candidates[0]]}")
     detail = "; ".join(f"{n}: {r}" for n, r in refused.items())
-    raise ResnetDeployError(f"no backend for {backend!r} can run on device={device} ({detail})")
+    raise ResnetDeployError(f"{gpu}no backend for {backend!r} can run on device={device} ({detail})")
+
+
+def gpu_found(dev: str | Path = "/dev") -> bool:
+    """Whether an NVIDIA GPU's device node exists (a desktop or server GPU, or a Jetson's integrated one), without
+    loading any CUDA library."""
+    root = Path(dev)
+    return any(root.glob("nvidia[0-9]*")) or (root / "nvhost-ctrl-gpu").exists()
 
 
 def _check_threads(threads: Any) -> int | None:
