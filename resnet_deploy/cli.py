@@ -161,10 +161,17 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=str))
-def report(bundle: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON instead of a table.")
+def report(bundle: str, as_json: bool) -> None:
     """Summary table of BUNDLE's last `validate` and `bench` runs, and the paths of its reports."""
-    from resnet_deploy.validate.report import print_summary
+    from resnet_deploy.validate.report import SUMMARY_COLUMNS, print_summary, summary_data
 
+    if as_json:
+        rows, written = summary_data(bundle)
+        echo(*json.dumps({"columns": list(SUMMARY_COLUMNS), "rows": [dict(zip(SUMMARY_COLUMNS, r, strict=True))
+                                                                      for r in rows],
+                          "files": [str(p) for p in written]}, indent=2).splitlines())
+        return
     echo(f"report: {', '.join(str(p) for p in print_summary(bundle))}")
 
 

@@ -144,3 +144,13 @@ def test_report_command_prints_the_table_or_says_what_is_missing(tmp_path):
     assert "resnet50: accuracy on 400 images of imagenet:/d" in r.output
     assert "FAIL" in r.output and "71.50" in r.output
     assert f"report: {tmp_path / 'reports' / report.REPORT_MD}" in r.output
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["columns"] == list(report.SUMMARY_COLUMNS) and d["files"][0] == str(tmp_path / "reports" / "report.md")
+    rows = {row["backend"]: row for row in d["rows"]}
+    assert rows["int8"]["status"] == "FAIL" and rows["int8"]["top-1 %"] == "71.50"
+    assert rows["pytorch"]["speed-up vs pytorch"] == "1.00x"
+    table = [ln for ln in CliRunner().invoke(main, ["report", str(tmp_path)]).output.splitlines()
+             if ln.startswith("int8 ")]
+    assert len(table) == 1 and "FAIL" in table[0] and "71.50" in table[0]  # one whole line per backend off a terminal

@@ -121,8 +121,10 @@ class FolderData:
                                          drop_last=True)
         self.iterations_per_epoch = len(self.sampler) // batch_size
         if self.iterations_per_epoch < 1:
-            raise ResnetDeployError(f"{len(self.dataset)} training images are fewer than one batch; lower "
-                                    "optim.batch_size")
+            fits = max(1, len(self.sampler))
+            raise ResnetDeployError(f"{len(self.dataset)} training images are fewer than one batch of {batch_size} "
+                                    f"x {world} process(es); lower optim.batch_size (--set optim.batch_size={fits} "
+                                    "or less)")
         self.normalize = augment.Normalizer(preprocess, self.device)
         # The augmentation RNG; public because a checkpoint saves and restores its state.
         self.generator = torch.Generator(self.device).manual_seed(seed * 7 + rank)

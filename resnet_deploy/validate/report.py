@@ -360,13 +360,12 @@ def summary_rows(v: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tup
     return rows
 
 
-def print_summary(bundle: str | Path) -> list[Path]:
-    """Print the summary table of a bundle's last validate and bench runs; re-render and return its report files.
+def summary_data(bundle: str | Path) -> tuple[list[tuple[str, ...]], list[Path]]:
+    """The summary rows of a bundle's last validate and bench runs (`summary_rows`) and its report files, re-rendered.
 
     Raises:
         ResnetDeployError: no bundle there, or no report to summarise yet.
     """
-    from resnet_deploy.console import print_table
     from resnet_deploy.runtime.errors import ResnetDeployError
 
     if not Path(bundle).is_dir():
@@ -376,13 +375,25 @@ def print_summary(bundle: str | Path) -> list[Path]:
     if v is None and b is None:
         raise ResnetDeployError(f"{d} holds no validate.json or bench.json; run `resnet-deploy validate` and `bench` "
                                 "first")
-    written = write_reports(d)
+    return summary_rows(v, b), write_reports(d)
+
+
+def print_summary(bundle: str | Path) -> list[Path]:
+    """Print the summary table of a bundle's last validate and bench runs; re-render and return its report files.
+
+    Raises:
+        ResnetDeployError: no bundle there, or no report to summarise yet.
+    """
+    from resnet_deploy.console import print_table
+
+    rows, written = summary_data(bundle)
+    d = reports_path(bundle)
+    v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
     data = f" on {v['num_samples']} images of {v['data']}" if v else ""
     # the reports are files of the bundle, which may come from anywhere: print_table shows their text as text
     # (escaped, and never read as rich's markup)
-    print_table(f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine", SUMMARY_COLUMNS,
-                summary_rows(v, b), right=tuple(c for c in SUMMARY_COLUMNS if c not in ("backend", "precision",
-                                                                                       "status")))
+    print_table(f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine", SUMMARY_COLUMNS, rows,
+                right=tuple(c for c in SUMMARY_COLUMNS if c not in ("backend", "precision", "status")))
     return written
 
 
