@@ -149,7 +149,8 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
 
     batch_sizes = parse_numbers(batches, "--batch", "batch")
     report.check_outputs(bundle, json_file, (*report.REPORT_FILES, "auto.json"))  # before the run, not after it
-    result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch, **options).to_dict()
+    result = bench_bundle(bundle, batches=batch_sizes, pytorch=not no_pytorch,
+                          progress=lambda line: echo(line, err=True), **options).to_dict()
     written = report.save(result, bundle, json_file)
     echo(*report.bench_summary(result))
     recorded = record_fastest(bundle, result)
@@ -160,10 +161,17 @@ def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=str))
-def report(bundle: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON instead of a table.")
+def report(bundle: str, as_json: bool) -> None:
     """Summary table of BUNDLE's last `validate` and `bench` runs, and the paths of its reports."""
-    from resnet_deploy.validate.report import print_summary
+    from resnet_deploy.validate.report import SUMMARY_COLUMNS, print_summary, summary_data
 
+    if as_json:
+        rows, written = summary_data(bundle)
+        echo(*json.dumps({"columns": list(SUMMARY_COLUMNS), "rows": [dict(zip(SUMMARY_COLUMNS, r, strict=True))
+                                                                      for r in rows],
+                          "files": [str(p) for p in written]}, indent=2).splitlines())
+        return
     echo(f"report: {', '.join(str(p) for p in print_summary(bundle))}")
 
 
@@ -177,19 +185,39 @@ def report(bundle: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, device: str, threads: int | None,
             as_json: bool) -> None:
-    """Classify IMAGES with the model in BUNDLE (a directory written by `resnet-deploy export`)."""
+    """Classify IMAGES with the model in BUNDLE (a directory written by `resnet-deploy export`).
+
+    Every readable image is classified; each one that cannot be read is named on a line of its own (stderr) and the
+    command then exits 1, as the edge app does.
+    """
+    import numpy as np
+
     from resnet_deploy.runtime import Predictor
+    from resnet_deploy.runtime.predictor import top_predictions
 
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
-        results = p.predict(list(images), topk=topk)
-        if as_json:
-            echo(*json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
-                             indent=2).splitlines())
-            return
         echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
-        for im, r in zip(images, results, strict=True):
-            echo(f"{im}: {r.label} ({r.score:.4f})",
-                 *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+        arrays, failed = {}, {}
+        for i, image in enumerate(images):  # read one at a time: a bad file costs only its own answer
+            try:
+                arrays[i] = p.preprocess_images(image)
+            except ResnetDeployError as e:
+                failed[i] = str(e)
+                echo(f"Error: image {i + 1} of {len(images)}: {e}", err=True)
+        results = {}
+        if arrays:  # the readable ones classified as one batch
+            logits = p.run(np.concatenate(list(arrays.values())))
+            results = dict(zip(arrays, top_predictions(logits, p.classes, topk), strict=True))
+        if as_json:
+            echo(*json.dumps([{"image": im, **(results[i].to_dict() if i in results else {"error": failed[i]})}
+                              for i, im in enumerate(images)], indent=2).splitlines())
+        else:
+            for i, r in results.items():
+                echo(f"{images[i]}: {r.label} ({r.score:.4f})",
+                     *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+    if failed:
+        echo(f"{len(failed)} of {len(images)} image(s) could not be read", err=True)
+        raise SystemExit(1)
 
 
 @main.command()

@@ -297,6 +297,9 @@ class DataConfig(Checked):
     workers: int = 8  # DataLoader workers for folder data sets
     unreadable: Literal["error", "skip"] = "error"  # folders: stop at an unreadable image, or decode all first and skip
     normalize: Literal["per_pixel_mean", "imagenet"] = "per_pixel_mean"  # imagenet: torchvision's mean/std (RGB)
+    # Folder data sets: 3 reads every image as RGB (the default), 1 as grey (PIL's luma, ITU-R 601-2: a grey image
+    # stays as it is). Fashion-MNIST and CIFAR-10 have their own (1 and 3).
+    channels: Literal[1, 3] | None = None
 
 
 @dataclass(frozen=True)

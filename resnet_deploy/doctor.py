@@ -123,21 +123,33 @@ def run_checks() -> list[Check]:
     rows.append(_module_check("OpenVINO", "openvino", "openvino", "the ov-fp32, ov-bf16 and ov-int8 CPU backends",
                               "pip install 'resnet-deploy[openvino]'"))
     rows.append(_inference_auto_check())
+    rows.append(_serve_check())
     return rows
 
 
-def print_report(rows: list[Check]) -> None:
-    """Render the rows as one rich table."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def _serve_check() -> Check:
+    """The `serve` extra: tritonserver (nvidia-pytriton's wheel, usable with this Python and numpy) and tritonclient;
+    find_triton's own reason when the server cannot run."""
+    from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+    from resnet_deploy.serve.server import find_triton
 
-    table = Table(title="resnet-deploy doctor")
-    for col in ("component", "status", "detail", "enables", "to install"):
-        table.add_column(col, overflow="fold")
-    colour = {"ok": "green", "missing": "yellow", "unusable": "red"}
-    for r in rows:
-        # escape: "[trt]" in an install command is text, not rich markup
-        table.add_row(r.component, f"[{colour[r.status]}]{r.status}[/]", escape(r.detail), escape(r.enables),
-                      escape(r.install))
-    Console().print(table)
+    enables = "resnet-deploy serve, loadtest"
+    install = "pip install 'resnet-deploy[serve]'"
+    try:
+        binary = find_triton().binary
+    except ResnetDeployError as e:
+        return Check("serve (tritonserver)", "missing", first_line(e)[:200], enables, install)
+    client = installed_version("tritonclient")
+    if client is None:
+        return Check("serve (tritonserver)", "missing", f"{binary} found; tritonclient is not installed", enables,
+                     install)
+    return Check("serve (tritonserver)", "ok", f"{binary}; tritonclient {client}", enables)
+
+
+def print_report(rows: list[Check]) -> None:
+    """Render the rows as one table (`console.print_table`: plain lines when not on a terminal)."""
+    from resnet_deploy.console import print_table
+
+    print_table("resnet-deploy doctor", ("component", "status", "detail", "enables", "to install"),
+                [[r.component, r.status, r.detail, r.enables, r.install] for r in rows],
+                styles={"status": {"ok": "green", "missing": "yellow", "unusable": "red"}})

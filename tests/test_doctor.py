@@ -15,7 +15,7 @@ def test_doctor_json_lists_every_component_and_exits_0():
     rows = {row["component"]: row for row in json.loads(r.output)}
     assert list(rows) == ["Python", "CPU", "torch", "CUDA GPUs", "training precision", "torchvision", "onnx",
                           "onnxruntime", "onnxruntime-gpu", "TensorRT", "TensorRT lean runtime", "cuda-python",
-                          "OpenVINO", "inference auto"]
+                          "OpenVINO", "inference auto", "serve (tritonserver)"]
     assert rows["onnxruntime"]["status"] == "ok" and "CPU" in rows["onnxruntime"]["detail"]
     for row in rows.values():
         assert row["status"] in ("ok", "missing", "unusable")
@@ -37,3 +37,17 @@ def test_doctor_table_shows_install_commands_verbatim():
     r = CliRunner().invoke(main, ["doctor"], env={"COLUMNS": "220"})
     assert r.exit_code == 0
     assert "pip install 'resnet-deploy[gpu]'" in r.output  # rich markup must not eat "[gpu]"
+
+
+def test_doctor_off_a_terminal_is_one_line_per_component_with_whole_cells():
+    rows = doctor.run_checks()
+    r = CliRunner().invoke(main, ["doctor"])  # not a terminal: plain lines, never folded or cut at 80 columns
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "resnet-deploy doctor" and lines[1].split() == ["component", "status", "detail", "enables",
+                                                                        "to", "install"]
+    assert len(lines) == 3 + len(rows) and "…" not in r.output
+    starts = [lines[1].index(h) for h in ("status", "detail", "enables", "to install")]
+    for line, row in zip(lines[3:], rows, strict=True):
+        assert line.startswith(row.component) and line[starts[0]:].startswith(row.status)
+        assert line[starts[1]:].startswith(row.detail) and row.install in line  # each cell whole, in its column

@@ -73,8 +73,10 @@ def test_trt_without_tensorrt_writes_onnx_and_says_what_is_needed(bundle):
     r = bundle.result
     assert r.code == 2, r.exc
     err = r.err.strip().splitlines()[-1]
-    assert err.startswith(f"Error: wrote {bundle.path} with its ONNX models only; --trt needs TensorRT "
-                          "(pip install 'resnet-deploy[trt]') and an NVIDIA GPU")
+    assert err.startswith(f"Error: wrote {bundle.path} with its ONNX models only (model.onnx, model.fp16.onnx, "
+                          "model.int8.onnx, model.int8-trt.onnx: usable now, validate and predict run them); not "
+                          "built: the TensorRT engines; --trt needs TensorRT (pip install 'resnet-deploy[trt]') and an "
+                          "NVIDIA GPU")
     assert "Traceback" not in r.err
     names = {p.name for p in bundle.path.iterdir()}
     assert names == {"manifest.json", "export.log", "config.yaml", "model.onnx", "model.fp16.onnx",

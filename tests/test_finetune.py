@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -122,17 +123,44 @@ def test_weights_that_do_not_fit_name_the_first_mismatch(tmp_path):
                           "model; unexpected (198): layer1.0.conv3.weight, ")
     assert msg.endswith("Set model.weights_strict=false to load only what fits") and "\n" not in msg
     grey = write_checkpoint(tmp_path / "grey.pt", in_channels=1)
-    with pytest.raises(ResnetDeployError, match=r"first mismatch: 'conv1.weight' is \(16, 1, 3, 3\) in the file, "
-                                                r"\(16, 3, 3, 3\) in the model; mis-shaped \(1\)"):
-        load_weights(models.build("cifar_resnet20", num_classes=3), grey, "cifar_resnet20", ["a", "b", "c"])
     with pytest.raises(ResnetDeployError, match=r"are a cifar_resnet20 checkpoint; the recipe's model.arch is "
                                                 r"cifar_resnet32: set model.arch=cifar_resnet20"):
         load_weights(models.build("cifar_resnet32", num_classes=3), grey, "cifar_resnet32", ["a", "b", "c"])
+    sd = load_checkpoint(grey)["model"]
+    sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"][:, :8]
+    torch.save(sd, tmp_path / "cut.pth")
+    with pytest.raises(ResnetDeployError, match=r"first mismatch: 'layer1.0.conv1.weight' is \(16, 8, 3, 3\) in the "
+                                                r"file, \(16, 16, 3, 3\) in the model; mis-shaped \(1\)"):
+        load_weights(models.build("cifar_resnet20", num_classes=3), tmp_path / "cut.pth", "cifar_resnet20", TEN[:3])
     loose = models.build("cifar_resnet20", num_classes=3)
-    r = load_weights(loose, grey, "cifar_resnet20", ["a", "b", "c"], strict=False)
-    assert r.skipped == ("conv1.weight",) and "conv1.weight" not in r.loaded and len(r.loaded) == len(
-        load_checkpoint(grey)["model"]) - 3
-    assert "; skipped 1: conv1.weight" in r.summary()
+    r = load_weights(loose, tmp_path / "cut.pth", "cifar_resnet20", TEN[:3], strict=False)
+    assert r.skipped == ("layer1.0.conv1.weight",) and "layer1.0.conv1.weight" not in r.loaded
+    assert len(r.loaded) == len(sd) - 3 and "; skipped 1: layer1.0.conv1.weight" in r.summary()
+
+
+@pytest.mark.parametrize("c_file,c_model", [(1, 3), (3, 1)])
+def test_first_convolution_fitted_to_another_channel_count(tmp_path, c_file, c_model):
+    """Grey -> RGB repeats the weights over the channels divided by 3, RGB -> grey sums them: an image whose channels
+    are equal (a grey image) gives the same logits in both models."""
+    src = write_checkpoint(tmp_path / "src.pt", in_channels=c_file, seed=c_file)
+    model = models.build("cifar_resnet20", num_classes=10, in_channels=c_model)
+    r = load_weights(model, src, "cifar_resnet20", TEN)
+    how = ("repeated over the 3 channels and divided by 3: a grey image gives the same activations" if c_file == 1
+           else "summed over the channels: an image of equal channels gives the same activations")
+    assert r.adapted == f"conv1.weight adapted from {c_file} to {c_model} input channel(s) ({how})"
+    assert f"(resnet-deploy checkpoint (cifar_resnet20, 10 classes)); {r.adapted}; head loaded" in r.summary()
+    assert "conv1.weight" in r.loaded and not r.skipped and not r.missing
+    from resnet_deploy.checkpoint import model_from_checkpoint
+
+    original = model_from_checkpoint(load_checkpoint(src))
+    grey = torch.rand(4, 1, 20, 20) * 4 - 2  # fresh random images, one channel
+    with torch.no_grad():
+        want = original(grey.repeat(1, c_file, 1, 1))
+        got = model.eval()(grey.repeat(1, c_model, 1, 1))
+    assert want.abs().max() > 0.1 and torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    other = write_checkpoint(tmp_path / "other.pt", in_channels=c_model, seed=5)
+    assert load_weights(models.build("cifar_resnet20", num_classes=10, in_channels=c_model), other,
+                        "cifar_resnet20", TEN).adapted == ""  # same channels: nothing said
 
 
 def test_unusable_weights_files(tmp_path):
@@ -272,6 +300,7 @@ def test_fine_tune_export_predict_with_the_folders_class_names(tmp_path):
     assert lines[1] == (f"weights: 114 tensors loaded from {weights} (resnet-deploy checkpoint (cifar_resnet20, 10 "
                         "classes)); head fc.weight, fc.bias replaced (10 classes in the file, 3 in the data)")
     assert lines[2] == "frozen: conv1, bn1 (464 parameters; BN statistics fixed)" and lines[3].startswith("iteration 3")
+    assert "top-5" not in lines[3] and len(lines) == 4  # 3 classes: top-5 is 100% by definition; said once
     r = CliRunner().invoke(main, ["export", str(out / "last.pt"), "--out", str(bundle), "--quiet"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), str(root / "val" / "eel" / "0.png"), "--json", "--topk",
@@ -289,3 +318,49 @@ def test_imagenet_normalisation_for_torchvision_weights(tmp_path):
     with pytest.raises(ResnetDeployError, match=r"^data.normalize 'imagenet' applies to folder data sets"):
         prepare(apply_overrides(TrainConfig(), ["data.normalize=imagenet"]).data, default_size=32, batch_size=2,
                 seed=0)
+
+
+def write_grey_folder(root: Path, classes=("cat", "dog", "eel"), per_class: int = 4, size=(20, 20)) -> Path:
+    """Class folders of random grey (mode L) PNGs in train/ and val/."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), "L").save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_grey_folder_stays_grey_when_asked_and_a_grey_checkpoint_fits_either_way(tmp_path):
+    root = write_grey_folder(tmp_path / "imgs")
+    data = prepare(folder_cfg(root, "data.channels=1"), default_size=16, batch_size=4, seed=0)
+    x, _ = next(data.batches())
+    assert data.in_channels == data.preprocess.channels == 1 and x.shape == (4, 1, 16, 16)
+    assert np.asarray(data.preprocess.mean).shape == (1, 16, 16)
+    weights = write_checkpoint(tmp_path / "fm.pt", in_channels=1)  # as the quick recipe's checkpoint: one channel
+    base = ["train", "--recipe", SMALL, "--data", f"folder:{root}", "--no-progress", "--set",
+            f"model.weights={weights}", "--set", "schedule.iterations=2", "--set", "schedule.warmup_iterations=1",
+            "--set", "optim.batch_size=4", "--set", "run.threads=1", "--set", "run.amp=none", "--set",
+            "run.compile=false"]
+    for channels, adapted in (("1", False), ("3", True)):
+        out = tmp_path / f"run{channels}"
+        r = CliRunner().invoke(main, [*base, "--out", str(out), "--set", f"data.channels={channels}"])
+        assert r.exit_code == 0, r.output
+        assert ("conv1.weight adapted from 1 to 3 input channel(s) (repeated over the 3 channels and divided by 3"
+                in r.output.splitlines()[1]) is adapted
+        assert load_checkpoint(out / "last.pt")["in_channels"] == int(channels)
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "run1" / "last.pt"), "--out", str(tmp_path / "b"),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(root / "val" / "dog" / "1.png"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["label"] in ("cat", "dog", "eel"), r.output
+    for more, match in ((["data.channels=1", "data.normalize=imagenet"], r"^data.normalize 'imagenet' is defined for "
+                                                                         r"RGB images; with data.channels 1 use"),
+                        (["data.channels=2"], r"^'data.channels' in --set must be one of 1, 3 or null, found 2$")):
+        with pytest.raises(ResnetDeployError, match=match):
+            prepare(folder_cfg(root, *more), default_size=16, batch_size=4, seed=0)
+    with pytest.raises(ResnetDeployError, match=r"^data.channels applies to folder data sets; fashion-mnist images "
+                                                r"have 1 channel\(s\): leave it unset$"):
+        prepare(apply_overrides(TrainConfig(), ["data.channels=3"]).data, default_size=28, batch_size=2, seed=0)

@@ -44,7 +44,7 @@ def test_api_misuse_is_one_clear_error(bundle: Path) -> None:
         (lambda: p.predict(image, topk=1.5), "topk must be a positive integer, found 1.5"),
         (lambda: p.predict(image, topk="3"), "topk must be a positive integer, found '3'"),
         (lambda: p.predict(np.zeros((0, 0, 3), np.uint8)), "image array is 0x0 pixels: an image needs at least 1x1"),
-        (lambda: p.predict([image, Image.new("RGB", (5, 0))]), "image 1 of 2: image is 5x0 pixels: an image needs at "
+        (lambda: p.predict([image, Image.new("RGB", (5, 0))]), "image 2 of 2: image is 5x0 pixels: an image needs at "
                                                                "least 1x1"),
     ]:
         with pytest.raises(ResnetDeployError) as e:

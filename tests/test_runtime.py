@@ -151,7 +151,8 @@ def test_auto_picks_int8_only_on_cpus_with_int8_dot_products(bundle: Path, monke
     assert not fast and "lacks" in why
     monkeypatch.setattr(predictor_mod, "cpu_int8_is_fast", lambda: (True, "has vnni"))
     p = Predictor.from_bundle(bundle)
-    assert (p.backend, p.why) == ("int8", "has vnni")
+    assert (p.backend, p.why) == ("int8", "expected, not measured (run `resnet-deploy bench` on the bundle to "
+                                          "measure): has vnni")
     monkeypatch.setattr(predictor_mod, "cpu_int8_is_fast", lambda: (False, "no vnni"))
     assert Predictor.from_bundle(bundle).backend == "onnx"
 
@@ -235,7 +236,7 @@ def test_truncated_or_foreign_manifest_is_refused(bundle: Path, tmp_path: Path) 
 def test_file_that_is_not_an_image(predictor: Predictor, tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("this is not a JPEG")
     good = _images(np.random.default_rng(), 1)[0]
-    with pytest.raises(ResnetDeployError, match=r"image 1 of 2: not a readable image: .*notes.jpg"):
+    with pytest.raises(ResnetDeployError, match=r"image 2 of 2: not a readable image: .*notes.jpg"):
         predictor.predict([good, tmp_path / "notes.jpg"])
     with pytest.raises(ResnetDeployError, match="image not found: .*missing.png"):
         predictor.predict(tmp_path / "missing.png")
@@ -373,7 +374,7 @@ def test_cli_predict(bundle: Path, predictor: Predictor, tmp_path: Path) -> None
     paths = [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
     r = CliRunner().invoke(main, ["predict", str(bundle), *paths, "--json", "--topk", "2", "--backend", "onnx"])
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)
+    rows = json.loads(r.stdout)
     want = predictor.predict(paths, topk=2)
     assert [row["image"] for row in rows] == paths
     assert [row["label"] for row in rows] == [w.label for w in want]
@@ -381,12 +382,32 @@ def test_cli_predict(bundle: Path, predictor: Predictor, tmp_path: Path) -> None
     r = CliRunner().invoke(main, ["predict", str(bundle), paths[0], "--backend", "onnx"])
     assert r.exit_code == 0 and want[0].label in r.output and "backend onnx" in r.output
     (tmp_path / "bad.jpg").write_text("nope")
-    r = CliRunner().invoke(main, ["predict", str(bundle), str(tmp_path / "bad.jpg")])
-    assert r.exit_code == 2 and r.output.startswith("Error: not a readable image:")
+    (tmp_path / "empty.png").write_bytes(b"")
+    bad = [str(tmp_path / "bad.jpg"), str(tmp_path / "empty.png")]
+    # every readable image classified, each unreadable one named on its own line (counted from 1), exit 1
+    r = CliRunner().invoke(main, ["predict", str(bundle), bad[0], paths[1], bad[1], paths[0], "--backend", "onnx"])
+    assert r.exit_code == 1, r.output
+    tops = [ln for ln in r.stdout.splitlines() if not ln.startswith(" ")]
+    assert tops == [f"{paths[1]}: {want[1].label} ({want[1].score:.4f})",
+                    f"{paths[0]}: {want[0].label} ({want[0].score:.4f})"]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    assert [e.split(": ")[1] for e in errors] == ["image 1 of 4", "image 3 of 4"]
+    assert errors[0].startswith(f"Error: image 1 of 4: not a readable image: {bad[0]} (")
+    assert r.stderr.splitlines()[-1] == "2 of 4 image(s) could not be read"
+    r = CliRunner().invoke(main, ["predict", str(bundle), bad[0], paths[0], "--json", "--backend", "onnx"])
+    rows = json.loads(r.stdout)
+    assert r.exit_code == 1 and rows[0]["image"] == bad[0] and rows[0]["error"].startswith("not a readable image")
+    assert rows[1]["label"] == want[0].label and "error" not in rows[1]
+    r = CliRunner().invoke(main, ["predict", str(bundle), bad[0]])
+    assert r.exit_code == 1 and r.stdout == "" and "Error: image 1 of 1: not a readable image:" in r.stderr
     r = CliRunner().invoke(main, ["predict", str(tmp_path / "nobundle"), paths[0]])
     assert r.exit_code == 2 and "bundle directory not found" in r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), paths[0], "--backend", "trt", "--device", "cuda"])
-    assert r.exit_code == 2 and r.output.startswith("Error: no backend for 'trt' can run on device=cuda (trt-int8: ")
+    gpu = "" if predictor_mod.gpu_found() else "no NVIDIA GPU found on this machine (no /dev/nvidia* device); "
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {gpu}no backend for 'trt' can run on device=cuda "
+                                                    "(trt-int8: ")
+    assert not predictor_mod.gpu_found(tmp_path) and (tmp_path / "nvidia0").touch() is None
+    assert predictor_mod.gpu_found(tmp_path)
 
 
 @pytest.mark.gpu

@@ -518,8 +518,9 @@ def test_serve_on_ipv6_loopback_answers_http_and_grpc(made: SimpleNamespace, tmp
     proc, lines, ports = _serve(made.bundle, tmp, "--host", "::1")
     try:
         ready = lines.get(timeout=TIMEOUT_S)
-        assert ready.startswith(f"ready: http://[::1]:{ports[0]} (model 'tiny'; gRPC [::1]:{ports[1]}; metrics "
-                                f"http://[::1]:{ports[2]}/metrics)"), ready
+        assert ready.startswith(f"ready: http://[::1]:{ports[0]} (model 'tiny', backend "), ready
+        assert ready.rstrip().endswith(f"; gRPC [::1]:{ports[1]}; metrics http://[::1]:{ports[2]}/metrics); Ctrl-C "
+                                       "stops it"), ready
         x = PP(_blocky(np.random.default_rng(3), 16, 16))[None]
         want = made.predictor.run(x)
         http = _client(f"[::1]:{ports[0]}")

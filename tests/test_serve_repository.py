@@ -260,3 +260,37 @@ def test_tensorrt_command_names_the_engines_tensorrt(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert ("the engine was built with TensorRT 10.13.0 for NVIDIA H200: serve it with a Triton release that ships "
             "that TensorRT, on that GPU model") in r.output
+
+
+def test_the_order_bench_measured_travels_into_the_repository(tmp_path: Path) -> None:
+    """`auto` in a served Python model chooses what `predict` chooses here: the bundle's measured orders are copied
+    beside the model files; the file of an onnxruntime repository follows a measured GPU order too."""
+    from resnet_deploy.runtime import autotune
+    from resnet_deploy.runtime.predictor import choose_backend
+
+    bundle = _bundle(tmp_path / "b")
+    r = CliRunner().invoke(main, ["triton", str(bundle), "--out", str(tmp_path / "plain")])
+    static = choose_backend(bundle, read_manifest(bundle), "auto")
+    assert r.exit_code == 0 and static[2].startswith(f"{autotune.UNMEASURED}: CPU "), r.output
+    assert r.output.splitlines()[1] == f"on this machine: backend {static[0]} ({static[2]})"
+    assert not (tmp_path / "plain" / "cifar_resnet20" / "1" / "bundle" / "reports").exists()
+    order = ["fp16", "onnx"] if static[0] != "fp16" else ["onnx", "fp16"]
+    autotune.record_order(bundle, order, p50_ms={order[0]: 0.5, order[1]: 0.9})
+    autotune.record_order(bundle, ["onnx", "fp16"], device="cuda")
+    want = choose_backend(bundle, read_manifest(bundle), "auto")
+    assert want[0] == order[0] and want[2].startswith("fastest measured on this machine by bench (auto.json, 20")
+    r = CliRunner().invoke(main, ["triton", str(bundle), "--out", str(tmp_path / "repo")])
+    assert r.exit_code == 0, r.output
+    served = tmp_path / "repo" / "cifar_resnet20" / "1" / "bundle"
+    assert autotune.read_records(served) == autotune.read_records(bundle) and len(autotune.read_records(served)) == 2
+    assert choose_backend(served, read_manifest(served), "auto") == want  # what model.py loads on this machine
+    assert r.output.splitlines()[1] == f"on this machine: backend {want[0]} ({want[2]})"
+    facts = json.loads((tmp_path / "repo" / "resnet-deploy.json").read_text())
+    assert (facts["loads_here"], facts["why"], facts["auto_record"]) == (want[0], want[2], True)
+    assert [f.path for f in read_manifest(served).files] == [f.path for f in read_manifest(
+        tmp_path / "plain" / "cifar_resnet20" / "1" / "bundle").files]  # the record is a hint, not a model file
+    unmeasured = write_repository(_bundle(tmp_path / "b2"), tmp_path / "gpu0", target="onnxruntime")
+    assert json.loads((unmeasured / "resnet-deploy.json").read_text())["backend"] == "fp16"  # the static order
+    gpu = write_repository(bundle, tmp_path / "gpu", target="onnxruntime")  # the measured one
+    assert json.loads((gpu / "resnet-deploy.json").read_text())["backend"] == "onnx"
+    assert sha256_file(gpu / "cifar_resnet20" / "1" / "model.onnx") == sha256_file(bundle / "model.onnx")

@@ -29,7 +29,8 @@ from resnet_deploy import models
 from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.runtime import Predictor, ResnetDeployError
-from resnet_deploy.runtime.predictor import softmax
+from resnet_deploy.runtime.manifest import read_manifest
+from resnet_deploy.runtime.predictor import choose_backend, softmax
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve.loadtest import run_loadtest
 from resnet_deploy.serve.repository import write_repository
@@ -219,7 +220,7 @@ def _png_header(width: int, height: int) -> bytes:
     ("image", [_encode(np.full((20, 20), 9, np.uint8), "PNG")[:-30]],
      "[400] not a readable image: image of 47 bytes (image file is truncated)"),
     ("image", [_encode(np.full((20, 20), 9, np.uint8), "PNG"), b"\xff\xd8\xff"],
-     "[400] image 1 of 2: not a readable image: image of 3 bytes (none of PNG, JPEG, BMP, GIF, TIFF, WEBP, PPM; it "
+     "[400] image 2 of 2: not a readable image: image of 3 bytes (none of PNG, JPEG, BMP, GIF, TIFF, WEBP, PPM; it "
      "starts b'\\xff\\xd8\\xff')"),
     ("none", None, "request has 0 inputs"),
 ])
@@ -347,8 +348,9 @@ def test_serve_command_stops_on_a_signal_and_leaves_nothing(served: SimpleNamesp
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         ready = lines.get(timeout=TIMEOUT_S)
-        assert ready.startswith(f"ready: http://127.0.0.1:{http} (model 'tiny'; gRPC 127.0.0.1:{grpc}; metrics "
-                                f"http://127.0.0.1:{metrics}/metrics)"), ready
+        name, _, why = choose_backend(served.bundle, read_manifest(served.bundle), "auto")  # what predict loads
+        assert ready.startswith(f"ready: http://127.0.0.1:{http} (model 'tiny', backend {name} ({why}); gRPC "
+                                f"127.0.0.1:{grpc}; metrics http://127.0.0.1:{metrics}/metrics)"), ready
         assert len(_ours(tmp)) == 2  # the repository and the backend directory live there while serving
         client = _client(f"127.0.0.1:{http}")
         x = PP(_blocky(np.random.default_rng(4), 16, 16))[None]

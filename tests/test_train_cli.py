@@ -4,6 +4,7 @@ one line with exit code 2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -26,9 +27,12 @@ def test_train_then_eval(tmp_path):
     out = tmp_path / "run"
     r = run("train", "--recipe", QUICK, "--data", f"fashion-mnist:{root}", "--out", str(out), "--no-progress", *SMALL)
     assert r.exit_code == 0, r.output
-    lines = r.output.splitlines()  # the run's notes as it starts, the evaluation, the summary
-    assert lines[0] == "precision: fp32 (run.amp=none)" and lines[1].startswith("iteration 6: top-1 ")
-    assert lines[-1].startswith("iteration 6: top-1 ") and f"{out}/last.pt" in lines[-1]
+    lines = r.output.splitlines()  # the run's notes as it starts, progress lines (not a terminal), the summary
+    assert lines[0] == "precision: fp32 (run.amp=none)"
+    assert [ln for ln in lines if ln.startswith("iteration 6: top-1 ")] == [lines[-1]]  # the last evaluation, once
+    assert ", top-5 " in lines[-1] and f"{out}/last.pt" in lines[-1]  # 10 classes: top-5 means something
+    note = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if '"note"' in ln]
+    assert note[-1]["message"].startswith("iteration 6: top-1 ")  # recorded all the same
     assert "name: fashion_mnist_quick" in (out / "config.yaml").read_text()
     assert f"spec: fashion-mnist:{root}" in (out / "config.yaml").read_text()
     assert sum('"train"' in ln for ln in (out / "metrics.jsonl").read_text().splitlines()) == 2
@@ -37,8 +41,11 @@ def test_train_then_eval(tmp_path):
     d = json.loads(r.output)
     assert d["images"] == 24 and d["crops"] == 1 and 0 <= d["top1"] <= d["top5"] <= 1
     r = run("train", "--recipe", QUICK, "--data", f"fashion-mnist:{root}", "--out", str(out), "--resume",
-            "--no-progress", *SMALL, "--set", "schedule.iterations=9")
+            *SMALL, "--set", "schedule.iterations=9")  # with progress, not on a terminal: a line per log interval
     assert r.exit_code == 0 and r.output.splitlines()[-1].startswith("iteration 9:"), r.output
+    assert [ln.split("  ")[0] for ln in r.output.splitlines() if ln.startswith("train ")] == ["train 9/9"]
+    assert re.search(r"^train 9/9  loss [\d.]+  err [\d.]+%  lr [\d.e-]+  \d+ img/s  about 0.0 min left$", r.output,
+                     re.M), r.output
 
 
 def test_unknown_recipe_key(tmp_path):

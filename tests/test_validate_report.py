@@ -107,7 +107,7 @@ def test_summaries_name_failures_and_skips():
     assert "SKIPPED trt-int8: TensorRT engines need device='cuda'" in lines
     bench_lines = report.bench_summary(_bench())
     assert bench_lines[0].startswith("fp32 ceiling 190.0 GFLOP/s")
-    assert any(line.startswith("int8      batch   1") and "x pytorch" in line for line in bench_lines)
+    assert any(line.startswith("int8      batch   1") and "x pytorch's speed" in line for line in bench_lines)
     assert any(line.startswith("int8      batch   1") and "% int8)" in line for line in bench_lines)
 
 
@@ -116,7 +116,7 @@ def test_summary_rows_join_accuracy_and_latency():
     rows = {r[0]: r for r in report.summary_rows(v, b)}
     assert list(rows) == ["pytorch", "int8", "trt-int8", "onnx"]
     pt, int8, trt, onnx = rows["pytorch"], rows["int8"], rows["trt-int8"], rows["onnx"]
-    assert pt[2] == "reference (checkpoint)" and pt[3] == "76.00" and pt[7] == "1.000"
+    assert pt[2] == "reference (checkpoint)" and pt[3] == "76.00" and pt[7] == "1.00x"
     p50_1 = next(r["latency_ms"]["p50"] for r in b["results"] if r["backend"] == "int8" and r["batch"] == 1)
     ips_8 = next(r["throughput_ips"] for r in b["results"] if r["backend"] == "int8" and r["batch"] == 8)
     assert int8[1:6] == ("int8", "FAIL", "71.50", "93.250", "1.5e+00")
@@ -144,3 +144,13 @@ def test_report_command_prints_the_table_or_says_what_is_missing(tmp_path):
     assert "resnet50: accuracy on 400 images of imagenet:/d" in r.output
     assert "FAIL" in r.output and "71.50" in r.output
     assert f"report: {tmp_path / 'reports' / report.REPORT_MD}" in r.output
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["columns"] == list(report.SUMMARY_COLUMNS) and d["files"][0] == str(tmp_path / "reports" / "report.md")
+    rows = {row["backend"]: row for row in d["rows"]}
+    assert rows["int8"]["status"] == "FAIL" and rows["int8"]["top-1 %"] == "71.50"
+    assert rows["pytorch"]["speed-up vs pytorch"] == "1.00x"
+    table = [ln for ln in CliRunner().invoke(main, ["report", str(tmp_path)]).output.splitlines()
+             if ln.startswith("int8 ")]
+    assert len(table) == 1 and "FAIL" in table[0] and "71.50" in table[0]  # one whole line per backend off a terminal

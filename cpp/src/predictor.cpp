@@ -70,7 +70,8 @@ std::pair<std::vector<std::string>, std::string> auto_candidates(const fs::path&
     rest.insert(rest.begin() + static_cast<std::ptrdiff_t>(std::min(at, rest.size())), slow.begin(), slow.end());
     order = rest;
   }
-  return {order, why};
+  // Python's autotune.UNMEASURED: the order is what the CPU's instructions lead one to expect, not a measurement.
+  return {order, "expected, not measured (run `resnet-deploy bench` on the bundle to measure): " + why};
 }
 
 std::pair<std::string, std::string> choose_variant(const fs::path& bundle, const Manifest& m,

@@ -154,7 +154,7 @@ std::string join(const std::vector<std::string>& items) {
 std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& flags) {
   auto found = present(flags, kInt8DotFlags);
   if (!found.empty()) return {true, "CPU has int8 dot-product instructions (" + join(found) + ")"};
-  return {false, "CPU lacks int8 dot-product instructions (" + join(kInt8DotFlags) + "); fp32 is faster"};
+  return {false, "CPU lacks int8 dot-product instructions (" + join(kInt8DotFlags) + "); int8 is expected slower than fp32"};
 }
 
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags) {

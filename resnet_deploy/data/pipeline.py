@@ -14,7 +14,7 @@ import torch
 from resnet_deploy.config import DataConfig
 from resnet_deploy.data import augment
 from resnet_deploy.data.evaluation import iter_eval_batches, one_line, select_indices
-from resnet_deploy.data.sources import IN_MEMORY, check_training_classes, image_folder, load_arrays, locate
+from resnet_deploy.data.sources import IN_MEMORY, SHAPES, check_training_classes, image_folder, load_arrays, locate
 from resnet_deploy.data.spec import parse_spec
 from resnet_deploy.data.stats import cached_stats, chunks, folder_geometry, make_preprocess, mean_std
 from resnet_deploy.runtime.errors import ResnetDeployError
@@ -95,7 +95,7 @@ class FolderData:
 
     def __init__(self, spec: str, cfg: DataConfig, preprocess: Preprocess, *, batch_size: int, seed: int,
                  device: torch.device | str, rank: int, world: int) -> None:
-        self.spec, self.cfg, self.preprocess, self.in_channels = spec, cfg, preprocess, 3
+        self.spec, self.cfg, self.preprocess, self.in_channels = spec, cfg, preprocess, preprocess.channels
         self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
         self.rank, self.world = rank, world
         size = preprocess.input_size[0]
@@ -104,8 +104,11 @@ class FolderData:
         else:
             from torchvision.transforms import v2
             crop = v2.RandomCrop(size) if cfg.augment == "crop_flip" else v2.CenterCrop(size)
+            # a grey model's images: PIL's luma, as the evaluation preprocessing and the runtime convert them
+            grey = [v2.Grayscale(1)] if preprocess.channels == 1 else []
             tf = v2.Compose([v2.Resize(preprocess.resize), crop, v2.RandomHorizontalFlip(0.5 if cfg.augment != "none"
-                                                                                          else 0.0), v2.PILToTensor()])
+                                                                                          else 0.0), *grey,
+                             v2.PILToTensor()])
         self.dataset = image_folder(parse_spec(spec), "train", transform=tf, unreadable=cfg.unreadable)
         evaluation = image_folder(parse_spec(spec), "test", unreadable=cfg.unreadable)
         check_training_classes(self.dataset, evaluation)
@@ -118,8 +121,10 @@ class FolderData:
                                          drop_last=True)
         self.iterations_per_epoch = len(self.sampler) // batch_size
         if self.iterations_per_epoch < 1:
-            raise ResnetDeployError(f"{len(self.dataset)} training images are fewer than one batch; lower "
-                                    "optim.batch_size")
+            fits = max(1, len(self.sampler))
+            raise ResnetDeployError(f"{len(self.dataset)} training images are fewer than one batch of {batch_size} "
+                                    f"x {world} process(es); lower optim.batch_size (--set optim.batch_size={fits} "
+                                    "or less)")
         self.normalize = augment.Normalizer(preprocess, self.device)
         # The augmentation RNG; public because a checkpoint saves and restores its state.
         self.generator = torch.Generator(self.device).manual_seed(seed * 7 + rank)
@@ -176,6 +181,10 @@ def prepare(cfg: DataConfig, *, default_size: int, batch_size: int, seed: int, d
     if cfg.normalize != "per_pixel_mean":
         raise ResnetDeployError(f"data.normalize {cfg.normalize!r} applies to folder data sets (RGB images); "
                                 f"{ds.name} uses 'per_pixel_mean'")
+    own = SHAPES[ds.name][0]
+    if cfg.channels not in (None, own):
+        raise ResnetDeployError(f"data.channels applies to folder data sets; {ds.name} images have {own} "
+                                f"channel(s): leave it unset")
     train = load_arrays(ds, "train", cfg.download)
     h = train.images.shape[2]
     if cfg.input_size not in (None, h):
@@ -203,7 +212,12 @@ def _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world) ->
     ds = parse_spec(cfg.spec)
     size = cfg.input_size or default_size
     resize, crop = folder_geometry(size)
-    plain = Preprocess(input_size=(size, size), channels=3, resize=resize, crop=crop, mean=(0.0,) * 3, std=(1.0,) * 3)
+    c = cfg.channels or 3
+    if c == 1 and (cfg.normalize == "imagenet" or cfg.augment == "scale_pca"):
+        what = "data.normalize 'imagenet'" if cfg.normalize == "imagenet" else "data.augment 'scale_pca'"
+        raise ResnetDeployError(f"{what} is defined for RGB images; with data.channels 1 use 'per_pixel_mean' and "
+                                "'crop_flip', or set data.channels 3")
+    plain = Preprocess(input_size=(size, size), channels=c, resize=resize, crop=crop, mean=(0.0,) * c, std=(1.0,) * c)
     if cfg.normalize == "imagenet":  # what torchvision's weights were trained with
         pp = Preprocess(input_size=(size, size), channels=3, resize=resize, crop=crop, mean=IMAGENET_MEAN,
                         std=IMAGENET_STD)
@@ -211,7 +225,7 @@ def _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world) ->
     folder = image_folder(ds, "train", unreadable=cfg.unreadable)
     idx = select_indices(len(folder), cfg.stats_images, seed=0)
     key = {"name": ds.name, "root": str(locate(ds).resolve()), "n": len(folder), "size": size, "resize": resize,
-           "stats_images": len(idx)}
+           "stats_images": len(idx), **({"channels": c} if c != 3 else {})}
 
     def compute():  # the mean image of the evaluation view (resize + centre crop) of up to stats_images images
         _, _, it = iter_eval_batches(cfg.spec, plain, batch_size=64, limit=cfg.stats_images, split="train", seed=0,

@@ -28,7 +28,7 @@ from resnet_deploy.export.source import Source, load_calibration, load_source
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from resnet_deploy.runtime.variants import Variant
 from resnet_deploy.system import installed_version
 
@@ -96,7 +96,10 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
         trt_error = _write_bundle(_Work(work.new, work.tmp, src, opts, calib, log))
         work.commit()
     if trt_error is not None:  # same type: TensorRTUnavailable (nothing to build with) or a failed build
-        raise type(trt_error)(f"wrote {out} with its ONNX models only; {trt_error}")
+        # what is usable now and what is not, before why: the bundle runs on CPUs as it is
+        written = ", ".join(f.path for f in read_manifest(out).files if f.format in ("onnx", "engine"))
+        raise type(trt_error)(f"wrote {out} with its ONNX models only ({written}: usable now, validate and predict "
+                              f"run them); not built: the TensorRT engines; {trt_error}")
     return out
 
 

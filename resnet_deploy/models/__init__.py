@@ -98,8 +98,11 @@ def paper_numbers(name: str, shortcut: str | None = None) -> dict[str, Any]:
     """The paper's published figures for this architecture (empty values where the paper gives none)."""
     fam, depth, residual = _spec(name)
     if fam == "cifar":
-        return {"params_M": paper.CIFAR_PARAMS_M.get(depth) if residual else None,
-                "test_error_pct": paper.CIFAR_ERRORS.get(depth) if residual else None, "source": "Table 6"}
+        # Table 6's nets use option A (§4.2): its figures say nothing of a B or C network
+        same = residual and (shortcut or "A").upper() == "A"
+        return {"params_M": paper.CIFAR_PARAMS_M.get(depth) if same else None,
+                "test_error_pct": paper.CIFAR_ERRORS.get(depth) if same else None,
+                "source": "Table 6" if same or not residual else "Table 6 (option A only)"}
     key = f"{name}-{(shortcut or 'B').upper()}" if name == "resnet34" else name
     top1, top5 = paper.IMAGENET_ERRORS.get(key, (None, None))
     return {"gflops": paper.IMAGENET_GFLOPS[depth], "top1_error_pct": top1, "top5_error_pct": top5,

@@ -18,34 +18,30 @@ def zoo_rows() -> list[dict[str, Any]]:
 
 
 def print_zoo(rows: list[dict[str, Any]]) -> None:
-    """The zoo as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
+    """The zoo as a table (`console.print_table`: whole names on a terminal and off it)."""
+    from resnet_deploy.console import print_table
 
-    table = Table(title="resnet-deploy model zoo (He et al. 2015)")
-    for col in ("name", "family", "depth", "shortcuts", "default shortcut", "input"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["family"], str(r["depth"]), "yes" if r["residual"] else "none (plain)",
-                      r["default_shortcut"], f"{r['input_size']}x{r['input_size']}")
-    Console().print(table)
+    print_table("resnet-deploy model zoo (He et al. 2015)",
+                ("name", "family", "depth", "shortcuts", "default shortcut", "input"),
+                [[r["name"], r["family"], r["depth"], "yes" if r["residual"] else "none (plain)", r["default_shortcut"],
+                  f"{r['input_size']}x{r['input_size']}"] for r in rows], right=("depth",))
 
 
 def print_description(name: str, d: dict[str, Any]) -> None:
-    """One network (`models.describe`) beside the paper's figures, as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
+    """One network (`models.describe`) beside the paper's figures, as a table."""
+    from resnet_deploy.console import print_table
 
-    table = Table(title=f"{name} (shortcut {d['shortcut']}, {d['input_size']}x{d['input_size']} input)")
-    for col, justify in (("figure", "left"), ("this model", "right"), ("paper", "right")):
-        table.add_column(col, justify=justify)
     p = d["paper"]
     if d["family"] == "imagenet":
-        table.add_row("parameters", f"{d['params']:,}", "")
-        table.add_row("multiply-adds (G)", f"{d['macs'] / 1e9:.3f}", f"{p['gflops']} (Table 1)")
-        table.add_row("top-1 / top-5 error % (10-crop)", "", f"{p['top1_error_pct']} / {p['top5_error_pct']}")
+        rows = [["parameters", f"{d['params']:,}", ""],
+                ["multiply-adds (G)", f"{d['macs'] / 1e9:.3f}", f"{p['gflops']} (Table 1)"],
+                ["top-1 / top-5 error % (10-crop)", "", f"{p['top1_error_pct']} / {p['top5_error_pct']}"]]
     else:
-        table.add_row("parameters (M)", f"{d['params'] / 1e6:.3f}", f"{p['params_M']} (Table 6)")
-        table.add_row("multiply-adds (M)", f"{d['macs'] / 1e6:.1f}", "")
-        table.add_row("CIFAR-10 test error %", "", f"{p['test_error_pct']} (Table 6)")
-    Console().print(table)
+        def cite(value: Any) -> str:
+            return f"{value} ({p['source']})" if value is not None else f"- ({p['source']})"
+
+        rows = [["parameters (M)", f"{d['params'] / 1e6:.3f}", cite(p["params_M"])],
+                ["multiply-adds (M)", f"{d['macs'] / 1e6:.1f}", ""],
+                ["CIFAR-10 test error %", "", cite(p["test_error_pct"])]]
+    print_table(f"{name} (shortcut {d['shortcut']}, {d['input_size']}x{d['input_size']} input)",
+                ("figure", "this model", "paper"), rows, right=("this model", "paper"))

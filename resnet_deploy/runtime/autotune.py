@@ -24,6 +24,8 @@ from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
 
 AUTO_JSON = "auto.json"
 AUTO_SCHEMA = "resnet-deploy/auto"
+# How `auto` says that its order was not measured: what the CPU's instructions lead one to expect, and how to measure.
+UNMEASURED = "expected, not measured (run `resnet-deploy bench` on the bundle to measure)"
 
 
 def machine_key(flags: set[str] | None = None, model: str | None = None) -> dict[str, str]:
@@ -59,6 +61,17 @@ def measured_order(bundle: str | Path, device: str = "cpu",
         if entry.get("machine") == key and entry.get("device") == device and isinstance(entry.get("order"), list):
             return [str(n) for n in entry["order"]], entry
     return None
+
+
+def copy_records(bundle: str | Path, to: str | Path) -> Path | None:
+    """Give the bundle copy at `to` (a Triton repository's `1/bundle/`) the measured orders of `bundle`, so that
+    `auto` there chooses what it chooses here; the path written, or None when `bundle` records none."""
+    records = read_records(bundle)
+    if not records:
+        return None
+    path = record_path(to)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps({"schema": AUTO_SCHEMA, "machines": records}, indent=2) + "\n")
 
 
 def record_order(bundle: str | Path, order: list[str], *, device: str = "cpu", batch: int = 1,

@@ -65,7 +65,8 @@ def cpu_int8_is_fast(flags: set[str] | None = None) -> tuple[bool, str]:
         return True, f"CPU has int8 dot-product instructions ({', '.join(found)})"
     if not flags and platform.system() == "Darwin" and platform.machine() == "arm64":
         return True, "Apple silicon has int8 dot-product instructions (asimddp)"
-    return False, f"CPU lacks int8 dot-product instructions ({', '.join(INT8_DOT_FLAGS)}); fp32 is faster"
+    return False, (f"CPU lacks int8 dot-product instructions ({', '.join(INT8_DOT_FLAGS)}); int8 is expected slower "
+                   "than fp32")
 
 
 def cpu_has_bf16(flags: set[str] | None = None) -> tuple[bool, str]:

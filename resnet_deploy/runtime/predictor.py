@@ -132,14 +132,14 @@ def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[
         return (*first, *(n for n in order if n not in first)), (
             f"fastest measured on this machine by bench ({autotune.AUTO_JSON}, {entry.get('created', '?')})")
     if device == "cuda":
-        return tuple(order), "fastest usable on the GPU"
+        return tuple(order), f"{autotune.UNMEASURED}: the registry's order for GPUs"
     fast, why = cpu_int8_is_fast()
     if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
         first_fp32 = next((i for i, n in enumerate(order) if variants.get(n).precision == "fp32"), len(order) - 1)
         slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
-    return tuple(order), why
+    return tuple(order), f"{autotune.UNMEASURED}: {why}"
 
 
 def auto_order(device: str = "cpu", bundle: str | Path | None = None) -> tuple[tuple[str, ...], str]:
@@ -161,10 +161,20 @@ def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto"
             skipped = "".join(f"; skipped {n}: {r}" for n, r in refused.items() if find_entry(manifest, n))
             return name, find_entry(manifest, name), why + skipped  # type: ignore[return-value]
         refused[name] = reason
+    # the first thing to know when nothing runs on a GPU: whether this machine has one
+    gpu = ("no NVIDIA GPU found on this machine (no /dev/nvidia* device); " if device == "cuda" and not gpu_found()
+           else "")
     if len(candidates) == 1:
-        raise ResnetDeployError(f"backend {backend!r} cannot run on device={device}: {refused[candidates[0]]}")
+        raise ResnetDeployError(f"{gpu}backend {backend!r} cannot run on device={device}: {refused[candidates[0]]}")
     detail = "; ".join(f"{n}: {r}" for n, r in refused.items())
-    raise ResnetDeployError(f"no backend for {backend!r} can run on device={device} ({detail})")
+    raise ResnetDeployError(f"{gpu}no backend for {backend!r} can run on device={device} ({detail})")
+
+
+def gpu_found(dev: str | Path = "/dev") -> bool:
+    """Whether an NVIDIA GPU's device node exists (a desktop or server GPU, or a Jetson's integrated one), without
+    loading any CUDA library."""
+    root = Path(dev)
+    return any(root.glob("nvidia[0-9]*")) or (root / "nvhost-ctrl-gpu").exists()
 
 
 def _check_threads(threads: Any) -> int | None:
@@ -309,7 +319,7 @@ class Predictor:
             try:
                 arrays.append(self.preprocess(image))
             except (ResnetDeployError, OSError, ValueError, Image.DecompressionBombError) as e:
-                where = f"image {i} of {len(items)}: " if len(items) > 1 else ""
+                where = f"image {i + 1} of {len(items)}: " if len(items) > 1 else ""  # counted as people count
                 raise ResnetDeployError(f"{where}{e}") from None
         c, h, w = self.manifest.input_shape
         return np.stack(arrays) if arrays else np.empty((0, c, h, w), np.float32)

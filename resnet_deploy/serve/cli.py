@@ -54,7 +54,7 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
 def triton(bundle: str, out: str, target: str, force: bool, **options: object) -> None:
     """Write a Triton model repository for BUNDLE: config.pbtxt, the model, labels (and for onnxruntime/tensorrt a
     preprocessing model and an ensemble for encoded images)."""
-    from resnet_deploy.serve.repository import MARKER, write_repository
+    from resnet_deploy.serve.repository import MARKER, backend_line, write_repository
 
     repo = write_repository(bundle, out, target=target, force=force, **options)
     facts = json.loads((repo / MARKER).read_text())
@@ -62,6 +62,7 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
     echo(f"model repository written to {repo}: {', '.join(models)} ({facts['backend']}, "
                f"max_batch_size {facts['max_batch_size']})")
     if target == "python":
+        echo(f"on this machine: {backend_line(repo)}")
         echo(f"serve it here with `resnet-deploy serve {bundle}`, or with any tritonserver whose Python can "
                    "import resnet_deploy")
     else:
@@ -90,11 +91,12 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     import ipaddress
 
     from resnet_deploy.runtime.manifest import check_writable
+    from resnet_deploy.serve.repository import backend_line
     from resnet_deploy.serve.server import listen_address, serve_bundle
 
     def ready(server: TritonServer, name: str) -> None:
-        echo(f"ready: {server.url} (model {name!r}; gRPC {server.grpc_address}; metrics {server.metrics_url}); "
-                   "Ctrl-C stops it")
+        echo(f"ready: {server.url} (model {name!r}, {backend_line(server.repository)}; gRPC {server.grpc_address}; "
+             f"metrics {server.metrics_url}); Ctrl-C stops it")
 
     if not ipaddress.ip_address(listen_address(host).split("%")[0]).is_loopback:
         echo(f"warning: listening on {host}: anyone who can reach this machine can send requests (README, "

@@ -26,9 +26,10 @@ from pathlib import Path
 from resnet_deploy import __version__
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, limits, read_manifest, variants, verify_files
+from resnet_deploy.runtime.autotune import copy_records, measured_order
 from resnet_deploy.runtime.errors import printable
 from resnet_deploy.runtime.manifest import ARCH_NAME, ARCH_RULE, VerifiedFile, check_name, write_manifest
-from resnet_deploy.runtime.predictor import find_entry
+from resnet_deploy.runtime.predictor import choose_backend, find_entry
 from resnet_deploy.serve import TARGETS, precisions
 
 IMAGE_INPUT = "image"
@@ -102,13 +103,22 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     out.parent.mkdir(parents=True, exist_ok=True)
     with Workdir(out) as work:  # export's staging: built beside `out`, swapped in whole, nothing left on failure
         check_destination(out, force, marker=MARKER, kind="model repository")
-        tmp, info = work.new, {}
+        tmp, info, here = work.new, {}, {}
         if target == "python":
-            # "auto" is chosen at load, on the serving machine, as `Predictor` chooses; a fixed precision now
-            backend = "auto" if precision == "auto" else _entry(manifest, target, precision)[1]
+            # "auto" is chosen at load, on the serving machine, as `Predictor` chooses (with the orders `bench`
+            # measured, copied beside the model files); a fixed precision now
+            backend = "auto" if precision == "auto" else _entry(manifest, target, precision, bundle)[1]
             _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
                           {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
                           min(topk, len(manifest.classes)), sys_path, _served_files(manifest, backend))
+            served = tmp / name / "1" / "bundle"
+            measured = copy_records(bundle, served) if backend == "auto" else None
+            # what the model loads when served on this machine: the same choice, on the same files
+            try:
+                loads, _, why = choose_backend(served, read_manifest(served), backend, "cpu")
+            except ResnetDeployError as e:  # nothing runs here; the serving machine may differ
+                loads, why = None, str(e)
+            here = {"loads_here": loads, "why": why, "auto_record": measured is not None}
         else:
             backend, info = _file_model(tmp / name, bundle, manifest, target, precision, batch, instances,
                                         max_queue_delay_us)
@@ -117,10 +127,21 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
             _ensemble(tmp / f"{name}_image", name, manifest, batch)
         marker = {"written_by": f"resnet-deploy {__version__}", "bundle": str(bundle.resolve()), "model": name,
                   "target": target, "precision": precision, "backend": backend, "max_batch_size": batch,
-                  "file_info": info}
+                  "file_info": info, **here}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         work.commit()
     return out
+
+
+def backend_line(repo: str | Path) -> str:
+    """What the repository's model runs, from its marker: for a Python model, the backend it loads on this machine and
+    why (the choice `Predictor` makes on the served files); for a file model, the file's variant."""
+    facts = json.loads((Path(repo) / MARKER).read_text())
+    if facts.get("target") != "python":
+        return f"backend {facts['backend']} (its file, chosen when the repository was written)"
+    if facts.get("loads_here") is None:
+        return f"backend {facts['backend']}: nothing runs on this machine ({facts.get('why', '?')})"
+    return f"backend {facts['loads_here']} ({facts['why']})"
 
 
 def check_model_name(name: str) -> str:
@@ -236,9 +257,12 @@ def candidates(target: str, precision: str) -> tuple[str, ...]:
     return tuple(v.name for v in ranked if precision in ("auto", v.precision))
 
 
-def _entry(manifest: Manifest, target: str, precision: str) -> tuple[FileEntry, str]:
-    """The bundle's file for the best variant it has among `candidates`, and that variant's name."""
+def _entry(manifest: Manifest, target: str, precision: str, bundle: Path) -> tuple[FileEntry, str]:
+    """The bundle's file for the best variant it has among `candidates` (for "auto", in the order `bench` measured on
+    this machine and the target's device when the bundle records one), and that variant's name."""
     names = candidates(target, precision)
+    if precision == "auto" and (measured := measured_order(bundle, DEVICES[target])) is not None:
+        names = (*(n for n in measured[0] if n in names), *(n for n in names if n not in measured[0]))
     if not names:
         raise ResnetDeployError(f"--backend {target} cannot serve precision {precision}: no variant runs it on "
                                 f"{DEVICES[target]}")
@@ -255,7 +279,7 @@ def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, 
                 instances: int, delay_us: int) -> tuple[str, dict]:
     """The bundle's ONNX file or engine for NVIDIA's Triton containers; returns the runtime backend name it came
     from and the file's facts (an engine's TensorRT version and GPU)."""
-    entry, backend = _entry(manifest, target, precision)
+    entry, backend = _entry(manifest, target, precision, bundle)
     version = model_dir / "1"
     version.mkdir(parents=True)
     # the checked bytes themselves: a plan may carry host code, and Triton loads this copy with no check of its own

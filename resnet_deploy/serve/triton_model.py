@@ -115,7 +115,7 @@ class TritonPythonModel:
                 # The runtime's own decoding limits (formats, pixels, sides) apply, as for any untrusted image.
                 arrays.append(self.preprocess(bytes(data)))
             except ResnetDeployError as e:
-                raise ResnetDeployError(f"image {k} of {items.size}: {e}" if items.size > 1 else str(e)) from None
+                raise ResnetDeployError(f"image {k + 1} of {items.size}: {e}" if items.size > 1 else str(e)) from None
         return np.stack(arrays)
 
     def _classify(self, requests: list[Any], good: list[tuple[int, np.ndarray]],

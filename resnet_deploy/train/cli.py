@@ -35,17 +35,10 @@ def curves(runs: tuple[str, ...], out: str | None, title: str | None, y_max: flo
     if as_json:
         click.echo(json.dumps({"runs": lib.to_json(read), "files": [str(p) for p in written]}, indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from resnet_deploy.console import print_table
 
-    table = Table(title=escape(title or "Training curves"))
-    for col in lib.COLUMNS:
-        table.add_column(col, justify="left" if col in ("run", "arch", "notes") else "right",
-                         no_wrap=col != "notes", overflow="fold")
-    for row in lib.table_rows(read):
-        table.add_row(*(escape(c) for c in row))
-    Console(width=max(Console().width, 170)).print(table)
+    print_table(title or "Training curves", lib.COLUMNS, lib.table_rows(read),
+                right=tuple(c for c in lib.COLUMNS if c not in ("run", "arch", "notes")))
     click.echo(f"figure: {written[0]}, table: {written[1]}")
 
 

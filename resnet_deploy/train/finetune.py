@@ -24,6 +24,7 @@ from resnet_deploy.models.torchvision import describe_misfit, fit_state_dict, st
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 HEAD = "fc."  # the classifier head's parameter prefix in both families
+STEM = "conv1.weight"  # the first convolution's weight in both families: the only tensor that sees the image
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,15 @@ class WeightsReport:
     head_reason: str  # why the head was replaced ("" when it was loaded)
     missing: tuple[str, ...]  # in the model, not in the file: left at their initialisation (weights_strict=false)
     skipped: tuple[str, ...]  # in the file but unused: not in the model, or of another shape (weights_strict=false)
+    adapted: str = ""  # how the first convolution was fitted to another number of input channels ("" when not)
 
     def summary(self) -> str:
         """One line for the console and metrics.jsonl."""
         head = f"head {', '.join(self.replaced)} replaced ({self.head_reason})" if self.replaced else "head loaded"
         extra = "".join(f"; {label} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                         for label, keys in (("missing", self.missing), ("skipped", self.skipped)) if keys)
-        return f"weights: {len(self.loaded)} tensors loaded from {self.path} ({self.source}); {head}{extra}"
+        adapted = f"; {self.adapted}" if self.adapted else ""
+        return f"weights: {len(self.loaded)} tensors loaded from {self.path} ({self.source}){adapted}; {head}{extra}"
 
     def save(self, path: Path) -> None:
         """Write the whole report as JSON (every tensor name)."""
@@ -80,6 +83,31 @@ def _head_reason(model: nn.Module, sd: Mapping[str, Any], classes: Sequence[str]
     return ""
 
 
+def adapt_input_channels(sd: Mapping[str, Any], model: nn.Module) -> tuple[dict[str, Any], str]:
+    """Fit the file's first convolution to the model's number of input channels, as the field does; (state dict,
+    what was done, "" when nothing).
+
+    Grey -> RGB: the weights are repeated over the channels and divided by their number, so that a grey image given
+    as three equal channels yields the same activations as before. RGB -> grey: the weights are summed over the
+    channels, so that an image whose three channels are equal (what a grey image was) yields the same activations.
+    Any other pair of channel counts is left to the shape check.
+    """
+    out = dict(sd)
+    theirs, own = out.get(STEM), model.state_dict().get(STEM)
+    if not isinstance(theirs, torch.Tensor) or own is None or theirs.ndim != 4 or theirs.shape == own.shape:
+        return out, ""
+    c_file, c_model = int(theirs.shape[1]), int(own.shape[1])
+    if (theirs.shape[0], *theirs.shape[2:]) != (own.shape[0], *own.shape[2:]) or {c_file, c_model} != {1, 3}:
+        return out, ""
+    if c_file == 1:
+        out[STEM] = theirs.repeat(1, c_model, 1, 1) / c_model
+        how = f"repeated over the {c_model} channels and divided by {c_model}: a grey image gives the same activations"
+    else:
+        out[STEM] = theirs.sum(dim=1, keepdim=True)
+        how = "summed over the channels: an image of equal channels gives the same activations"
+    return out, f"{STEM} adapted from {c_file} to {c_model} input channel(s) ({how})"
+
+
 def load_weights(model: nn.Module, path: str | Path, arch: str, classes: Sequence[str], strict: bool = True,
                  ) -> WeightsReport:
     """Load a weights file into `model` (built for `classes`), replacing its head when the classes differ.
@@ -100,7 +128,7 @@ def load_weights(model: nn.Module, path: str | Path, arch: str, classes: Sequenc
     """
     path = Path(path)
     sd, file_classes, source = _unpack(load_state_dict_file(path), path, arch)
-    sd = strip_prefixes(sd)
+    sd, adapted = adapt_input_channels(strip_prefixes(sd), model)
     reason = _head_reason(model, sd, classes, file_classes)
     head = [k for k in model.state_dict() if k.startswith(HEAD)]
     body = {k: v for k, v in sd.items() if not k.startswith(HEAD)}
@@ -112,7 +140,7 @@ def load_weights(model: nn.Module, path: str | Path, arch: str, classes: Sequenc
     model.load_state_dict({k: sd[k] for k in keep}, strict=False)
     skipped = [k.split(" ", 1)[0] for k in fit.misshaped] + list(fit.unexpected)
     return WeightsReport(str(path), source, tuple(keep), tuple(head if reason else ()), reason, fit.missing,
-                         tuple(skipped))
+                         tuple(skipped), adapted if STEM in keep else "")
 
 
 # ------------------------------------------------------------------------------------------------------------ freezing

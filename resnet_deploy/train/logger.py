@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.console import is_terminal
 from resnet_deploy.runtime.errors import printable
 
 
@@ -40,7 +41,9 @@ class MetricsLogger:
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))
         except ImportError:
             pass
-        if progress:
+        self.lines = progress and not is_terminal()  # off a terminal a bar shows nothing until the end: lines
+        self.t_start, self.it_start = time.time(), 0
+        if progress and not self.lines:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -54,6 +57,7 @@ class MetricsLogger:
         self.file.flush()
 
     def resumed(self, iteration: int) -> None:
+        self.it_start = iteration
         if self.enabled:
             self._write({"kind": "resume", "iteration": iteration})
             if self.bar:
@@ -61,6 +65,7 @@ class MetricsLogger:
 
     def start(self, iteration: int, facts: dict[str, Any]) -> None:
         """What this process trains from `iteration` on (see the module docstring for the keys)."""
+        self.t_start, self.it_start = time.time(), iteration
         if self.enabled:
             self._write({"kind": "start", "iteration": iteration, **facts})
 
@@ -72,19 +77,29 @@ class MetricsLogger:
         if self.tb:
             for k, v in (("loss", loss), ("error", error), ("lr", lr), ("img_per_s", img_per_s)):
                 self.tb.add_scalar(f"train/{k}", v, iteration)
+        info = f"loss {loss:.3f}  err {error:.1%}  lr {lr:.3g}  {img_per_s:.0f} img/s"
         if self.bar:
-            self.bar.update(self.task, completed=iteration,
-                            info=f"loss {loss:.3f}  err {error:.1%}  lr {lr:.3g}  {img_per_s:.0f} img/s")
+            self.bar.update(self.task, completed=iteration, info=info)
+        elif self.lines:
+            done, spent = iteration - self.it_start, time.time() - self.t_start
+            left = spent / done * (self.total - iteration) if done > 0 else 0.0
+            print(f"train {iteration}/{self.total}  {info}  about {left / 60:.1f} min left", flush=True)
 
-    def eval(self, iteration: int, epoch: float, metrics: dict[str, Any]) -> None:
+    def eval(self, iteration: int, epoch: float, metrics: dict[str, Any], classes: int = 1000,
+             show: bool = True) -> None:
+        """Record an evaluation; print its line unless `show` is false (the run's last: its summary line follows).
+        Top-5 is shown only with more than 5 classes (with 5 or fewer it is 100% by definition)."""
         if not self.enabled:
             return
         self._write({"kind": "eval", "iteration": iteration, "epoch": round(epoch, 4), **metrics})
         if self.tb:
             self.tb.add_scalar("eval/top1", metrics["top1"], iteration)
             self.tb.add_scalar("eval/top5", metrics["top5"], iteration)
-        msg = f"iteration {iteration}: top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}"
-        self.note(msg)
+        msg = f"iteration {iteration}: {accuracy_text(metrics['top1'], metrics['top5'], classes)}"
+        if show:
+            self.note(msg)
+        else:
+            self._write({"kind": "note", "message": msg})
 
     def precision(self, choice: dict[str, Any]) -> None:
         """Record the precision the run trains in (`train.precision.AmpChoice.to_dict()`), as it starts."""
@@ -97,7 +112,8 @@ class MetricsLogger:
             return
         self._write({"kind": "note", "message": message})
         if self.bar:
-            self.bar.console.print(printable(message), markup=False, highlight=False)  # names in it are not markup
+            # names in it are not markup; one line, however narrow the window (the terminal wraps it, rich does not)
+            self.bar.console.print(printable(message), markup=False, highlight=False, soft_wrap=True)
         else:
             print(printable(message), flush=True)
 
@@ -109,6 +125,11 @@ class MetricsLogger:
         if self.tb:
             self.tb.close()
         self.file.close()
+
+
+def accuracy_text(top1: float, top5: float, classes: int) -> str:
+    """`top-1 91.43%, top-5 99.80%`; top-5 left out with 5 classes or fewer, where it is 100% by definition."""
+    return f"top-1 {top1:.2%}" + (f", top-5 {top5:.2%}" if classes > 5 else "")
 
 
 def _drop_partial_line(path: Path) -> None:

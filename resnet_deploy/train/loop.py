@@ -24,7 +24,7 @@ from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.system import torch_cpp_compiler, torch_threads
 from resnet_deploy.train import distributed, finetune
 from resnet_deploy.train.distributed import DistEnv
-from resnet_deploy.train.logger import MetricsLogger
+from resnet_deploy.train.logger import MetricsLogger, accuracy_text
 from resnet_deploy.train.precision import choose_amp
 from resnet_deploy.train.schedule import LRSchedule
 
@@ -246,7 +246,8 @@ class Trainer:
         self.last_eval = {"top1": s[1] / n, "top5": s[2] / n, "eval_loss": s[0] / n, "eval_images": int(s[3])}
         if self.schedule.observe_val_error(1 - self.last_eval["top1"]):
             self.log.note(f"validation error plateaued: lr divided by {1 / self.cfg.schedule.gamma:g}")
-        self.log.eval(self.iteration, self.iteration / self.data.iterations_per_epoch, self.last_eval)
+        self.log.eval(self.iteration, self.iteration / self.data.iterations_per_epoch, self.last_eval,
+                      classes=len(self.data.classes), show=self.iteration < self.cfg.schedule.iterations)
         if self.last_eval["top1"] > self.best_top1:
             self.best_top1 = self.last_eval["top1"]
             self.save("best.pt")
@@ -256,7 +257,7 @@ class Trainer:
         images, secs = sum(i for i, _ in steady), sum(s for _, s in steady)
         return {"iteration": self.iteration, **self.last_eval, "best_top1": self.best_top1,
                 "img_per_s": images / secs if secs else 0.0, "wall_s": wall, "world_size": self.env.world,
-                "precision": self.precision.to_dict(),
+                "precision": self.precision.to_dict(), "num_classes": len(self.data.classes),
                 "rank": self.env.rank, "notes": self.notes,
                 "out_dir": str(self.out), "last": str(self.out / "last.pt"), "best": str(self.out / "best.pt")}
 
@@ -338,6 +339,7 @@ def train(config: TrainConfig, out_dir: str | Path, data: str | InMemoryData | F
 
 def summary_line(result: dict[str, Any], out: Path) -> str:
     """The one-line summary `resnet-deploy train` prints when a run ends."""
-    return (f"iteration {result['iteration']}: top-1 {result.get('top1', float('nan')):.2%}, top-5 "
-            f"{result.get('top5', float('nan')):.2%}, {result['img_per_s']:.0f} img/s, {result['wall_s']:.0f} s -> "
+    acc = accuracy_text(result.get("top1", float("nan")), result.get("top5", float("nan")),
+                        result.get("num_classes", 1000))
+    return (f"iteration {result['iteration']}: {acc}, {result['img_per_s']:.0f} img/s, {result['wall_s']:.0f} s -> "
             f"{out}/last.pt, {out}/best.pt")

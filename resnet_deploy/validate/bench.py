@@ -128,7 +128,8 @@ def _with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
 def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batches: Sequence[int] = (1, 8, 32),
                  warmup_s: float = 2.0, duration_s: float = 10.0, min_iters: int = 10, threads: int | None = None,
                  device: str = "cpu", checkpoint: str | Path | None = None, pytorch: bool = True,
-                 ceiling_n: int = 2048, rounds: int = 1) -> BenchReport:
+                 ceiling_n: int = 2048, rounds: int = 1, progress: Callable[[str], None] | None = None
+                 ) -> BenchReport:
     """Time every backend of a bundle at each batch size, and the PyTorch eager model beside them.
 
     Args:
@@ -143,6 +144,7 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         ceiling_n: side of the matmul that measures the fp32 ceiling.
         rounds: split each point's run into this many round-robin slices across the backends
             (`latency.measure_interleaved`); more than 1 keeps ratios fair on a shared machine.
+        progress: called with a line before the run (what will be timed, about how long) and after each batch size.
 
     Returns:
         The report (`to_dict()`: bench.json, schema in `report.py`).
@@ -168,6 +170,12 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
     side = max(h, w)
     macs = models.count_macs(model, side, c) * h * w // side**2
     predictors = {}
+    say = progress or (lambda line: None)
+    names, sizes = ["pytorch"] * pytorch + run, sorted(set(batches))
+    per_batch = len(names) * (warmup_s + max(duration_s, 0.0))
+    say(f"bench: {len(names)} backends ({', '.join(names)}) x {len(sizes)} batch size(s) "
+        f"({', '.join(map(str, sizes))}), {warmup_s:g} s warm-up + {duration_s:g} s each: about "
+        f"{_minutes(per_batch * len(sizes) + 2)} (--duration-s, --warmup-s, --batch and --backends shorten it)")
     with torch_threads(threads):
         try:
             ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
@@ -175,9 +183,14 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
             for name in run:
                 predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
             timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
-            rows = [_row(name, b, samples, macs, ceiling)
-                    for b, fns in _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
-                    for name, samples in latency.measure_interleaved(fns, **timing).items()]
+            rows = []
+            workloads = _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)
+            for i, (b, fns) in enumerate(workloads):
+                rows += [_row(name, b, samples, macs, ceiling)
+                         for name, samples in latency.measure_interleaved(fns, **timing).items()]
+                left = per_batch * (len(sizes) - i - 1)
+                say(f"bench: batch {b} timed ({i + 1} of {len(sizes)})"
+                    + (f", about {_minutes(left)} left" if left else ""))
         finally:
             for predictor in predictors.values():
                 predictor.close()
@@ -189,6 +202,10 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
                         "duration_s": duration_s, "rounds": rounds, "threads": threads, "device": device},
                        ceiling, _with_ratios(rows), [{"backend": k, "reason": v} for k, v in skipped.items()], notes,
                        environment(threads))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def record_fastest(bundle: str | Path, bench: dict[str, Any]) -> tuple[Path, list[str]] | None:

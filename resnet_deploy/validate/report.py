@@ -127,14 +127,14 @@ def bench_markdown(b: dict[str, Any]) -> str:
              f"{s['device']}, {s['threads'] or 'default'} threads, warm-up {s['warmup_s']} s, run {s['duration_s']} s "
              f"per point in {s.get('rounds', 1)} round-robin round(s); "
              f"{b['macs_per_image'] / 1e6:.1f} M multiply-adds per image; {ceilings_text(c)}.", "",
-             "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s | x pytorch latency "
-             "| GFLOP/s | roofline |",
+             "| backend | batch | p50 ms | mean ms | p90 ms | p99 ms | min ms | max ms | images/s "
+             "| speed-up vs pytorch | GFLOP/s | roofline |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in b["results"]:
         lat = r["latency_ms"]
         lines.append(f"| {r['backend']} | {r['batch']} | {lat['p50']:.3f} | {lat['mean']:.3f} | {lat['p90']:.3f} | "
                      f"{lat['p99']:.3f} | {lat['min']:.3f} | {lat['max']:.3f} | {r['throughput_ips']:.1f} | "
-                     f"{_fmt(r['latency_ratio'], '.3f')} | {r['achieved_gflops']:.1f} | {roofline_text(r)} |")
+                     f"{_speedup_text(r)} | {r['achieved_gflops']:.1f} | {roofline_text(r)} |")
     device_rows = [r for r in b["results"] if r.get("device_latency_ms")]
     if device_rows:
         lines += ["", "Device time (CUDA events / engine timing), apart from host time including copies:", "",
@@ -166,6 +166,29 @@ def _smallest_batch_p50(bench: dict[str, Any]) -> dict[str, float]:
     return {k: v[1] for k, v in out.items()}
 
 
+def backend_colour(name: str) -> str:
+    """One colour per backend in every plot: its place in the registry (pytorch first) picks it from a fixed
+    palette, whatever else a report holds."""
+    from resnet_deploy.runtime import variants
+
+    order = ["pytorch", *variants.names()]
+    base = name.split(" (")[0]  # "pytorch (checkpoint)"
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+    i = order.index(base) if base in order else len(order) + sum(map(ord, base))
+    return palette[i % len(palette)]
+
+
+def _plain_log_axis(axis: Any, fmt: str) -> None:
+    """A log axis labelled with plain numbers (0.2, 1, 2, 5; 2,000) at 1-2-5 steps, no `2x10^2` and no crowded
+    minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: format(v, fmt)))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_latency_vs_batch(bench: dict[str, Any], path: Path) -> Path:
     """Two panels against batch size: p50 latency (ms) and throughput (images/s), one line per backend."""
     import matplotlib
@@ -173,30 +196,48 @@ def plot_latency_vs_batch(bench: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")  # files only; no display on servers
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
     for name in dict.fromkeys(r["backend"] for r in bench["results"]):
         rows = sorted((r for r in bench["results"] if r["backend"] == name), key=lambda r: r["batch"])
         xs = [r["batch"] for r in rows]
-        ax1.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=name)
-        ax2.plot(xs, [r["throughput_ips"] for r in rows], marker="o", label=name)
+        colour = backend_colour(name)
+        ax1.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=name, color=colour)
+        ax2.plot(xs, [r["throughput_ips"] for r in rows], marker="o", label=name, color=colour)
     batches = sorted({r["batch"] for r in bench["results"]})
-    for ax, label in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
+    for ax, label, fmt in ((ax1, "p50 latency (ms)", "g"), (ax2, "throughput (images/s)", ",.0f")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")  # eager and int8 differ by orders of magnitude on small models
+        _plain_log_axis(ax.yaxis, fmt)
         ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-    ax1.legend()
-    fig.suptitle(f"{bench['arch']}: latency against batch size ({bench['settings']['device']})")
-    fig.tight_layout()
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
+    fig.suptitle(f"{bench['arch']}: latency and throughput against batch size ({bench['settings']['device']})")
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 5), 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
+def _gate_drop(validate: dict[str, Any]) -> tuple[float, str] | None:
+    """The largest top-1 drop a gate allows (points) and the precisions it applies to; None without such a gate."""
+    drops: dict[float, list[str]] = {}
+    for key, value in validate.get("tolerances", {}).items():
+        if key.endswith("_top1_drop") and value is not None:
+            drops.setdefault(float(value), []).append(key[:-len("_top1_drop")])
+    if not drops:
+        return None
+    top = max(drops)
+    return top, ", ".join(drops[top])
+
+
 def plot_accuracy_vs_latency(validate: dict[str, Any], bench: dict[str, Any], path: Path) -> Path:
-    """Top-1 accuracy against p50 latency at the smallest batch benchmarked, one point per backend."""
+    """Top-1 accuracy against p50 latency at the smallest batch benchmarked, one point per backend, on a range that
+    shows the accuracy gate (the reference's top-1 and the lowest top-1 a gate passes), not the noise between
+    backends."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,17 +246,39 @@ def plot_accuracy_vs_latency(validate: dict[str, Any], bench: dict[str, Any], pa
     p50 = _smallest_batch_p50(bench)
     points = [(b["backend"], p50[b["backend"]], b["top1"]) for b in validate["backends"]
               if b["top1"] is not None and b["backend"] in p50]
-    if "pytorch" in p50 and validate["reference"]["top1"] is not None:
-        points.append((f"pytorch ({validate['reference']['kind']})", p50["pytorch"], validate["reference"]["top1"]))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (name, x, y) in enumerate(points):
-        ax.scatter([x], [y])
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 - 12 * (i % 2)))  # alternate: less overlap
+    ref = validate["reference"]["top1"]
+    if "pytorch" in p50 and ref is not None:
+        points.insert(0, (f"pytorch ({validate['reference']['kind']})", p50["pytorch"], ref))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = "osD^vP*Xhp<>"
+    for i, (name, x, y) in enumerate(points):  # a legend, not labels beside the points: those collide
+        ax.scatter([x], [y], color=backend_colour(name), marker=markers[i % len(markers)], s=60, label=name,
+                   edgecolors="black", linewidths=0.5, zorder=3)
+    ys = [y for _, _, y in points]
+    gate = _gate_drop(validate)
+    low, high = (min(ys), max(ys)) if ys else (0.0, 100.0)
+    if ref is not None:
+        ax.axhline(ref, color="#444444", linestyle="-", linewidth=0.8, zorder=1)
+        ax.annotate("reference top-1", (0.01, ref), xycoords=("axes fraction", "data"), textcoords="offset points",
+                    xytext=(0, 3), fontsize=8, color="#444444")
+        if gate is not None:
+            floor = ref - gate[0]
+            ax.axhline(floor, color="#d62728", linestyle="--", linewidth=1, zorder=1)
+            ax.annotate(f"gate: top-1 drop <= {gate[0]:g} point(s) ({gate[1]})", (0.01, floor),
+                        xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3), fontsize=8,
+                        color="#d62728")
+            low, high = min(low, floor), max(high, ref)
+    span = max(high - low, 1.0)  # at least a point: closer differences are noise on a test set of this size
+    ax.set_ylim(low - 0.5 * span, high + 0.3 * span)
     ax.set_xscale("log")
+    _plain_log_axis(ax.xaxis, "g")
+    lo_x, hi_x = min(x for _, x, _ in points), max(x for _, x, _ in points)
+    ax.set_xlim(lo_x / 1.5, hi_x * 1.5)
     ax.set_xlabel(f"p50 latency (ms), batch {min(r['batch'] for r in bench['results'])}")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"{bench['arch']}: accuracy against latency ({validate['num_samples']} images)")
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -253,7 +316,19 @@ def write_reports(reports_dir: str | Path) -> list[Path]:
 
 
 SUMMARY_COLUMNS = ("backend", "precision", "status", "top-1 %", "agreement %", "max |d|", "p50 ms (batch 1)",
-                   "x pytorch", "img/s (largest batch)")
+                   "speed-up vs pytorch", "img/s (largest batch)")
+
+
+def _speedup(r: dict[str, Any]) -> float | None:
+    """PyTorch eager's p50 over this row's at the same batch (2.00: twice as fast); None without PyTorch timed."""
+    if r.get("speedup") is not None:
+        return r["speedup"]
+    return 1 / r["latency_ratio"] if r.get("latency_ratio") else None  # reports written before the field
+
+
+def _speedup_text(r: dict[str, Any]) -> str:
+    sp = _speedup(r)
+    return "-" if sp is None else f"{sp:.2f}x"
 
 
 def summary_rows(v: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tuple[str, ...]]:
@@ -280,22 +355,18 @@ def summary_rows(v: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tup
         rows.append((name, a.get("precision") or (s or {}).get("precision", ""), a.get("status", "not validated"),
                      _fmt(a.get("top1")), _fmt(a.get("agreement"), ".3f"), _fmt(a.get("max_abs_diff"), ".1e"),
                      _fmt(s["latency_ms"]["p50"], ".3f") if s else "-",
-                     _fmt(s.get("latency_ratio"), ".3f") if s else "-",
+                     _speedup_text(s) if s else "-",
                      f"{_fmt(g['throughput_ips'], '.0f')} (b{g['batch']})" if g else "-"))
     return rows
 
 
-def print_summary(bundle: str | Path) -> list[Path]:
-    """Print the summary table of a bundle's last validate and bench runs; re-render and return its report files.
+def summary_data(bundle: str | Path) -> tuple[list[tuple[str, ...]], list[Path]]:
+    """The summary rows of a bundle's last validate and bench runs (`summary_rows`) and its report files, re-rendered.
 
     Raises:
         ResnetDeployError: no bundle there, or no report to summarise yet.
     """
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    from resnet_deploy.runtime.errors import ResnetDeployError, printable
+    from resnet_deploy.runtime.errors import ResnetDeployError
 
     if not Path(bundle).is_dir():
         raise ResnetDeployError(f"bundle directory not found: {bundle}")
@@ -304,16 +375,25 @@ def print_summary(bundle: str | Path) -> list[Path]:
     if v is None and b is None:
         raise ResnetDeployError(f"{d} holds no validate.json or bench.json; run `resnet-deploy validate` and `bench` "
                                 "first")
-    written = write_reports(d)
+    return summary_rows(v, b), write_reports(d)
+
+
+def print_summary(bundle: str | Path) -> list[Path]:
+    """Print the summary table of a bundle's last validate and bench runs; re-render and return its report files.
+
+    Raises:
+        ResnetDeployError: no bundle there, or no report to summarise yet.
+    """
+    from resnet_deploy.console import print_table
+
+    rows, written = summary_data(bundle)
+    d = reports_path(bundle)
+    v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
     data = f" on {v['num_samples']} images of {v['data']}" if v else ""
-    # the reports are files of the bundle, which may come from anywhere: their text is shown as text (escaped, and
-    # never read as rich's markup)
-    table = Table(title=Text(printable(f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine")))
-    for col in SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("backend", "precision", "status") else "right")
-    for row in summary_rows(v, b):
-        table.add_row(*(Text(printable(str(cell))) for cell in row))
-    Console(width=max(Console().width, 140)).print(table)
+    # the reports are files of the bundle, which may come from anywhere: print_table shows their text as text
+    # (escaped, and never read as rich's markup)
+    print_table(f"{(v or b or {})['arch']}: accuracy{data}, latency on this machine", SUMMARY_COLUMNS, rows,
+                right=tuple(c for c in SUMMARY_COLUMNS if c not in ("backend", "precision", "status")))
     return written
 
 
@@ -347,7 +427,7 @@ def bench_summary(b: dict[str, Any]) -> list[str]:
     lines = [f"{ceilings_text(b['ceiling'])}; {b['macs_per_image'] / 1e6:.1f} M multiply-adds per image"]
     for r in b["results"]:
         lat = r["latency_ms"]
-        ratio = f"  {r['latency_ratio']:.3f}x pytorch" if r["latency_ratio"] is not None else ""
+        ratio = f"  {_speedup_text(r)} pytorch's speed" if _speedup(r) is not None else ""
         dev = f"  device p50 {r['device_latency_ms']['p50']:.3f} ms" if r["device_latency_ms"] else ""
         lines.append(f"{r['backend']:<9} batch {r['batch']:>3}  p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  "
                      f"{r['throughput_ips']:.1f} img/s{ratio}  {r['achieved_gflops']:.1f} GFLOP/s "
