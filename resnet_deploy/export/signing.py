@@ -47,6 +47,13 @@ def load_signing_key(key: str | Path) -> Any:
     return private
 
 
+def check_can_sign(key: str | Path) -> None:
+    """ResnetDeployError unless `key` is a usable signing key and model-signing is installed: checked before a long
+    export rather than found out after it."""
+    load_signing_key(key)
+    _model_signing()
+
+
 def _model_signing() -> Any:
     try:
         import model_signing

@@ -18,5 +18,6 @@ from resnet_deploy.runtime.signature import SignatureError
 
 __all__ = [
     "Backend", "BundleError", "FileEntry", "LoadOptions", "Manifest", "Prediction", "Predictor", "Preprocess",
-    "ResnetDeployError", "SignatureError", "available_backends", "choose_backend", "read_manifest", "variants", "verify_files",
+    "ResnetDeployError", "SignatureError", "available_backends", "choose_backend", "read_manifest", "variants",
+    "verify_files",
 ]

@@ -125,7 +125,8 @@ def load_trusted_keys(keys: Sequence[str | Path] | str | Path) -> list[TrustedKe
                 raise ValueError(f"over {MAX_KEY_BYTES >> 10} kB")
             key = serialization.load_pem_public_key(data)
         except Exception as e:  # cryptography raises ValueError, and UnsupportedAlgorithm for unknown key types
-            raise ResnetDeployError(f"trusted key {quote(name)} is not a PEM public key ({first_line(e)[:120]})") from None
+            why = first_line(e)[:120]
+            raise ResnetDeployError(f"trusted key {quote(name)} is not a PEM public key ({why})") from None
         check_key_type(key, name)
         pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         out.append(TrustedKey(name, key, hashlib.sha256(pem).hexdigest()))
@@ -276,9 +277,9 @@ def _check_files(bundle: Path, manifest: Manifest, files: dict[str, str]) -> Non
                                  "signature; sign the bundle again")
     added = unlisted_files(bundle, manifest)
     if added:
-        raise SignatureError(f"{bundle} holds {quote(added[0])}{f' and {len(added) - 1} more' if len(added) > 1 else ''}"
-                             f", which the signature does not cover (added after signing); remove it, or have the "
-                             "publisher sign the bundle with it")
+        more = f" and {len(added) - 1} more" if len(added) > 1 else ""
+        raise SignatureError(f"{bundle} holds {quote(added[0])}{more}, which the signature does not cover (added "
+                             "after signing); remove it, or have the publisher sign the bundle with it")
     for entry in manifest.files:
         try:
             size = bundle_path(bundle, entry.path).stat().st_size
