@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml
 	# Optional extras the tests exercise when present: a platform without their wheels still tests the rest.
 	$(PY) -m pip install -q -e '.[openvino]' || echo "the openvino extra did not install: its tests will skip"
 	$(PY) -m pip install -q -e '.[serve]' || echo "the serve extra (Triton) did not install: its tests will skip"
+	$(PY) -m pip install -q -e '.[signing]' || echo "the signing extra did not install: its tests will skip"
 	touch $(STAMP)
 
 # The C++ SDK's tests first (built twice: as shipped, and with AddressSanitizer + UBSan), then the Python suite, whose

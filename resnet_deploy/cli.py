@@ -20,6 +20,7 @@ from resnet_deploy.cli_options import (
     DEVICE,
     JSON_FILE,
     THREADS,
+    TRUSTED_KEY,
     Backends,
     bounded,
     echo,
@@ -104,9 +105,10 @@ def doctor(as_json: bool) -> None:
 @DEVICE
 @THREADS
 @JSON_FILE
+@TRUSTED_KEY
 def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str] | None, tolerances: tuple[str, ...],
              layerwise: str | None, layer_tol: float | None, checkpoint: str | None, device: str, threads: int | None,
-             json_file: str | None) -> None:
+             json_file: str | None, trusted_keys: list[str] | None) -> None:
     """Check every backend of BUNDLE against the PyTorch reference on real images; exit 1 if any fails."""
     from resnet_deploy.validate import report
     from resnet_deploy.validate.parity import check_parity, parse_tolerances
@@ -115,13 +117,13 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
         from resnet_deploy.validate.layerwise import compare_bundle, save_layerwise
 
         report.check_outputs(bundle, json_file, (f"layerwise-{layerwise}.json", f"layerwise-{layerwise}.md"))
-        r = compare_bundle(bundle, layerwise, data_spec, limit, layer_tol, threads)
+        r = compare_bundle(bundle, layerwise, data_spec, limit, layer_tol, threads, trusted_keys)
         echo(r.summary(), f"reports: {', '.join(map(str, save_layerwise(r, bundle, json_file)))}")
         raise SystemExit(1 if r.first_exceeding else 0)
 
     report.check_outputs(bundle, json_file)  # before the run: a read-only bundle is found now, not after it
     result = check_parity(bundle, data_spec, limit, backends, parse_tolerances(tolerances), device=device,
-                          threads=threads, checkpoint=checkpoint).to_dict()
+                          threads=threads, checkpoint=checkpoint, trusted_keys=trusted_keys).to_dict()
     report.save(result, bundle, json_file)
     echo(*report.validate_summary(result))
     if not result["passed"]:
@@ -142,6 +144,7 @@ def validate(bundle: str, data_spec: str, limit: int | None, backends: list[str]
 @CHECKPOINT
 @click.option("--no-pytorch", is_flag=True, help="Do not time the PyTorch eager model (no ratios then).")
 @JSON_FILE
+@TRUSTED_KEY
 def bench(bundle: str, batches: str, json_file: str | None, no_pytorch: bool, **options: Any) -> None:
     """Latency and throughput of every backend of BUNDLE, beside PyTorch eager timed in the same run."""
     from resnet_deploy.validate import report
@@ -183,8 +186,9 @@ def report(bundle: str, as_json: bool) -> None:
 @DEVICE
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@TRUSTED_KEY
 def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, device: str, threads: int | None,
-            as_json: bool) -> None:
+            as_json: bool, trusted_keys: list[str] | None) -> None:
     """Classify IMAGES with the model in BUNDLE (a directory written by `resnet-deploy export`).
 
     Every readable image is classified; each one that cannot be read is named on a line of its own (stderr) and the
@@ -195,7 +199,8 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
     from resnet_deploy.runtime import Predictor
     from resnet_deploy.runtime.predictor import top_predictions
 
-    with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
+    with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads,
+                               trusted_keys=trusted_keys) as p:
         echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
         arrays, failed = {}, {}
         for i, image in enumerate(images):  # read one at a time: a bad file costs only its own answer
@@ -276,16 +281,50 @@ def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> 
 @export_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (once the new one is complete).")
 @click.option("--quiet", is_flag=True, help="Do not print the export log as it goes.")
+@click.option("--sign-key", type=click.Path(path_type=str), metavar="PRIVATE.pem",
+              help="Sign the bundle with this ECDSA private key (PEM; it is not written into the bundle). Needs the "
+                   "signing extra.")
 def export(checkpoint: str | None, out_dir: str, arch: str | None, weights: str | None, classes_file: str | None,
-           force: bool, quiet: bool, **options: Any) -> None:
+           force: bool, quiet: bool, sign_key: str | None, **options: Any) -> None:
     """Export CHECKPOINT (or --arch/--weights) to a bundle: fold BN, ONNX, FP16, INT8, TensorRT, manifest."""
     from resnet_deploy.export import ExportOptions, export_bundle
 
     opts = ExportOptions.from_flags(**{k: v for k, v in options.items() if v is not None})
     out = export_bundle(Path(out_dir), opts, checkpoint=checkpoint and Path(checkpoint), arch=arch,
                         weights=weights and Path(weights), classes=classes_file and Path(classes_file), force=force,
-                        echo=None if quiet else (lambda line: echo(line, err=True)))
-    echo(f"bundle written to {out}")
+                        echo=None if quiet else (lambda line: echo(line, err=True)),
+                        sign_key=sign_key and Path(sign_key))
+    echo(f"bundle written to {out}" + (" and signed (model.sig)" if sign_key else ""))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--key", required=True, type=click.Path(path_type=str), metavar="PRIVATE.pem",
+              help="The publisher's ECDSA private key (PEM: P-256, P-384 or P-521).")
+def sign(bundle: str, key: str) -> None:
+    """Sign BUNDLE with the publisher's private key: BUNDLE/model.sig (OpenSSF model-signing format) covers
+    manifest.json and every file it lists; reports/ is left out."""
+    from resnet_deploy.export.signing import sign_bundle
+
+    echo(f"signed {bundle}: {sign_bundle(bundle, key)}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--trusted-key", "trusted_keys", multiple=True, required=True, type=click.Path(path_type=str),
+              metavar="PUBLIC.pem", help="A publisher's ECDSA public key (PEM); repeat to trust several.")
+def verify(bundle: str, trusted_keys: tuple[str, ...]) -> None:
+    """Check that BUNDLE is signed by one of the trusted keys and unchanged since: exit 0, else exit 1 with the
+    reason."""
+    from resnet_deploy.runtime.signature import verify_signed_bundle
+
+    try:
+        signed = verify_signed_bundle(bundle, list(trusted_keys))
+    except ResnetDeployError as e:
+        echo(f"FAIL: {e}", err=True)
+        raise SystemExit(1) from None
+    echo(f"OK: {bundle} is signed by {signed.signer.name} (sha256:{signed.signer.hint[:16]}); "
+         f"{len(signed.files)} files verified")
 
 
 register_serve_commands(main)  # triton, serve, loadtest (resnet_deploy/serve/cli.py)

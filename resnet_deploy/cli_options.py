@@ -55,6 +55,11 @@ THREADS = click.option("--threads", type=bounded("threads"), help="Intra-op thre
 CHECKPOINT = click.option("--checkpoint", type=click.Path(path_type=str),
                           help="Source checkpoint if not where the manifest says.")
 JSON_FILE = click.option("--json", "json_file", type=click.Path(path_type=str), help="Also write the JSON report here.")
+TRUSTED_KEY = click.option(
+    "--trusted-key", "trusted_keys", multiple=True, type=click.Path(path_type=str), metavar="PUBLIC.pem",
+    callback=lambda ctx, param, value: list(value) or None,
+    help="Load BUNDLE only if signed by this publisher's key (ECDSA public key, PEM; repeat to trust several). "
+         "Needs the signing extra.")
 DATA_HELP = "Data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PATH."
 
 

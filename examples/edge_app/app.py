@@ -3,6 +3,10 @@
 Needs numpy, pillow and onnxruntime (or TensorRT + cuda-python on a GPU); never torch. See README.md.
 
     python app.py BUNDLE FOLDER [--backend auto] [--device cpu] [--threads 2] [--topk 1] [--summary-json out.json]
+                  [--trusted-key publisher.pub.pem ...]
+
+With --trusted-key, the bundle is loaded only if its publisher signed it with one of these keys and it is unchanged
+since (needs `cryptography`).
 
 Prints one line per image (file, label, score, latency) and a summary: the cold start (bundle load to the first
 prediction) and the per-image latency (read + preprocess + inference) of the images after the first.
@@ -39,14 +43,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def classify_folder(bundle: Path, folder: Path, backend: str = "auto", device: str = "cpu",
-                    threads: int | None = None, topk: int = 1, quiet: bool = False) -> dict:
+                    threads: int | None = None, topk: int = 1, quiet: bool = False,
+                    trusted_keys: list[Path] | None = None) -> dict:
     """Classify each image one at a time, as a camera app would; return the timing summary."""
     images = list_images(folder)
     if not images:
         raise ResnetDeployError(f"no images ({', '.join(sorted(EXTENSIONS))}) in {folder}")
     t_import = time.perf_counter() - T_START
     t0 = time.perf_counter()
-    predictor = Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads)
+    predictor = Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads,
+                                      trusted_keys=trusted_keys)
     t_loaded = time.perf_counter()
     latencies, failures = [], 0
     for path in images:
@@ -81,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topk", type=int, default=1, help="also print the next best classes")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
+    parser.add_argument("--trusted-key", type=Path, action="append", dest="trusted_keys", metavar="PUBLIC.pem",
+                        help="run the bundle only if signed by this publisher's key (repeat to trust several)")
     args = parser.parse_args(argv)
     try:
-        s = classify_folder(args.bundle, args.folder, args.backend, args.device, args.threads, args.topk, args.quiet)
+        s = classify_folder(args.bundle, args.folder, args.backend, args.device, args.threads, args.topk, args.quiet,
+                            args.trusted_keys)
     except ResnetDeployError as e:
         print(printable(f"Error: {e}"), file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ class ExportLog:
 def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint: Path | None = None,
                   arch: str | None = None, weights: Path | None = None, classes: Path | list[str] | None = None,
                   calib_arrays: np.ndarray | None = None, force: bool = False,
-                  echo: Callable[[str], None] | None = None) -> Path:
+                  echo: Callable[[str], None] | None = None, sign_key: Path | None = None) -> Path:
     """Export a model to a deployment bundle at `out`, written atomically.
 
     Args:
@@ -66,6 +66,8 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
         calib_arrays: float32 (N, C, H, W) calibration images already preprocessed, instead of `options.calib_data`.
         force: replace an existing bundle at `out` (only once the new one is complete).
         echo: called with each export.log line as it is written.
+        sign_key: sign the bundle with this private key (`export/signing.py`) before it is put in place; neither the
+            key nor its path is written into the bundle.
 
     Returns:
         `out`.
@@ -80,6 +82,10 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
         raise ResnetDeployError(f"{flags} needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
                                 "imagenet:/path, folder:/path)")
     check_destination(out, force)
+    if sign_key is not None:  # a bad key is found before the export, not after it
+        from resnet_deploy.export.signing import check_can_sign
+
+        check_can_sign(sign_key)
     src = load_source(checkpoint, arch, weights, classes, opts.input_size)
     calib = None
     if opts.calibrated:
@@ -94,6 +100,10 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
     with Workdir(out, lambda line: log("cleanup", line)) as work:
         check_destination(out, force)  # again: recovering an interrupted --force may have put a bundle back
         trt_error = _write_bundle(_Work(work.new, work.tmp, src, opts, calib, log))
+        if sign_key is not None:
+            from resnet_deploy.export.signing import sign_bundle
+
+            sign_bundle(work.new, sign_key)
         work.commit()
     if trt_error is not None:  # same type: TensorRTUnavailable (nothing to build with) or a failed build
         # what is usable now and what is not, before why: the bundle runs on CPUs as it is

@@ -14,8 +14,10 @@ from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
 from resnet_deploy.runtime.predictor import Prediction, Predictor, available_backends, choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.runtime.signature import SignatureError
 
 __all__ = [
     "Backend", "BundleError", "FileEntry", "LoadOptions", "Manifest", "Prediction", "Predictor", "Preprocess",
-    "ResnetDeployError", "available_backends", "choose_backend", "read_manifest", "variants", "verify_files",
+    "ResnetDeployError", "SignatureError", "available_backends", "choose_backend", "read_manifest", "variants",
+    "verify_files",
 ]

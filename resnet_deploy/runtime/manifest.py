@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -28,6 +28,7 @@ from resnet_deploy.runtime.preprocess import Preprocess
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORTS_DIR = "reports"  # where `resnet-deploy validate` and `bench` write inside a bundle (not listed, not loaded)
+SIGNATURE_NAME = "model.sig"  # the publisher's signature (`resnet-deploy sign`, runtime/signature.py); not listed
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Bounds of a sane manifest: larger values are refused before anything is allocated for them.
@@ -271,10 +272,12 @@ def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
     return path
 
 
-def read_manifest(bundle: str | Path) -> Manifest:
+def read_manifest(bundle: str | Path, trusted_keys: Sequence[str | Path] | None = None) -> Manifest:
     """Read and parse `bundle/manifest.json`; a missing, truncated, foreign or malformed manifest is a BundleError.
 
     Every file the manifest lists is checked to resolve inside the bundle (links followed) before anything opens it.
+    With `trusted_keys` (PEM public key files), the bundle's signature is checked first and the manifest parsed from
+    the very bytes it covers (`runtime/signature.py`); a bundle not signed by one of them is a SignatureError.
     """
     bundle = Path(bundle)
     if not bundle.is_dir():
@@ -282,17 +285,32 @@ def read_manifest(bundle: str | Path) -> Manifest:
     path = bundle / MANIFEST_NAME
     if not path.exists() and not path.is_symlink():
         raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} (make one with `resnet-deploy export`)")
+    if trusted_keys is not None:
+        from resnet_deploy.runtime.signature import read_signed_manifest
+
+        return read_signed_manifest(bundle, trusted_keys)
     path = bundle_path(bundle, MANIFEST_NAME)
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise BundleError(f"{bundle / MANIFEST_NAME} is over {MAX_MANIFEST_BYTES >> 20} MB; a manifest is a few "
                               "kB, so this is not a bundle written by `resnet-deploy export`")
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"{bundle / MANIFEST_NAME} is not valid JSON ({first_line(e)[:200]}); the bundle is "
+                          "damaged, export it again") from None
+    return parse_manifest(bundle, data)
+
+
+def parse_manifest(bundle: Path, data: bytes) -> Manifest:
+    """The Manifest in `data`, the bytes of `bundle/manifest.json`, with every listed path checked to resolve inside
+    the bundle; BundleError otherwise."""
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         why = "nested too deeply" if isinstance(e, RecursionError) else first_line(e)[:200]
         raise BundleError(f"{bundle / MANIFEST_NAME} is not valid JSON ({why}); the bundle is damaged, export it "
                           "again") from None
-    manifest = Manifest.from_dict(data)
+    manifest = Manifest.from_dict(parsed)
     for entry in manifest.files:
         bundle_path(bundle, entry.path)
     return manifest
@@ -457,10 +475,10 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 def unlisted_files(bundle: str | Path, manifest: Manifest) -> list[str]:
     """Files and links in the bundle that its manifest does not list (never verified, never loaded), sorted.
 
-    manifest.json and the reports folder that `validate` and `bench` write are expected and left out.
+    manifest.json, the signature and the reports folder that `validate` and `bench` write are expected and left out.
     """
     bundle = Path(bundle)
-    listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
+    listed = {f.path for f in manifest.files} | {MANIFEST_NAME, SIGNATURE_NAME}
     found = []
     for top, dirs, files in os.walk(bundle):  # links to directories are listed, not followed
         rel_top = Path(top).relative_to(bundle)

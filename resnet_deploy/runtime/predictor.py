@@ -8,7 +8,7 @@ Backends are the variants of the registry (`variants.py`) by name ("onnx", "fp16
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -219,7 +219,7 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = "auto", device: str = "cpu",
-                    threads: int | None = None) -> Predictor:
+                    threads: int | None = None, trusted_keys: Sequence[str | Path] | None = None) -> Predictor:
         """Load a bundle directory written by `resnet-deploy export`.
 
         Args:
@@ -227,9 +227,13 @@ class Predictor:
             backend: "auto", "trt", or a variant name ("onnx", "fp16", "int8", "int8-trt", "trt-fp32", ...).
             device: "cpu" or "cuda".
             threads: intra-op threads; None lets the runtime use one per physical core.
+            trusted_keys: publishers' public keys (PEM files of ECDSA keys): the bundle must be signed by one of
+                them (`resnet-deploy sign`), checked before anything in it is parsed; None loads without checking
+                signatures. Needs `cryptography` (the `signing` extra).
 
         Raises:
             BundleError: missing/truncated/foreign manifest, or the model file differs from its checksum.
+            SignatureError: with `trusted_keys`, a bundle unsigned, signed by another key, or changed since.
             ResnetDeployError: the backend cannot run here (says why: missing file, engine built for another
                 TensorRT or GPU, provider not installed).
         """
@@ -238,14 +242,14 @@ class Predictor:
         _check_device(device)
         threads = _check_threads(threads)
         bundle = Path(path)
-        manifest = read_manifest(bundle)
+        manifest = read_manifest(bundle, trusted_keys)
         name, entry, why = choose_backend(bundle, manifest, backend, device)
         variant = variants.get(name)
         opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,
                            output_name=manifest.output_name, max_batch=manifest.batch[2], options=variant.options,
                            info=entry.info)
         # the loader reads the file only through the manifest's check: a tampered file is refused before any library
-        # parses it
+        # parses it (with trusted keys, the check is against the digest of the signed manifest)
         runner = loader(variant.loader).load(VerifiedFile(bundle, entry), opts)
         return cls(manifest, name, runner, device=device, why=why)
 

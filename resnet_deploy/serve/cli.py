@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from resnet_deploy.cli_options import bounded, echo, parse_numbers
+from resnet_deploy.cli_options import TRUSTED_KEY, bounded, echo, parse_numbers
 from resnet_deploy.serve import TARGETS, precisions
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def _model_options(f: click.decorators.FC) -> click.decorators.FC:
         click.option("--threads", type=bounded("threads"),
                      help="ONNX Runtime threads per python-model instance [default: one per core]; with several "
                           "--instances, cores / instances."),
+        TRUSTED_KEY,
     ]):
         f = option(f)
     return f

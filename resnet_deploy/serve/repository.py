@@ -21,6 +21,7 @@ import dataclasses
 import json
 import shutil
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 from resnet_deploy import __version__
@@ -28,14 +29,25 @@ from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.runtime import FileEntry, Manifest, ResnetDeployError, limits, read_manifest, variants, verify_files
 from resnet_deploy.runtime.autotune import copy_records, measured_order
 from resnet_deploy.runtime.errors import printable
-from resnet_deploy.runtime.manifest import ARCH_NAME, ARCH_RULE, VerifiedFile, check_name, write_manifest
+from resnet_deploy.runtime.manifest import (
+    ARCH_NAME,
+    ARCH_RULE,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    VerifiedFile,
+    bundle_path,
+    check_name,
+    write_manifest,
+)
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
+from resnet_deploy.runtime.signature import load_trusted_keys
 from resnet_deploy.serve import TARGETS, precisions
 
 IMAGE_INPUT = "image"
 MARKER = "resnet-deploy.json"  # what wrote the repository, and from which bundle
 SYS_PATH_FILE = "sys_path.txt"  # read by model.py before its imports (see triton_model.py)
 MODEL_PY = Path(__file__).with_name("triton_model.py")
+KEYS_DIR = "trusted_keys"  # a signed bundle's python model: the publishers' keys it checks the bundle with
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
 DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
@@ -68,7 +80,8 @@ def environment_paths() -> list[str]:
 def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = None, target: str = "python",
                      precision: str = "auto", max_batch: int | None = None, instances: int = 1,
                      max_queue_delay_us: int = 0, topk: int = 5, threads: int | None = None,
-                     force: bool = False, sys_path: list[str] | None = None) -> Path:
+                     force: bool = False, sys_path: list[str] | None = None,
+                     trusted_keys: Sequence[str | Path] | None = None) -> Path:
     """Write a Triton model repository serving `bundle`, atomically.
 
     Args:
@@ -85,6 +98,11 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
         threads: ONNX Runtime intra-op threads per Python-model instance (None: one per core).
         force: replace an existing repository at `out` (only once the new one is complete).
         sys_path: paths model.py puts first on sys.path (default: `environment_paths()`).
+        trusted_keys: publishers' public keys (PEM files): the bundle must be signed by one of them. The python
+            model then holds the signed bundle as it is (every listed file, manifest.json, model.sig) and copies of
+            these keys (`<name>/trusted_keys/`, named in its config), and checks the signature again when the server
+            loads it. The onnxruntime/tensorrt targets are checked here only: NVIDIA's backends load their file
+            without a check of their own.
 
     Returns:
         `out`.
@@ -94,7 +112,7 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     """
     out, bundle = Path(out), Path(bundle)
     _check_options(target, precision, instances, max_queue_delay_us, topk, threads, max_batch)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle, trusted_keys)
     verify_files(bundle, manifest)
     name = name or manifest.arch
     check_model_name(name)
@@ -108,9 +126,12 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
             # "auto" is chosen at load, on the serving machine, as `Predictor` chooses (with the orders `bench`
             # measured, copied beside the model files); a fixed precision now
             backend = "auto" if precision == "auto" else _entry(manifest, target, precision, bundle)[1]
-            _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us,
-                          {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)},
-                          min(topk, len(manifest.classes)), sys_path, _served_files(manifest, backend))
+            params = {"role": "classify", "runtime_backend": backend, "threads": str(threads or 0)}
+            if trusted_keys is not None:
+                params["trusted_keys"] = ",".join(_copy_keys(tmp / name, trusted_keys))
+            _python_model(tmp / name, bundle, manifest, batch, instances, max_queue_delay_us, params,
+                          min(topk, len(manifest.classes)), sys_path,
+                          manifest.files if trusted_keys is not None else _served_files(manifest, backend))
             served = tmp / name / "1" / "bundle"
             measured = copy_records(bundle, served) if backend == "auto" else None
             # what the model loads when served on this machine: the same choice, on the same files
@@ -226,8 +247,11 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
     for entry in files:
         (version / "bundle" / entry.path).parent.mkdir(parents=True, exist_ok=True)
         (version / "bundle" / entry.path).write_bytes(VerifiedFile(bundle, entry).read())
-    # a preprocessing model lists the fp32 file without holding it: it never loads one, and a manifest lists one
-    write_manifest(version / "bundle", dataclasses.replace(manifest, files=files or manifest.files[:1]))
+    if "trusted_keys" in params:  # the signed bundle as it is, for the server to check the signature again
+        for rel in (MANIFEST_NAME, SIGNATURE_NAME):
+            (version / "bundle" / rel).write_bytes(bundle_path(bundle, rel).read_bytes())
+    else:  # a preprocessing model lists the fp32 file without holding it: it never loads one, and a manifest lists one
+        write_manifest(version / "bundle", dataclasses.replace(manifest, files=files or manifest.files[:1]))
     (model_dir / SYS_PATH_FILE).write_text("".join(p + "\n" for p in (sys_path or environment_paths())))
     shape = list(manifest.input_shape)
     if classify:
@@ -247,6 +271,21 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
             + "".join(f"parameters {{\n  key: {q(k)}\n  value: {{ string_value: {q(v)} }}\n}}\n"
                       for k, v in params.items()))
     (model_dir / "config.pbtxt").write_text(text)
+
+
+def _copy_keys(model_dir: Path, trusted_keys: Sequence[str | Path]) -> list[str]:
+    """Each trusted public key, as loaded and checked, written into `model_dir/trusted_keys/`; their paths relative
+    to `model_dir`, which model.py reads from its config (never from the bundle)."""
+    from cryptography.hazmat.primitives import serialization
+
+    folder = model_dir / KEYS_DIR
+    folder.mkdir(parents=True)
+    names = []
+    for i, trusted in enumerate(load_trusted_keys(trusted_keys)):
+        names.append(f"{KEYS_DIR}/key-{i}.pem")
+        (model_dir / names[-1]).write_bytes(trusted.key.public_bytes(serialization.Encoding.PEM,
+                                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return names
 
 
 def candidates(target: str, precision: str) -> tuple[str, ...]:

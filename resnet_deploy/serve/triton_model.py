@@ -2,7 +2,8 @@
 
 Roles (the config's "role" parameter):
 
-- "classify": loads `1/bundle/` with `resnet_deploy.runtime.Predictor` (every checksum verified at load; the backend
+- "classify": loads `1/bundle/` with `resnet_deploy.runtime.Predictor` (every checksum verified at load, and with a
+  "trusted_keys" parameter the bundle's signature, against the key files it names beside config.pbtxt; the backend
   from the "runtime_backend" parameter, "auto" choosing as `Predictor` does); takes `image` (BYTES: a JPEG, PNG or
   other file of the runtime's IMAGE_FORMATS, decoded and preprocessed here with the bundle's own preprocessing and the
   runtime's limits on untrusted images) or the model's float32 `input` (N x C x H x W, already preprocessed); answers
@@ -62,12 +63,15 @@ class TritonPythonModel:
         self.role = params.get("role", "classify")
         self.max_bytes = int(params["max_image_bytes"])
         bundle = Path(__file__).resolve().parent / "bundle"
+        # a signed bundle's publishers' keys: copies the repository's writer made beside config.pbtxt, named there
+        model_dir = Path(__file__).resolve().parents[1]
+        keys = [model_dir / k for k in params["trusted_keys"].split(",")] if "trusted_keys" in params else None
         self.predictor: Predictor | None = None
         if self.role == "preprocess":
             self.manifest = read_manifest(bundle)
         else:
             self.predictor = Predictor.from_bundle(bundle, backend=params.get("runtime_backend", "auto"),
-                                                   threads=int(params.get("threads", "0")) or None)
+                                                   threads=int(params.get("threads", "0")) or None, trusted_keys=keys)
             self.manifest = self.predictor.manifest
             self.topk = next(int(o["dims"][0]) for o in config["output"] if o["name"] == "labels")
             pb_utils.Logger.log_info(f"{args['model_name']}: {self.predictor!r} ({self.predictor.why})")

@@ -128,8 +128,8 @@ def _with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
 def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batches: Sequence[int] = (1, 8, 32),
                  warmup_s: float = 2.0, duration_s: float = 10.0, min_iters: int = 10, threads: int | None = None,
                  device: str = "cpu", checkpoint: str | Path | None = None, pytorch: bool = True,
-                 ceiling_n: int = 2048, rounds: int = 1, progress: Callable[[str], None] | None = None
-                 ) -> BenchReport:
+                 ceiling_n: int = 2048, rounds: int = 1, progress: Callable[[str], None] | None = None,
+                 trusted_keys: Sequence[str | Path] | None = None) -> BenchReport:
     """Time every backend of a bundle at each batch size, and the PyTorch eager model beside them.
 
     Args:
@@ -145,6 +145,7 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         rounds: split each point's run into this many round-robin slices across the backends
             (`latency.measure_interleaved`); more than 1 keeps ratios fair on a shared machine.
         progress: called with a line before the run (what will be timed, about how long) and after each batch size.
+        trusted_keys: publishers' public keys (PEM files): the bundle must be signed by one of them.
 
     Returns:
         The report (`to_dict()`: bench.json, schema in `report.py`).
@@ -162,7 +163,7 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         raise ResnetDeployError("give at least one batch size")
     for b in batches:
         limits.check("batch", b, "batch sizes")
-    manifest = open_bundle(bundle)
+    manifest = open_bundle(bundle, trusted_keys)
     run, skipped = select_backends(bundle, backends, device)
     model, note = _eager_model(bundle, manifest, checkpoint)
     c, h, w = manifest.input_shape
@@ -181,7 +182,8 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
             ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
                                              device=device)
             for name in run:
-                predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads)
+                predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads,
+                                                         trusted_keys=trusted_keys)
             timing = {"rounds": rounds, "warmup_s": warmup_s, "duration_s": duration_s, "min_iters": min_iters}
             rows = []
             workloads = _workloads(model if pytorch else None, predictors, batches, (c, h, w), device)

@@ -12,6 +12,7 @@ run with basic optimizations only: the comparison is of the models' arithmetic, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolera
 
 
 def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int | None = None,
-                   tolerance: float | None = None, threads: int | None = None) -> LayerwiseReport:
+                   tolerance: float | None = None, threads: int | None = None,
+                   trusted_keys: Sequence[str | Path] | None = None) -> LayerwiseReport:
     """Compare the bundle's fp32 ONNX model with its `variant` ONNX model layer by layer on real images.
 
     Args:
@@ -156,6 +158,7 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
             held at once.
         tolerance: range-relative error a layer may reach (default by precision, `TOLERANCES`).
         threads: ONNX Runtime intra-op threads.
+        trusted_keys: publishers' public keys (PEM files): the bundle must be signed by one of them.
 
     Raises:
         ResnetDeployError: an unknown variant, or one whose ONNX file the bundle lacks.
@@ -168,7 +171,7 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
         raise ResnetDeployError(f"--layerwise takes an ONNX variant of the bundle: {', '.join(onnx_variants)}; "
                                 f"found {variant!r}")
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle, trusted_keys)
     ref, entry = find_entry(manifest, "onnx"), find_entry(manifest, variant)
     if ref is None or entry is None:
         flags = " ".join(variants.get(variant).flags)

@@ -9,6 +9,7 @@ Polygraphy's comparator does). The gates are the variant registry's, per precisi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,10 @@ def tolerance_values(gates: dict[str, Gate]) -> dict[str, float]:
     return {f"{p}_{k}": v for p, g in gates.items() for k, v in asdict(g).items() if v is not None}
 
 
-def open_bundle(bundle: str | Path) -> Manifest:
-    """Read the manifest and check every file's size and checksums; a changed bundle is refused (BundleError)."""
-    manifest = read_manifest(bundle)
+def open_bundle(bundle: str | Path, trusted_keys: Sequence[str | Path] | None = None) -> Manifest:
+    """Read the manifest and check every file's size and checksums; a changed bundle is refused (BundleError). With
+    `trusted_keys`, the bundle's signature is checked first (`runtime/signature.py`)."""
+    manifest = read_manifest(bundle, trusted_keys)
     verify_files(bundle, manifest)
     return manifest
 
@@ -148,16 +150,19 @@ def compare(backend: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarra
 def check_parity_arrays(bundle: str | Path, x: np.ndarray, labels: np.ndarray, classes: list[str], *,
                         backends: list[str] | None = None, tolerances: dict[str, Gate] | None = None,
                         device: str = "cpu", threads: int | None = None, checkpoint: str | Path | None = None,
-                        data: str = "arrays") -> ParityReport:
+                        data: str = "arrays", trusted_keys: Sequence[str | Path] | None = None) -> ParityReport:
     """`check_parity` on arrays already preprocessed with the bundle's preprocessing (see `check_parity`)."""
-    return _check_parity(bundle, open_bundle(bundle), x, labels, classes, backends=backends, tolerances=tolerances,
-                         device=device, threads=threads, checkpoint=checkpoint, data=data)
+    return _check_parity(bundle, open_bundle(bundle, trusted_keys), x, labels, classes, backends=backends,
+                         tolerances=tolerances, device=device, threads=threads, checkpoint=checkpoint, data=data,
+                         trusted_keys=trusted_keys)
 
 
 def _check_parity(bundle: str | Path, manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: list[str], *,
                   backends: list[str] | None, tolerances: dict[str, Gate] | None, device: str, threads: int | None,
-                  checkpoint: str | Path | None, data: str) -> ParityReport:
-    """`check_parity_arrays` on a bundle whose files `open_bundle` has just checked (`manifest`)."""
+                  checkpoint: str | Path | None, data: str,
+                  trusted_keys: Sequence[str | Path] | None = None) -> ParityReport:
+    """`check_parity_arrays` on a bundle whose files `open_bundle` has just checked (`manifest`); each backend is
+    loaded with the same `trusted_keys`."""
     from resnet_deploy.runtime import Predictor
     from resnet_deploy.validate.env import environment
 
@@ -169,7 +174,8 @@ def _check_parity(bundle: str | Path, manifest: Manifest, x: np.ndarray, labels:
     if model is not None:
         ref = torch_logits(model, x, threads=threads)
     elif "onnx" in run or select_backends(bundle, ["onnx"], device)[0]:
-        with Predictor.from_bundle(bundle, backend="onnx", device=device, threads=threads) as predictor:
+        with Predictor.from_bundle(bundle, backend="onnx", device=device, threads=threads,
+                                   trusted_keys=trusted_keys) as predictor:
             ref = onnx_logits = predictor.run(x)
     else:
         raise ResnetDeployError(f"no reference model: {ref_info['note']}, and the fp32 ONNX model cannot run here")
@@ -180,7 +186,8 @@ def _check_parity(bundle: str | Path, manifest: Manifest, x: np.ndarray, labels:
         if name == "onnx" and onnx_logits is not None:
             logits = onnx_logits
         else:
-            with Predictor.from_bundle(bundle, backend=name, device=device, threads=threads) as predictor:
+            with Predictor.from_bundle(bundle, backend=name, device=device, threads=threads,
+                                       trusted_keys=trusted_keys) as predictor:
                 logits = predictor.run(x)
         entries.append(compare(name, np.asarray(logits, dtype=np.float32), ref, labels, ref_top1, gates))
     entries += [BackendParity(n, variants.get(n).precision, "SKIPPED", r) for n, r in skipped.items()]
@@ -204,7 +211,8 @@ def _check_data(manifest: Manifest, x: np.ndarray, labels: np.ndarray, classes: 
 
 def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, backends: list[str] | None = None,
                  tolerances: dict[str, Gate] | None = None, *, device: str = "cpu", threads: int | None = None,
-                 checkpoint: str | Path | None = None) -> ParityReport:
+                 checkpoint: str | Path | None = None,
+                 trusted_keys: Sequence[str | Path] | None = None) -> ParityReport:
     """Run the reference and every backend of a bundle on real evaluation images; compare them.
 
     Args:
@@ -217,6 +225,7 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
         device: "cpu" or "cuda".
         threads: intra-op threads for the reference and the backends.
         checkpoint: the source checkpoint/weights when not where the manifest says.
+        trusted_keys: publishers' public keys (PEM files): the bundle must be signed by one of them.
 
     Returns:
         The report; `passed` is True only when every backend that ran passed (`to_dict()`: schema in `report.py`).
@@ -227,7 +236,8 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
     """
     from resnet_deploy.data import load_eval_arrays
 
-    manifest = open_bundle(bundle)
+    manifest = open_bundle(bundle, trusted_keys)
     x, labels, classes = load_eval_arrays(data_spec, manifest.preprocess, limit)
     return _check_parity(bundle, manifest, x, labels, classes, backends=backends, tolerances=tolerances,
-                         device=device, threads=threads, checkpoint=checkpoint, data=data_spec)
+                         device=device, threads=threads, checkpoint=checkpoint, data=data_spec,
+                         trusted_keys=trusted_keys)
