@@ -8,6 +8,7 @@ precisions) are read from it when a command runs, so a registered variant is a v
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,6 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def doctor(as_json: bool) -> None:
     """What this machine can run: Python, torch/CUDA, GPUs, ONNX Runtime, TensorRT, cuda-python, OpenVINO."""
-    from dataclasses import asdict
 
     from resnet_deploy.doctor import print_report, run_checks
 

@@ -11,6 +11,8 @@ import platform
 import sys
 from dataclasses import dataclass
 
+from resnet_deploy.runtime import machine
+from resnet_deploy.runtime.predictor import auto_order
 from resnet_deploy.system import installed_version, torch_cuda_devices
 
 
@@ -48,8 +50,6 @@ NAMES = {"int8": "int8 dot product"}  # precision names as doctor lists them
 
 
 def _cpu_check() -> Check:
-    from resnet_deploy.runtime import machine
-
     native = machine.native_precisions()
     emulated = [p for p in machine.PRECISIONS if p not in native]
     detail = (f"{machine.cpu_model()}; native: " + ", ".join(f"{NAMES.get(p, p)} ({', '.join(f)})" if f else p
@@ -73,8 +73,6 @@ def _train_precision_check(gpus: int) -> Check:
 
 
 def _inference_auto_check() -> Check:
-    from resnet_deploy.runtime.predictor import auto_order
-
     order, why = auto_order("cpu")
     return Check("inference auto", "ok", f"cpu: {', '.join(order)}, the first the bundle has and this machine runs "
                  f"({why}); a bundle's own `bench` record (reports/auto.json) on this machine comes first",

@@ -7,6 +7,8 @@ records.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -80,8 +82,6 @@ def torch_cpp_compiler() -> str | None:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
     except ImportError:  # another torch layout: the compiler inductor looks for first
-        import os
-        import shutil
 
         return shutil.which(os.environ.get("CXX") or "g++")
     try:

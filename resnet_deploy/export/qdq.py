@@ -24,13 +24,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from resnet_deploy.export.calibration import ArrayReader, calibration_method
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -99,14 +99,6 @@ def place_qdq(model: onnx.ModelProto) -> Placement:
     return place
 
 
-def calibration_method(method: str) -> Any:
-    """ONNX Runtime's CalibrationMethod for one of export's names ("minmax", "entropy", "percentile")."""
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[method]
-
-
 def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: str, batch: int = 8) -> dict[str, float]:
     """amax (largest |value| seen, or the method's symmetric threshold) of each named tensor over `calib`.
 
@@ -114,8 +106,6 @@ def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: s
     intermediate tensors of only one batch are held at a time.
     """
     from onnxruntime.quantization.calibrate import create_calibrator
-
-    from resnet_deploy.export.quantize import ArrayReader
 
     reader = ArrayReader(calib, batch)
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-calib-") as work:

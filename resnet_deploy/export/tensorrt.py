@@ -26,7 +26,7 @@ from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.limits import MAX_BATCH
 from resnet_deploy.runtime.manifest import INPUT_NAME
-from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC
+from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC, CudaPythonMissing, cuda_device
 from resnet_deploy.system import torch_cuda_devices
 
 TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
@@ -164,7 +164,6 @@ def load_tensorrt() -> ModuleType:
 
 def cuda_device_info(device: int = 0) -> dict[str, str]:
     """Name and compute capability of a CUDA GPU, via cuda-python (as the runtime asks), else torch."""
-    from resnet_deploy.runtime.tensorrt_backend import CudaPythonMissing, cuda_device
 
     try:
         return cuda_device(device)

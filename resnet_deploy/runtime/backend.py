@@ -14,7 +14,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.machine import cpu_has_bf16
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry, VerifiedFile
+from resnet_deploy.runtime.onnx_backend import OrtBackend, ort_has_cuda, ort_installed
+from resnet_deploy.runtime.openvino_backend import OvBackend, cache_entry, ov_installed
+from resnet_deploy.runtime.tensorrt_backend import TrtBackend, engine_mismatch, running_info
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,6 @@ class OrtLoader:
     """ONNX files on ONNX Runtime: the CPU provider, or CUDA with onnxruntime-gpu."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.onnx_backend import ort_has_cuda, ort_installed
-
         if not ort_installed():
             return "onnxruntime is not installed (pip install onnxruntime)"
         if device == "cuda" and not ort_has_cuda():
@@ -75,8 +77,6 @@ class OrtLoader:
         return None
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.onnx_backend import OrtBackend
-
         # the checked descriptor: ONNX Runtime builds a session from a path faster than from bytes (ResNet-50, in
         # one run: 1.3x as long from bytes, the same from /proc/self/fd; benchmarks/RESULTS.md)
         with file.opened() as path:
@@ -90,8 +90,6 @@ class TrtLoader:
     with them)."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.tensorrt_backend import engine_mismatch, running_info
-
         if device != "cuda":
             return "TensorRT engines need device='cuda'"
         try:
@@ -101,8 +99,6 @@ class TrtLoader:
         return engine_mismatch(entry.path, entry.info, here, rebuild)
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.tensorrt_backend import TrtBackend
-
         # bytes: the plan may carry host code (version-compatible engines), so what TensorRT runs must be the very
         # bytes that matched the manifest, with no window in which the file could be swapped
         return TrtBackend(file.read(), name=file.name, max_batch=opts.max_batch, input_name=opts.input_name,
@@ -114,9 +110,6 @@ class OvLoader:
     """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.machine import cpu_has_bf16
-        from resnet_deploy.runtime.openvino_backend import ov_installed
-
         if device != "cpu":
             return "the OpenVINO backend runs on the CPU only"
         if not ov_installed():
@@ -127,8 +120,6 @@ class OvLoader:
         return None
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.openvino_backend import OvBackend, cache_entry
-
         precision = opts.options.get("inference_precision", "fp32")
         entry = cache_entry(file.content_id, opts.threads, precision)
         # the cached compiled model's digest is checked in a second thread while this one checks the file

@@ -6,6 +6,7 @@ group's one-line `Error: ...` with exit code 2.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tempfile
@@ -87,7 +88,6 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
 def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
           **options: object) -> None:
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
-    import ipaddress
 
     from resnet_deploy.runtime.manifest import check_writable
     from resnet_deploy.serve.server import listen_address, serve_bundle

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy import models
+from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
+from resnet_deploy.config import load_train_config
 from resnet_deploy.runtime.errors import ResnetDeployError, quote
 from resnet_deploy.runtime.manifest import atomic_write_text
 
@@ -124,7 +127,6 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int], b
 def _config_facts(folder: Path) -> dict[str, Any]:
     """arch and schedule.iterations from the run's config.yaml (written by `train`), for logs without a start record;
     read as a recipe is (size limit, no YAML aliases), since run folders are shared like recipes."""
-    from resnet_deploy.config import load_train_config
 
     try:
         cfg = load_train_config(folder / "config.yaml")
@@ -194,8 +196,6 @@ def _parameters_from_checkpoint(folder: Path) -> int | None:
     """Logs written before the start record existed: count the parameters of the run's last.pt, when it has one."""
     if not (folder / "last.pt").is_file():
         return None
-    from resnet_deploy import models
-    from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
 
     try:
         return models.count_parameters(model_from_checkpoint(load_checkpoint(folder / "last.pt")))
@@ -219,7 +219,6 @@ def warnings(runs: list[RunCurves]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- the figure
 def _panels(runs: list[RunCurves]) -> list[tuple[str, list[RunCurves]]]:
     """Plain and residual nets in two panels, as Figure 6, when both are there; otherwise one."""
-    from resnet_deploy import models
 
     residual = {id(r): models.ARCHITECTURES[r.arch][2] if r.arch in models.ARCHITECTURES else None for r in runs}
     plain = [r for r in runs if residual[id(r)] is False]

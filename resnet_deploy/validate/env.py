@@ -10,6 +10,7 @@ import os
 import platform
 from typing import Any
 
+from resnet_deploy import __version__
 from resnet_deploy.runtime.machine import cpu_model, native_precisions
 from resnet_deploy.system import installed_version, torch_cuda_devices
 
@@ -41,7 +42,6 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     Args:
         threads: the intra-op thread count the measurement used (None: the libraries' default).
     """
-    from resnet_deploy import __version__
 
     return {
         "cpu": cpu_model(),

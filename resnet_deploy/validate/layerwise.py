@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import VerifiedFile, read_manifest, reports_path
+from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"
@@ -160,8 +162,6 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
     Raises:
         ResnetDeployError: an unknown variant, or one whose ONNX file the bundle lacks.
     """
-    from resnet_deploy.data import load_eval_arrays
-    from resnet_deploy.runtime.predictor import find_entry
 
     onnx_variants = [v.name for v in variants.variants() if v.format == "onnx" and v.runs is None and v.name != "onnx"]
     if variant not in onnx_variants:

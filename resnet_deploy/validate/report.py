@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.runtime.manifest import atomic_write_text, check_writable, reports_path
 from resnet_deploy.validate.latency import STAT_KEYS  # noqa: F401 - part of the report schema
 
@@ -294,8 +295,6 @@ def print_summary(bundle: str | Path) -> list[Path]:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
-
-    from resnet_deploy.runtime.errors import ResnetDeployError, printable
 
     if not Path(bundle).is_dir():
         raise ResnetDeployError(f"bundle directory not found: {bundle}")
