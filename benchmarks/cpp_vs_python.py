@@ -141,7 +141,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine() -> dict:
-    from resnet_deploy.runtime.onnx_backend import cpu_flags, cpu_model
+    from resnet_deploy.runtime.machine import cpu_flags, cpu_model
 
     wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "sha_ni")
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "flags": [f for f in wanted if f in cpu_flags()],

@@ -60,7 +60,7 @@ DATA_HELP = "Data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PAT
 
 def export_options(command: Any) -> Any:
     """The export command's options; their defaults are ExportOptions' own, shown in the help, never copied."""
-    from resnet_deploy.export.options import CALIB_METHODS, INT8_TARGETS, ExportOptions
+    from resnet_deploy.export.options import CALIB_METHODS, INT8_TARGET_CHOICES, ExportOptions
 
     d = ExportOptions()
     for decorator in reversed((
@@ -69,7 +69,7 @@ def export_options(command: Any) -> Any:
         click.option("--fp8", is_flag=True, help="Also write model.fp8.onnx (FP8 E4M3 QDQ, calibrated; an fp8 engine "
                                                  "with --trt on TensorRT 11 and compute capability >= 8.9)."),
         click.option("--trt", is_flag=True, default=None, help="Also build TensorRT engines (TensorRT and a GPU)."),
-        click.option("--int8-target", type=click.Choice(list(INT8_TARGETS)),
+        click.option("--int8-target", type=click.Choice(list(INT8_TARGET_CHOICES)),
                      help="INT8 flavour: cpu (model.int8.onnx), trt (model.int8-trt.onnx) or both "
                           "[default: cpu; both with --trt]."),
         click.option("--calib-data", help="Data SPEC of calibration images: fashion-mnist, folder:/path, ..."),

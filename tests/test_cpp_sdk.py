@@ -35,8 +35,9 @@ from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, rea
 from resnet_deploy.runtime import backend as rt_backend
 from resnet_deploy.runtime import manifest as rt_manifest
 from resnet_deploy.runtime.autotune import machine_key, record_order
-from resnet_deploy.runtime.onnx_backend import INT8_DOT_FLAGS, cpu_flags
-from resnet_deploy.runtime.openvino_backend import BF16_FLAGS, cpu_has_bf16, ov_installed
+from resnet_deploy.runtime.cache import CACHE_ENV
+from resnet_deploy.runtime.machine import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags, cpu_has_bf16
+from resnet_deploy.runtime.openvino_backend import ov_installed
 from resnet_deploy.runtime.predictor import choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
 
@@ -68,7 +69,7 @@ def has_ov(lib: CLib) -> None:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(rt_backend.CACHE_ENV, str(tmp_path / "cache"))  # both runtimes: never the user's cache
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # both runtimes: never the user's cache
 
 
 @pytest.fixture(scope="module")
@@ -616,7 +617,7 @@ def test_the_example_app_prints_pythons_predictions_as_json(lib: CLib, has_ov, b
     (tmp_path / "bad.png").write_bytes(b"not an image")
     run = subprocess.run([str(app), str(bundle), *map(str, paths), str(tmp_path / "bad.png"), "--variant", "ov-fp32",
                           "--topk", "2", "--json"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, rt_backend.CACHE_ENV: str(tmp_path / "cache")})
+                         env={**os.environ, CACHE_ENV: str(tmp_path / "cache")})
     assert run.returncode == 1, run.stderr  # one image could not be read
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["image"] for r in lines] == list(map(str, paths))

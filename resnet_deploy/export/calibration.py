@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import INPUT_NAME, atomic_write_text
+from resnet_deploy.runtime.files import atomic_write_text
+from resnet_deploy.runtime.manifest import INPUT_NAME
 
 CACHE_SCHEMA = "resnet-deploy/calibration-cache"
 CACHE_VERSION = 1

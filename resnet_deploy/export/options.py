@@ -19,7 +19,7 @@ from resnet_deploy.runtime.variants import Variant
 DEFAULT_OPSET = 18
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime.quantization's calibrators, by our names
 # --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
-INT8_TARGETS = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
+INT8_TARGET_CHOICES = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
 QUANTIZED = ("int8", "fp8")  # precisions calibrated on images
 
 
@@ -73,9 +73,9 @@ class ExportOptions:
         self._check_trt_compat()
         if self.int8_target is not None and "int8" not in self.precisions:
             raise ResnetDeployError(f"--int8-target {self.int8_target} needs --int8")
-        if self.int8_target not in (None, *INT8_TARGETS):
+        if self.int8_target not in (None, *INT8_TARGET_CHOICES):
             raise ResnetDeployError(f"unknown --int8-target {self.int8_target!r}; choose one of: "
-                                    f"{', '.join(INT8_TARGETS)}")
+                                    f"{', '.join(INT8_TARGET_CHOICES)}")
         if self.calib_method not in CALIB_METHODS:
             raise ResnetDeployError(f"unknown --calib-method {self.calib_method!r}; choose one of: "
                                     f"{', '.join(CALIB_METHODS)}")
@@ -111,7 +111,7 @@ class ExportOptions:
         """Targets of the int8 QDQ files written (empty without int8)."""
         if "int8" not in self.precisions:
             return ()
-        return INT8_TARGETS[self.int8_target or ("both" if self.trt else "cpu")]
+        return INT8_TARGET_CHOICES[self.int8_target or ("both" if self.trt else "cpu")]
 
     @property
     def calibrated(self) -> bool:

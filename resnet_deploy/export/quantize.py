@@ -29,7 +29,7 @@ from resnet_deploy.export.options import CALIB_METHODS
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-INT8_TARGETS = ("cpu", "trt")
+INT8_FILE_TARGETS = ("cpu", "trt")  # the manifest targets of the int8 files this module writes (one recipe each)
 FP8_METHOD = "minmax"  # see quantize_fp8
 
 
@@ -67,8 +67,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if target not in INT8_TARGETS:
-        raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_TARGETS)}")
+    if target not in INT8_FILE_TARGETS:
+        raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_FILE_TARGETS)}")
     _check_calibration(calib, method)
     if target == "trt":
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout

@@ -227,22 +227,6 @@ def check_relative(path: Any, field: str = "path") -> str:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a text file through a uniquely named temporary file beside it and a rename: a reader (or a crash) sees
-    the old file or the new one, never half of one, and two writers never share a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def check_writable(path: str | Path, what: str = "output file") -> Path:
     """`path` once a file can be written there (its folder made where missing, a trial file made and removed in it);
     a one-line ResnetDeployError otherwise. For outputs of long runs, checked before the run rather than found out

@@ -127,7 +127,8 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
     """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
     percentiles per concurrency level."""
     from resnet_deploy.runtime.errors import ResnetDeployError
-    from resnet_deploy.runtime.manifest import atomic_write_text, check_writable
+    from resnet_deploy.runtime.files import atomic_write_text
+    from resnet_deploy.runtime.manifest import check_writable
     from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
 
     levels = parse_numbers(concurrency, "--concurrency", "concurrency")

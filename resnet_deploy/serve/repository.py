@@ -37,7 +37,7 @@ SYS_PATH_FILE = "sys_path.txt"  # read by model.py before its imports (see trito
 MODEL_PY = Path(__file__).with_name("triton_model.py")
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
-DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
+TARGET_DEVICE = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
 MAX_IMAGE_BYTES = 32 << 20  # a larger encoded image is refused unread (pixels: the runtime's MAX_IMAGE_PIXELS)
 
 
@@ -231,7 +231,7 @@ def _python_model(model_dir: Path, bundle: Path, manifest: Manifest, batch: int,
 def candidates(target: str, precision: str) -> tuple[str, ...]:
     """The registry's variants that can serve `precision` ("auto": any) for `target`, best first: those of the
     target's runtime, in the order `auto` tries them on its device."""
-    device = DEVICES[target]
+    device = TARGET_DEVICE[target]
     ranked = [v for v in variants.ranked(device) if target == "python" or v.loader == target]
     return tuple(v.name for v in ranked if precision in ("auto", v.precision))
 
@@ -241,7 +241,7 @@ def _entry(manifest: Manifest, target: str, precision: str) -> tuple[FileEntry, 
     names = candidates(target, precision)
     if not names:
         raise ResnetDeployError(f"--backend {target} cannot serve precision {precision}: no variant runs it on "
-                                f"{DEVICES[target]}")
+                                f"{TARGET_DEVICE[target]}")
     for name in names:
         entry = find_entry(manifest, name)
         if entry is not None:

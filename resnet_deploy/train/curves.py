@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from resnet_deploy import models
 from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
 from resnet_deploy.config import load_train_config
 from resnet_deploy.runtime.errors import ResnetDeployError, quote
-from resnet_deploy.runtime.manifest import atomic_write_text
+from resnet_deploy.runtime.files import atomic_write, atomic_write_text
 
 METRICS = "metrics.jsonl"
 MAX_METRICS_BYTES = 256 << 20  # 64k iterations logged every 10 are ~1.2 MB; anything near this is not a metrics file
@@ -288,19 +286,10 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
     axes[0][0].set_ylabel("error (%)" + (f", axis cut at {top:g}%" if top < 100 else ""))
     fig.suptitle(_tex_safe(title or "Training error (dashed) and test error (bold) against iterations"))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------- the table

@@ -30,6 +30,7 @@ import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 from resnet_deploy.runtime.machine import cpu_has_bf16
+from resnet_deploy.runtime.onnx_backend import ort_session
 from resnet_deploy.runtime.openvino_backend import ov_installed
 from resnet_deploy.system import torch_threads
 from resnet_deploy.validate.latency import measure_latency, summarize, torch_cuda_timed
@@ -40,7 +41,6 @@ SIZES = (512, 1024, 2048)
 
 
 def _ort_matmul(n: int, int8: bool, threads: int | None) -> Callable[[], Any]:
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     a_type, b_type, c_type, op = ((TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger") if int8
@@ -50,10 +50,7 @@ def _ort_matmul(n: int, int8: bool, threads: int | None) -> Callable[[], Any]:
                                helper.make_tensor_value_info("b", b_type, [n, n])],
                               [helper.make_tensor_value_info("c", c_type, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(model.SerializeToString(), name="the GEMM", threads=threads or None)
     rng = np.random.default_rng(0)
     if int8:
         feed = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}

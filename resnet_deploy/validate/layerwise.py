@@ -22,6 +22,7 @@ from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import VerifiedFile, read_manifest, reports_path
+from resnet_deploy.runtime.onnx_backend import ort_session
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
@@ -101,16 +102,6 @@ def _all_outputs(data: bytes) -> tuple[bytes, list[str], dict[str, str]]:
     return model.SerializeToString(), tensors, ops
 
 
-def _session(model: bytes, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # see the module docstring
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolerance: float,
                    threads: int | None = None) -> list[LayerError]:
     """Per-tensor errors of the model `other` against `ref` on images `x`, in `ref`'s order (both read as checked
@@ -120,7 +111,8 @@ def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolera
     common = [t for t in ref_tensors if their_ops.get(t) == ops[t] and ops[t] not in _SKIP_OPS]
     if not common:
         raise ResnetDeployError(f"{other.name} and {ref.name} share no tensor names to compare")
-    ref_sess, sess = _session(ref_model, threads), _session(model, threads)
+    basic = {"threads": threads, "graph_optimization": "basic"}  # see the module docstring
+    ref_sess, sess = ort_session(ref_model, name=ref.name, **basic), ort_session(model, name=other.name, **basic)
     stats = {t: [0.0, 0.0, 0.0, 0] for t in common}  # max abs diff, sum abs diff, max |ref|, count
     shapes: dict[str, list[int]] = {}
     for start in range(0, len(x), BATCH):

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import ResnetDeployError, printable
-from resnet_deploy.runtime.manifest import atomic_write_text, check_writable, reports_path
-from resnet_deploy.validate.latency import STAT_KEYS  # noqa: F401 - part of the report schema
+from resnet_deploy.runtime.files import atomic_write_text
+from resnet_deploy.runtime.manifest import check_writable, reports_path
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
