@@ -22,6 +22,12 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
+def installed_versions(dists: tuple[str, ...]) -> dict[str, str | None]:
+    """`installed_version` of each distribution, in order (the one version list a bundle's manifest and a
+    measurement's environment both record)."""
+    return {dist: installed_version(dist) for dist in dists}
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run a block with torch's intra-op thread count set to `threads` (None: unchanged), then restore it."""

@@ -30,10 +30,12 @@ from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_buil
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.variants import Variant
-from resnet_deploy.system import installed_version
+from resnet_deploy.system import installed_versions
 
 FP16_RTOL = 1e-2  # fp16 logits within 1% (max abs / max |logit|) of fp32, else the network does not fit fp16
 LOG_NAME, CONFIG_NAME = "export.log", "config.yaml"
+# The libraries whose versions a manifest records ("versions"; docs/manifest.schema.json), besides resnet_deploy.
+MANIFEST_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")
 CHECK_IMAGES = 64  # calibration images the int8 models are compared with fp32 on (figures in export.log)
 
 
@@ -272,7 +274,7 @@ def _onnx_metadata(src: Source, opts: ExportOptions) -> dict[str, str]:
 
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"resnet_deploy": __version__}
-    out |= {dist: installed_version(dist) for dist in ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")}
+    out |= installed_versions(MANIFEST_LIBRARIES)
     # JetPack installs TensorRT from a .deb without pip metadata: trust the imported module when engines were built.
     out["tensorrt"] = getattr(sys.modules.get("tensorrt"), "__version__", None) or out["tensorrt"]
     return out
