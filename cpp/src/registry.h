@@ -30,14 +30,14 @@ std::vector<std::string> allowed(const std::string& attribute, const std::string
 // The variants `auto` tries on a CPU, in the registry's static order.
 std::vector<std::string> ranked_cpu();
 
-// CPU facts from /proc/cpuinfo (empty / uname's machine elsewhere), as runtime/onnx_backend.py reads them.
+// CPU facts from /proc/cpuinfo (empty / uname's machine elsewhere), as runtime/machine.py reads them.
 struct CpuFacts {
   std::vector<std::string> flags;  // sorted
   std::string model;
 };
 const CpuFacts& cpu_facts();
-extern const std::vector<std::string> kInt8DotFlags;  // onnx_backend.INT8_DOT_FLAGS
-extern const std::vector<std::string> kBf16Flags;     // openvino_backend.BF16_FLAGS
+extern const std::vector<std::string> kInt8DotFlags;  // machine.INT8_DOT_FLAGS
+extern const std::vector<std::string> kBf16Flags;     // machine.BF16_FLAGS
 std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& flags);
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags);
 // autotune.machine_key: {"cpu": model, "flags": first 16 hex digits of sha256(" ".join(sorted(flags)))}.
