@@ -7,7 +7,6 @@ precisions) are read from it when a command runs, so a registered variant is a v
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,35 +19,20 @@ from resnet_deploy.cli_options import (
     DATA_HELP,
     DEVICE,
     JSON_FILE,
+    LAYER_TOL_HELP,
+    LAYERWISE_HELP,
     THREADS,
     Backends,
+    Group,
     bounded,
     echo,
+    echo_json,
     export_options,
     parse_numbers,
+    prediction_lines,
 )
-from resnet_deploy.runtime.errors import ResnetDeployError, printable
 from resnet_deploy.serve.cli import register as register_serve_commands
 from resnet_deploy.train.cli import register as register_train_commands
-
-
-class UserError(click.ClickException):
-    """A one-line error for bad input, exit code 2."""
-
-    exit_code = 2
-
-
-class Group(click.Group):
-    """Turns the library's ResnetDeployError, and bad option values, into one line (no traceback) for every command."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ResnetDeployError as e:  # messages may quote names from bundles and folders: printed escaped
-            raise UserError(printable(str(e))) from None
-        except click.UsageError as e:
-            # A bad option value of a subcommand: one line naming the choices, not click's usage block.
-            raise UserError(printable(e.format_message())) from None
 
 
 @click.group(cls=Group)
@@ -68,7 +52,7 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 
     d = zoo.zoo_rows() if name is None else models.describe(name, shortcut=shortcut)
     if as_json:
-        echo(*json.dumps(d, indent=2).splitlines())  # JSON strings hold no raw line breaks
+        echo_json(d)
     elif name is None:
         zoo.print_zoo(d)
     else:
@@ -84,7 +68,7 @@ def doctor(as_json: bool) -> None:
 
     rows = run_checks()
     if as_json:
-        echo(*json.dumps([asdict(r) for r in rows], indent=2).splitlines())
+        echo_json([asdict(r) for r in rows])
     else:
         print_report(rows)
 
@@ -96,10 +80,8 @@ def doctor(as_json: bool) -> None:
 @click.option("--backends", type=Backends(many=True), help="Comma-separated (default: every model file).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="KEY=VALUE",
               help="Override a parity threshold, e.g. fp32_max_abs=1e-4 (names: the registry's gates).")
-@click.option("--layerwise", metavar="VARIANT", help="Instead: compare fp32 and this ONNX variant (fp16, int8, "
-              "int8-trt, fp8) layer by layer and name the first layer over --layer-tol (reports/layerwise-*).")
-@click.option("--layer-tol", type=bounded("tolerance"), help="Range-relative error a layer may reach "
-              "[default: fp16 0.01, int8 0.1, fp8 0.2].")
+@click.option("--layerwise", metavar="VARIANT", help=LAYERWISE_HELP)
+@click.option("--layer-tol", type=bounded("tolerance"), help=LAYER_TOL_HELP)
 @CHECKPOINT
 @DEVICE
 @THREADS
@@ -183,13 +165,10 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads) as p:
         results = p.predict(list(images), topk=topk)
         if as_json:
-            echo(*json.dumps([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)],
-                             indent=2).splitlines())
+            echo_json([{"image": im, **r.to_dict()} for im, r in zip(images, results, strict=True)])
             return
         echo(f"{p.manifest.arch}, backend {p.backend} on {device} ({p.why})", err=True)
-        for im, r in zip(images, results, strict=True):
-            echo(f"{im}: {r.label} ({r.score:.4f})",
-                 *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+        echo(*prediction_lines(images, results))
 
 
 @main.command()
@@ -236,7 +215,7 @@ def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> 
     from resnet_deploy.train import evaluate, evaluation_line
 
     r = evaluate(checkpoint, data_spec, **options)
-    echo(*json.dumps(r, indent=2).splitlines()) if as_json else echo(evaluation_line(r, data_spec))
+    echo_json(r) if as_json else echo(evaluation_line(r, data_spec))
 
 
 @main.command()

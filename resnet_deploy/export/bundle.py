@@ -23,10 +23,11 @@ from resnet_deploy.export import qdq, quantize
 from resnet_deploy.export.calibration import CalibrationCache, Provenance
 from resnet_deploy.export.fold import check_fold, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
-from resnet_deploy.export.options import QUANTIZED, ExportOptions
+from resnet_deploy.export.options import ExportOptions
 from resnet_deploy.export.source import Source, load_calibration, load_source
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.variants import Variant
@@ -78,7 +79,7 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
     """
     out, opts = Path(out), options or ExportOptions()
     if opts.calibrated and opts.calib_data is None and calib_arrays is None:
-        flags = "/".join(f"--{p}" for p in opts.precisions if p in QUANTIZED)
+        flags = "/".join(f"--{p}" for p in opts.precisions if variants.PRECISIONS[p].quantized)
         raise ResnetDeployError(f"{flags} needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
                                 "imagenet:/path, folder:/path)")
     check_destination(out, force)
@@ -235,7 +236,7 @@ def _quantized_entry(w: _Work, variant: Variant, kind: str, method: str) -> File
 
 def _engine_step(w: _Work, variant: Variant) -> FileEntry:
     opts, trt = w.opts, load_tensorrt()
-    plan = plan_build(trt_major(trt), variant.precision, opts.tf32, opts.trt_compat)
+    plan = plan_build(trt_major(trt), variant, opts.tf32, opts.trt_compat)
     cache = Path(opts.timing_cache) if opts.timing_cache else None
     info = build_engine(w.tmp, plan, w.src.input_shape, opts.batch, int(opts.workspace_gib * (1 << 30)), cache,
                         opts.opt_level, trt)

@@ -20,7 +20,6 @@ DEFAULT_OPSET = 18
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime.quantization's calibrators, by our names
 # --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
 INT8_TARGET_CHOICES = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
-QUANTIZED = ("int8", "fp8")  # precisions calibrated on images
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,11 @@ class ExportOptions:
             check_fp8_compat(self.precisions, self.trt_compat)
 
     @classmethod
-    def from_flags(cls, fp16: bool = False, int8: bool = False, fp8: bool = False, **options: Any) -> ExportOptions:
-        """Options from the CLI's precision flags (`--fp16`, `--int8`, `--fp8`) and the other options given."""
-        return cls(precisions=("fp32",) + ("fp16",) * fp16 + ("int8",) * int8 + ("fp8",) * fp8, **options)
+    def from_flags(cls, **options: Any) -> ExportOptions:
+        """Options from the CLI's precision flags (`--fp16`, `--int8`, `--fp8`: one per registered precision with an
+        `export_help`, passed as `fp16=True`) and the other options given."""
+        chosen = tuple(p.name for p in variants.PRECISIONS.values() if p.flag and options.pop(p.name, False))
+        return cls(precisions=(variants.REFERENCE, *chosen), **options)
 
     @property
     def int8_targets(self) -> tuple[str, ...]:
@@ -116,7 +117,7 @@ class ExportOptions:
     @property
     def calibrated(self) -> bool:
         """Whether some precision written needs calibration images."""
-        return any(p in QUANTIZED for p in self.precisions)
+        return any(variants.PRECISIONS[p].quantized for p in self.precisions)
 
     def writes(self, variant: Variant) -> bool:
         """Whether this export writes `variant`'s file."""

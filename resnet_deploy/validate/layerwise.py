@@ -29,8 +29,6 @@ from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"
 DEFAULT_LIMIT = 64  # images: every intermediate tensor of every image is held per batch
 BATCH = 8
-# Range-relative error a layer may reach before it is named: fp16 rounds at ~1e-3, 8-bit formats at a few 1e-2.
-TOLERANCES = {"fp16": 0.01, "int8": 0.1, "fp8": 0.2}
 _SKIP_OPS = ("QuantizeLinear", "DequantizeLinear", "Cast")  # the variant's own bookkeeping, not a layer
 
 
@@ -148,26 +146,27 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
         data_spec: images to run, preprocessed with the bundle's preprocessing.
         limit: this many images (a seeded subset; default DEFAULT_LIMIT): every intermediate tensor of a batch is
             held at once.
-        tolerance: range-relative error a layer may reach (default by precision, `TOLERANCES`).
+        tolerance: range-relative error a layer may reach (default: the precision's `layer_tolerance` in the
+            registry).
         threads: ONNX Runtime intra-op threads.
 
     Raises:
         ResnetDeployError: an unknown variant, or one whose ONNX file the bundle lacks.
     """
 
-    onnx_variants = [v.name for v in variants.variants() if v.format == "onnx" and v.runs is None and v.name != "onnx"]
+    onnx_variants = [v.name for v in variants.onnx_files()[1:]]
     if variant not in onnx_variants:
         raise ResnetDeployError(f"--layerwise takes an ONNX variant of the bundle: {', '.join(onnx_variants)}; "
                                 f"found {variant!r}")
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    ref, entry = find_entry(manifest, "onnx"), find_entry(manifest, variant)
+    ref, entry = find_entry(manifest, variants.reference().name), find_entry(manifest, variant)
     if ref is None or entry is None:
         flags = " ".join(variants.get(variant).flags)
         raise ResnetDeployError(f"{bundle} has no {variants.get(variant).file}; export it with `resnet-deploy export "
                                 f"... {flags}`")
     x, _, _ = load_eval_arrays(data_spec, manifest.preprocess, limit or DEFAULT_LIMIT)
-    tol = TOLERANCES.get(entry.precision, 0.1) if tolerance is None else float(tolerance)
+    tol = (variants.PRECISIONS[entry.precision].layer_tolerance or 0.1) if tolerance is None else float(tolerance)
     layers = compare_layers(VerifiedFile(bundle, ref), VerifiedFile(bundle, entry), x, tol, threads)
     first = next((e.tensor for e in layers if e.exceeds), None)
     return LayerwiseReport(str(bundle), variant, entry.path, data_spec, int(len(x)), tol, first, layers)
