@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "resnet_deploy"
 
@@ -206,3 +208,19 @@ def test_the_runtime_imports_only_the_runtime() -> None:
     wrong = [f"{m} imports {t}" for m, targets in _edges(inner=True).items() if _package(m) == "runtime"
              for t in targets if _package(t) not in ("runtime", "__init__")]
     assert wrong == []
+def test_the_architecture_document_names_every_module() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = []
+    for path in MODULES.values():
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py":
+            continue
+        # Named by its path inside the package (`runtime/machine.py`), or at the top level by its file name.
+        if str(rel) not in text and not (len(rel.parts) == 1 and rel.name in text):
+            missing.append(str(rel))
+    assert missing == [], f"docs/architecture.md does not mention: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("folder", ["examples", "benchmarks", "cpp"])
+def test_the_architecture_document_names_the_folders_beside_the_package(folder: str) -> None:
+    assert f"{folder}/" in (ROOT / "docs" / "architecture.md").read_text()

@@ -1,4 +1,4 @@
-"""The one timing routine of the project, its statistics, and the machine's ceilings (for the roofline ratio).
+"""The one timing routine of the project and its statistics (the roof they are set against: `ceiling.py`).
 
 `measure_latency` times a callable the way `trtexec` does: warm up for a fixed *time* (so caches, allocators and
 JIT/kernel selection settle whatever the model's speed), then run for a fixed time with a floor on the number of
