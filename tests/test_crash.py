@@ -148,7 +148,8 @@ def _train_kills(tmp: Path, kills: int) -> None:
     proc = _start([*base, "--resume", "--set", f"schedule.iterations={it + 6}"], env)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert out.startswith(f"iteration {it + 6}: top-1 ")
+    lines = out.splitlines()  # the precision line as the run starts, then the final evaluation
+    assert lines[0] == "precision: fp32 (run.amp=none)" and lines[1].startswith(f"iteration {it + 6}: top-1 "), out
     if stale:
         assert f"removed {len(stale)} temporary file(s) left in {run} by an interrupted run: {', '.join(stale)}" in err
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
