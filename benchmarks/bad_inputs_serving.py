@@ -293,6 +293,7 @@ def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None
     import openvino as ov
 
     from resnet_deploy.runtime import openvino_backend as ovb
+    from resnet_deploy.runtime.cache import CACHE_ENV
 
     folder = _content_folder(bundle, cache)
     folder.mkdir(parents=True, exist_ok=True)
@@ -307,8 +308,8 @@ def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None
     os.replace(kept, path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     theirs = [p for p in set(folder.iterdir()) - before if p.suffix == ".blob"]
-    old_env = os.environ.get(ovb.CACHE_ENV)
-    os.environ[ovb.CACHE_ENV] = str(cache)
+    old_env = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(cache)
     try:
         entry = ovb.cache_entry(folder.name, 1, "fp32")
         compiled = ov.Core().compile_model(ovb._read_onnx(swapped), "CPU", ovb._config(1, "fp32"))
@@ -321,7 +322,7 @@ def _plant(bundle: Path, swapped: Path, cache: Path, link_to: Path | None = None
         entry.folder.close()
         mine = folder / entry.name
     finally:
-        os.environ.pop(ovb.CACHE_ENV) if old_env is None else os.environ.__setitem__(ovb.CACHE_ENV, old_env)
+        os.environ.pop(CACHE_ENV) if old_env is None else os.environ.__setitem__(CACHE_ENV, old_env)
     if link_to is not None:
         for i, blob in enumerate([*theirs, mine]):
             blob.unlink(missing_ok=True)

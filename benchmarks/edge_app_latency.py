@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from resnet_deploy.runtime.machine import cpu_model
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,13 +83,6 @@ def run_app(bundle: Path, folder: Path, backend: str, threads: int, repeats: int
             **{f: statistics.median(r[f] for r in runs) for f in FIELDS}}
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fashion-bundle", type=Path, help="a ResNet-20 Fashion-MNIST bundle (default: export one)")
@@ -109,7 +102,7 @@ def main() -> None:
         ("ResNet-50, 640x480 JPEG", args.resnet50_bundle or export(tmp / "r50", "resnet50", imagenet_pre, 1000),
          write_images(tmp / "jpg640", args.images, (640, 480))),
     ]
-    print(f"\n{cpu_name()}, {args.threads} threads, {args.images} images, median of {args.repeats} fresh processes; "
+    print(f"\n{cpu_model()}, {args.threads} threads, {args.images} images, median of {args.repeats} fresh processes; "
           f"load average before: {os.getloadavg()[0]:.2f} (other jobs on this machine inflate the figures)\n")
     print("| model, images | backend | runtime import ms | bundle load ms | first image ms | cold start ms | "
           "per image p50 ms | p90 ms |")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +21,24 @@ from torch import nn
 
 from resnet_deploy import models
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.files import TEMP_NAME, atomic_write
 from resnet_deploy.runtime.preprocess import Preprocess
 
 CHECKPOINT_FORMAT = 1
 REQUIRED = ("arch", "model", "num_classes", "in_channels", "classes", "preprocess")
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # atomic_save's `.<name>.<pid>.<random>.tmp`
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temporary file beside `path`, fsync, then rename: a crash leaves the old file whole.
-
-    The temporary file is named `.<name>.<pid>.<random>.tmp`, so that `remove_stale_temps` can tell the leftovers of
-    a killed process from a file another process is writing now.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`torch.save` through `atomic_write` with fsync: a crash leaves the old file whole, and the temporary file's
+    name carries the writer's pid for `remove_stale_temps`."""
+    return atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
 
 
 def remove_stale_temps(folder: str | Path) -> list[str]:
     """Delete the temporary files of `atomic_save` calls whose process is gone (killed mid-write); their names."""
     removed = []
     for p in sorted(Path(folder).glob(".*.tmp")):
-        m = _TEMP_NAME.match(p.name)
+        m = TEMP_NAME.match(p.name)
         if m and not _alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p.name)

@@ -7,11 +7,11 @@ precisions) are read from it when a command runs, so a registered variant is a v
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import click
+import numpy as np
 
 from resnet_deploy import __version__
 from resnet_deploy.cli_options import (
@@ -19,36 +19,21 @@ from resnet_deploy.cli_options import (
     DATA_HELP,
     DEVICE,
     JSON_FILE,
+    LAYER_TOL_HELP,
+    LAYERWISE_HELP,
     THREADS,
     TRUSTED_KEY,
     Backends,
+    Group,
     bounded,
     echo,
-    export_options,
+    echo_json,
     parse_numbers,
+    prediction_lines,
 )
-from resnet_deploy.runtime.errors import ResnetDeployError, printable
+from resnet_deploy.export.cli import register as register_export_commands
 from resnet_deploy.serve.cli import register as register_serve_commands
 from resnet_deploy.train.cli import register as register_train_commands
-
-
-class UserError(click.ClickException):
-    """A one-line error for bad input, exit code 2."""
-
-    exit_code = 2
-
-
-class Group(click.Group):
-    """Turns the library's ResnetDeployError, and bad option values, into one line (no traceback) for every command."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ResnetDeployError as e:  # messages may quote names from bundles and folders: printed escaped
-            raise UserError(printable(str(e))) from None
-        except click.UsageError as e:
-            # A bad option value of a subcommand: one line naming the choices, not click's usage block.
-            raise UserError(printable(e.format_message())) from None
 
 
 @click.group(cls=Group)
@@ -68,7 +53,7 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 
     d = zoo.zoo_rows() if name is None else models.describe(name, shortcut=shortcut)
     if as_json:
-        echo(*json.dumps(d, indent=2).splitlines())  # JSON strings hold no raw line breaks
+        echo_json(d)
     elif name is None:
         zoo.print_zoo(d)
     else:
@@ -79,13 +64,12 @@ def info(name: str | None, shortcut: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def doctor(as_json: bool) -> None:
     """What this machine can run: Python, torch/CUDA, GPUs, ONNX Runtime, TensorRT, cuda-python, OpenVINO."""
-    from dataclasses import asdict
 
     from resnet_deploy.doctor import print_report, run_checks
 
     rows = run_checks()
     if as_json:
-        echo(*json.dumps([asdict(r) for r in rows], indent=2).splitlines())
+        echo_json([asdict(r) for r in rows])
     else:
         print_report(rows)
 
@@ -97,10 +81,8 @@ def doctor(as_json: bool) -> None:
 @click.option("--backends", type=Backends(many=True), help="Comma-separated (default: every model file).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="KEY=VALUE",
               help="Override a parity threshold, e.g. fp32_max_abs=1e-4 (names: the registry's gates).")
-@click.option("--layerwise", metavar="VARIANT", help="Instead: compare fp32 and this ONNX variant (fp16, int8, "
-              "int8-trt, fp8) layer by layer and name the first layer over --layer-tol (reports/layerwise-*).")
-@click.option("--layer-tol", type=bounded("tolerance"), help="Range-relative error a layer may reach "
-              "[default: fp16 0.01, int8 0.1, fp8 0.2].")
+@click.option("--layerwise", metavar="VARIANT", help=LAYERWISE_HELP)
+@click.option("--layer-tol", type=bounded("tolerance"), help=LAYER_TOL_HELP)
 @CHECKPOINT
 @DEVICE
 @THREADS
@@ -171,9 +153,8 @@ def report(bundle: str, as_json: bool) -> None:
 
     if as_json:
         rows, written = summary_data(bundle)
-        echo(*json.dumps({"columns": list(SUMMARY_COLUMNS), "rows": [dict(zip(SUMMARY_COLUMNS, r, strict=True))
-                                                                      for r in rows],
-                          "files": [str(p) for p in written]}, indent=2).splitlines())
+        echo_json({"columns": list(SUMMARY_COLUMNS), "rows": [dict(zip(SUMMARY_COLUMNS, r, strict=True)) for r in rows],
+                   "files": [str(p) for p in written]})
         return
     echo(f"report: {', '.join(str(p) for p in print_summary(bundle))}")
 
@@ -194,9 +175,8 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
     Every readable image is classified; each one that cannot be read is named on a line of its own (stderr) and the
     command then exits 1, as the edge app does.
     """
-    import numpy as np
-
     from resnet_deploy.runtime import Predictor
+    from resnet_deploy.runtime.errors import ResnetDeployError
     from resnet_deploy.runtime.predictor import top_predictions
 
     with Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads,
@@ -214,121 +194,18 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
             logits = p.run(np.concatenate(list(arrays.values())))
             results = dict(zip(arrays, top_predictions(logits, p.classes, topk), strict=True))
         if as_json:
-            echo(*json.dumps([{"image": im, **(results[i].to_dict() if i in results else {"error": failed[i]})}
-                              for i, im in enumerate(images)], indent=2).splitlines())
+            echo_json([{"image": im, **(results[i].to_dict() if i in results else {"error": failed[i]})}
+                       for i, im in enumerate(images)])
         else:
-            for i, r in results.items():
-                echo(f"{images[i]}: {r.label} ({r.score:.4f})",
-                     *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:]))
+            echo(*prediction_lines([images[i] for i in results], results.values()))
     if failed:
         echo(f"{len(failed)} of {len(images)} image(s) could not be read", err=True)
         raise SystemExit(1)
 
 
-@main.command()
-@click.option("--recipe", required=True, type=click.Path(dir_okay=False), help="A recipe YAML, e.g. recipes/x.yaml.")
-@click.option("--data", "data_spec", help=DATA_HELP)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default runs/<recipe name>).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field (optim.lr=0.05).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--download", is_flag=True, help="Let torchvision download Fashion-MNIST/CIFAR-10 if not on disk.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to metrics.jsonl).")
-@click.option("--estimate", is_flag=True, help="Print the precision and the expected training time here (a few "
-              "steps timed on synthetic images), then exit without training.")
-def train(recipe: str, data_spec: str | None, out_dir: str | None, overrides: tuple[str, ...], resume: bool,
-          download: bool, no_progress: bool, estimate: bool) -> None:
-    """Train a recipe (one process, or many under torchrun) into a run folder."""
-    from resnet_deploy.config import load_train_config
-    from resnet_deploy.train import summary_line
-    from resnet_deploy.train import train as run_training
-
-    extra = ([f"data.spec={data_spec}"] if data_spec else []) + (["data.download=true"] if download else [])
-    cfg = load_train_config(recipe, [*overrides, *extra])
-    if estimate:
-        from resnet_deploy.train.estimate import estimate as estimate_training
-
-        click.echo(estimate_training(cfg).summary())  # after the precision line the run would print
-        return
-    out = Path(out_dir) if out_dir else Path("runs") / Path(recipe).stem
-    result = run_training(cfg, out, resume=resume, progress=not no_progress)
-    if result["rank"] == 0:  # the run's notes (precision, weights, ...) were printed as it began
-        echo(summary_line(result, out))
-
-
-@main.command(name="eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", "data_spec", required=True, help=DATA_HELP)
-@click.option("--ten-crop", is_flag=True, help="Average softmax over 10 crops (§3.4); ImageNet-style models.")
-@click.option("--limit", type=bounded("images"), help="Evaluate the first N images only.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--workers", type=bounded("workers"), default=0, show_default=True,
-              help="DataLoader workers decoding folder images (ImageNet).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_cmd(checkpoint: str, data_spec: str, as_json: bool, **options: Any) -> None:
-    """Top-1/top-5 accuracy of a training checkpoint, centre crop or 10-crop."""
-    from resnet_deploy.train import evaluate, evaluation_line
-
-    r = evaluate(checkpoint, data_spec, **options)
-    echo(*json.dumps(r, indent=2).splitlines()) if as_json else echo(evaluation_line(r, data_spec))
-
-
-@main.command()
-@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle directory to write.")
-@click.option("--arch", help="Architecture of --weights (or a check of CHECKPOINT's), e.g. resnet50.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="torchvision state dict (.pth) instead of CHECKPOINT.")
-@click.option("--classes", "classes_file", type=click.Path(dir_okay=False), help="Class names, one per line.")
-@export_options
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out (once the new one is complete).")
-@click.option("--quiet", is_flag=True, help="Do not print the export log as it goes.")
-@click.option("--sign-key", type=click.Path(path_type=str), metavar="PRIVATE.pem",
-              help="Sign the bundle with this ECDSA private key (PEM; it is not written into the bundle). Needs the "
-                   "signing extra.")
-def export(checkpoint: str | None, out_dir: str, arch: str | None, weights: str | None, classes_file: str | None,
-           force: bool, quiet: bool, sign_key: str | None, **options: Any) -> None:
-    """Export CHECKPOINT (or --arch/--weights) to a bundle: fold BN, ONNX, FP16, INT8, TensorRT, manifest."""
-    from resnet_deploy.export import ExportOptions, export_bundle
-
-    opts = ExportOptions.from_flags(**{k: v for k, v in options.items() if v is not None})
-    out = export_bundle(Path(out_dir), opts, checkpoint=checkpoint and Path(checkpoint), arch=arch,
-                        weights=weights and Path(weights), classes=classes_file and Path(classes_file), force=force,
-                        echo=None if quiet else (lambda line: echo(line, err=True)),
-                        sign_key=sign_key and Path(sign_key))
-    echo(f"bundle written to {out}" + (" and signed (model.sig)" if sign_key else ""))
-
-
-@main.command()
-@click.argument("bundle", type=click.Path(path_type=str))
-@click.option("--key", required=True, type=click.Path(path_type=str), metavar="PRIVATE.pem",
-              help="The publisher's ECDSA private key (PEM: P-256, P-384 or P-521).")
-def sign(bundle: str, key: str) -> None:
-    """Sign BUNDLE with the publisher's private key: BUNDLE/model.sig (OpenSSF model-signing format) covers
-    manifest.json and every file it lists; reports/ is left out."""
-    from resnet_deploy.export.signing import sign_bundle
-
-    echo(f"signed {bundle}: {sign_bundle(bundle, key)}")
-
-
-@main.command()
-@click.argument("bundle", type=click.Path(path_type=str))
-@click.option("--trusted-key", "trusted_keys", multiple=True, required=True, type=click.Path(path_type=str),
-              metavar="PUBLIC.pem", help="A publisher's ECDSA public key (PEM); repeat to trust several.")
-def verify(bundle: str, trusted_keys: tuple[str, ...]) -> None:
-    """Check that BUNDLE is signed by one of the trusted keys and unchanged since: exit 0, else exit 1 with the
-    reason."""
-    from resnet_deploy.runtime.signature import verify_signed_bundle
-
-    try:
-        signed = verify_signed_bundle(bundle, list(trusted_keys))
-    except ResnetDeployError as e:
-        echo(f"FAIL: {e}", err=True)
-        raise SystemExit(1) from None
-    echo(f"OK: {bundle} is signed by {signed.signer.name} (sha256:{signed.signer.hint[:16]}); "
-         f"{len(signed.files)} files verified")
-
-
 register_serve_commands(main)  # triton, serve, loadtest (resnet_deploy/serve/cli.py)
-register_train_commands(main)  # curves (resnet_deploy/train/cli.py)
+register_train_commands(main)  # train, eval, curves (resnet_deploy/train/cli.py)
+register_export_commands(main)  # export, sign, verify (resnet_deploy/export/cli.py)
 
 
 if __name__ == "__main__":

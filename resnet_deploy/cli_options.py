@@ -1,14 +1,17 @@
-"""The command line's shared option types and decorators: backend names from the variant registry, the export
-options with ExportOptions' own defaults, and the options several commands take alike."""
+"""The command line's shared pieces: its presentation (every line printed goes through `echo`/`echo_json`, every
+error becomes one line in `Group`), option types and decorators (backend names from the variant registry, the export
+options with ExportOptions' own defaults, the options several commands take alike)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
 
 from resnet_deploy.runtime import limits, variants
-from resnet_deploy.runtime.errors import printable
+from resnet_deploy.runtime.errors import ResnetDeployError, printable, quote
 
 
 def echo(*lines: str, err: bool = False) -> None:
@@ -16,6 +19,39 @@ def echo(*lines: str, err: bool = False) -> None:
     as `\\n`, `\\x1b`, so one line stays one line). Every line the command line prints goes through here: class
     names, file names, a server's answers and log lines in them come from outside."""
     click.echo("\n".join(printable(line) for line in lines), err=err)
+
+
+def echo_json(obj: Any) -> None:
+    """Print `obj` as indented JSON (JSON strings hold no raw line breaks, so each line is one `echo` line)."""
+    echo(*json.dumps(obj, indent=2).splitlines())
+
+
+def prediction_lines(images: Sequence[str], results: Iterable[Any]) -> list[str]:
+    """`predict`'s text: each image's top class and score, then its other top-k classes indented."""
+    lines = []
+    for im, r in zip(images, results, strict=True):
+        lines += [f"{im}: {r.label} ({r.score:.4f})",
+                  *(f"    {label} ({score:.4f}) [class {c}]" for c, label, score in r.topk[1:])]
+    return lines
+
+
+class UserError(click.ClickException):
+    """A one-line error for bad input, exit code 2."""
+
+    exit_code = 2
+
+
+class Group(click.Group):
+    """Turns the library's ResnetDeployError, and bad option values, into one line (no traceback) for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ResnetDeployError as e:  # messages may quote names from bundles and folders: printed escaped
+            raise UserError(printable(str(e))) from None
+        except click.UsageError as e:
+            # A bad option value of a subcommand: one line naming the choices, not click's usage block.
+            raise UserError(printable(e.format_message())) from None
 
 
 def bounded(kind: str, *, positive: bool = False) -> click.ParamType:
@@ -61,20 +97,24 @@ TRUSTED_KEY = click.option(
     help="Load BUNDLE only if signed by this publisher's key (ECDSA public key, PEM; repeat to trust several). "
          "Needs the signing extra.")
 DATA_HELP = "Data SPEC: fashion-mnist, cifar10[:PATH], imagenet:PATH, folder:PATH."
+# validate --layerwise: the other ONNX files of the registry, each precision's default tolerance from its row
+LAYERWISE_HELP = ("Instead: compare fp32 and this ONNX variant (" + ", ".join(v.name for v in variants.onnx_files()[1:])
+                  + ") layer by layer and name the first layer over --layer-tol (reports/layerwise-*).")
+LAYER_TOL_HELP = "Range-relative error a layer may reach [default: " + ", ".join(
+    f"{p.name} {p.layer_tolerance:g}" for p in variants.PRECISIONS.values() if p.layer_tolerance) + "]."
 
 
 def export_options(command: Any) -> Any:
     """The export command's options; their defaults are ExportOptions' own, shown in the help, never copied."""
-    from resnet_deploy.export.options import CALIB_METHODS, INT8_TARGETS, ExportOptions
+    from resnet_deploy.export.options import CALIB_METHODS, INT8_TARGET_CHOICES, ExportOptions
 
     d = ExportOptions()
     for decorator in reversed((
-        click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (and an fp16 engine with --trt)."),
-        click.option("--int8", is_flag=True, help="Also write INT8 QDQ models calibrated on --calib-data."),
-        click.option("--fp8", is_flag=True, help="Also write model.fp8.onnx (FP8 E4M3 QDQ, calibrated; an fp8 engine "
-                                                 "with --trt on TensorRT 11 and compute capability >= 8.9)."),
+        # one flag per precision export writes (the registry's `Precision.export_help`): --fp16, --int8, --fp8
+        *(click.option(p.flag, p.name, is_flag=True, help=p.export_help)
+          for p in variants.PRECISIONS.values() if p.flag),
         click.option("--trt", is_flag=True, default=None, help="Also build TensorRT engines (TensorRT and a GPU)."),
-        click.option("--int8-target", type=click.Choice(list(INT8_TARGETS)),
+        click.option("--int8-target", type=click.Choice(list(INT8_TARGET_CHOICES)),
                      help="INT8 flavour: cpu (model.int8.onnx), trt (model.int8-trt.onnx) or both "
                           "[default: cpu; both with --trt]."),
         click.option("--calib-data", help="Data SPEC of calibration images: fashion-mnist, folder:/path, ..."),
@@ -105,8 +145,6 @@ def export_options(command: Any) -> Any:
 def parse_numbers(text: str, option: str, kind: str) -> list[int]:
     """`"1,8,32"` -> [1, 8, 32] for a comma-separated option (`--batch`, `--concurrency`), each within the bounds of
     its kind (`limits.BOUNDS`); else a one-line error."""
-    from resnet_deploy.runtime.errors import ResnetDeployError, quote
-
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:

@@ -60,8 +60,12 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _no() -> Any:
-    raise ValueError
+def _yaml11_float(value: str) -> float:
+    """A number PyYAML left as a string: it follows YAML 1.1, which reads "1e-4" (no dot) as one. Only text that
+    starts as a number does (float() would also take "nan", "inf", "infinity")."""
+    if value.strip()[:1] not in tuple("0123456789+-."):
+        raise ValueError(value)
+    return float(value)
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -95,8 +99,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        try:  # PyYAML follows YAML 1.1, which reads "1e-4" (no dot) as a string
-            return float(value) if isinstance(value, str) and value.strip()[:1] in "0123456789+-." else _no()
+        try:
+            if isinstance(value, str):
+                return _yaml11_float(value)
         except ValueError:
             pass
     elif tp is int:

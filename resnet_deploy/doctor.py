@@ -11,6 +11,11 @@ import platform
 import sys
 from dataclasses import dataclass
 
+from resnet_deploy.console import print_table
+from resnet_deploy.runtime import machine
+from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+from resnet_deploy.runtime.predictor import auto_order
+from resnet_deploy.serve.server import find_triton
 from resnet_deploy.system import installed_version, torch_cuda_devices
 
 
@@ -48,8 +53,6 @@ NAMES = {"int8": "int8 dot product"}  # precision names as doctor lists them
 
 
 def _cpu_check() -> Check:
-    from resnet_deploy.runtime import machine
-
     native = machine.native_precisions()
     emulated = [p for p in machine.PRECISIONS if p not in native]
     detail = (f"{machine.cpu_model()}; native: " + ", ".join(f"{NAMES.get(p, p)} ({', '.join(f)})" if f else p
@@ -73,8 +76,6 @@ def _train_precision_check(gpus: int) -> Check:
 
 
 def _inference_auto_check() -> Check:
-    from resnet_deploy.runtime.predictor import auto_order
-
     order, why = auto_order("cpu")
     return Check("inference auto", "ok", f"cpu: {', '.join(order)}, the first the bundle has and this machine runs "
                  f"({why}); a bundle's own `bench` record (reports/auto.json) on this machine comes first",
@@ -130,9 +131,6 @@ def run_checks() -> list[Check]:
 def _serve_check() -> Check:
     """The `serve` extra: tritonserver (nvidia-pytriton's wheel, usable with this Python and numpy) and tritonclient;
     find_triton's own reason when the server cannot run."""
-    from resnet_deploy.runtime.errors import ResnetDeployError, first_line
-    from resnet_deploy.serve.server import find_triton
-
     enables = "resnet-deploy serve, loadtest"
     install = "pip install 'resnet-deploy[serve]'"
     try:
@@ -148,8 +146,6 @@ def _serve_check() -> Check:
 
 def print_report(rows: list[Check]) -> None:
     """Render the rows as one table (`console.print_table`: plain lines when not on a terminal)."""
-    from resnet_deploy.console import print_table
-
     print_table("resnet-deploy doctor", ("component", "status", "detail", "enables", "to install"),
                 [[r.component, r.status, r.detail, r.enables, r.install] for r in rows],
                 styles={"status": {"ok": "green", "missing": "yellow", "unusable": "red"}})

@@ -7,6 +7,8 @@ records.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -18,6 +20,12 @@ def installed_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def installed_versions(dists: tuple[str, ...]) -> dict[str, str | None]:
+    """`installed_version` of each distribution, in order (the one version list a bundle's manifest and a
+    measurement's environment both record)."""
+    return {dist: installed_version(dist) for dist in dists}
 
 
 @contextmanager
@@ -80,8 +88,6 @@ def torch_cpp_compiler() -> str | None:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
     except ImportError:  # another torch layout: the compiler inductor looks for first
-        import os
-        import shutil
 
         return shutil.which(os.environ.get("CXX") or "g++")
     try:

@@ -106,15 +106,15 @@ def test_ceiling_subprocess_runs_without_the_openblas_variables(monkeypatch: pyt
 
 
 def test_ceilings_per_precision_and_rows_against_their_own_roof() -> None:
-    from resnet_deploy.validate import latency
+    from resnet_deploy.validate import ceiling
 
-    c = latency.matmul_ceiling(128, duration_s=0.05, threads=1)
+    c = ceiling.matmul_ceiling(128, duration_s=0.05, threads=1)
     per = c["precisions"]
     assert {"fp32", "int8"} <= set(per) and c["gflops"] == per["fp32"]["gflops"] > 0
     assert per["int8"]["library"] == "onnxruntime" and set(per["fp32"]["tried"]) >= {"numpy@128", "torch@128"}
     assert "without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE" in c["method"]
-    assert latency.roof_for(c, "int8") == ("int8", per["int8"]["gflops"])
-    assert latency.roof_for(c, "fp16") == ("fp32", c["gflops"])
+    assert ceiling.roof_for(c, "int8") == ("int8", per["int8"]["gflops"])
+    assert ceiling.roof_for(c, "fp16") == ("fp32", c["gflops"])
     assert report.roofline_text({"roofline_ratio": 0.5, "roof_precision": "int8"}) == "50.0% int8"
     assert report.roofline_text({"roofline_ratio": 1.21}) == "over the fp32 roof: 121%, roof too low"
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from resnet_deploy import models
 from resnet_deploy.export import quantize
+from resnet_deploy.export.calibration import ArrayReader
 from resnet_deploy.export.fold import check_fold, count_batchnorms, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
 from resnet_deploy.runtime.errors import ResnetDeployError
@@ -178,7 +179,7 @@ def test_int8_agrees_with_fp32_on_generated_images(onnx_path, tmp_path):
 
 def test_calibration_reader_goes_batch_by_batch():
     x = np.random.default_rng().standard_normal((20, *SHAPE), dtype=np.float32)
-    reader = quantize.ArrayReader(x, batch=8)
+    reader = ArrayReader(x, batch=8)
     assert len(reader) == 3
     reader.set_range(1, 2)
     got = reader.get_next()["input"]

@@ -14,6 +14,7 @@ from test_runtime import PRE, _build_bundle, _images  # the tiny bundle every ru
 
 from resnet_deploy.runtime import Predictor, ResnetDeployError, available_backends, machine, variants
 from resnet_deploy.runtime import openvino_backend as ovb
+from resnet_deploy.runtime.cache import CACHE_ENV
 from resnet_deploy.runtime.manifest import FileEntry, read_manifest, write_manifest
 
 needs_ov = pytest.mark.skipif(not ovb.ov_installed(), reason="openvino is not installed (the `openvino` extra)")
@@ -33,7 +34,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(ovb.CACHE_ENV, str(tmp_path / "cache"))  # never the user's cache folder
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # never the user's cache folder
     return tmp_path / "cache" / "openvino"
 
 
@@ -144,7 +145,7 @@ def test_a_model_replaced_at_the_same_path_is_not_served_from_the_old_blob(bundl
 def test_unwritable_cache_runs_without_it(bundle: Path, x: np.ndarray, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setenv(ovb.CACHE_ENV, str(tmp_path / "file"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "file"))
     with Predictor.from_bundle(bundle, backend="ov-fp32", threads=1) as p:
         assert p.describe()["cache"] == "off"
         assert p.run(x[:2]).shape == (2, 4)

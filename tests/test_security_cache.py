@@ -24,7 +24,7 @@ from test_runtime import PRE, _build_bundle, _images
 
 from resnet_deploy.runtime import BundleError, Predictor, read_manifest
 from resnet_deploy.runtime import openvino_backend as ovb
-from resnet_deploy.runtime.cache import MAGIC
+from resnet_deploy.runtime.cache import CACHE_ENV, MAGIC
 
 needs_ov = pytest.mark.skipif(not ovb.ov_installed(), reason="openvino is not installed (the `openvino` extra)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user (chown) needs root")
@@ -55,7 +55,7 @@ def bundle(made: dict[str, Path], tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(ovb.CACHE_ENV, str(tmp_path / "cache"))  # never the user's cache
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # never the user's cache
     return tmp_path / "cache"
 
 
@@ -319,5 +319,5 @@ def test_a_request_outliving_its_backend_still_reads_the_imported_model(bundle: 
 
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", OUTLIVE, str(bundle)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(root), ovb.CACHE_ENV: str(cache)})
+                       env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(cache)})
     assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]

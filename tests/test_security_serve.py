@@ -383,7 +383,7 @@ def test_loadtest_fails_when_a_level_gets_no_answers(made: SimpleNamespace, tmp_
 
 def test_loadtest_checks_its_json_first_and_keeps_results_it_cannot_write(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from resnet_deploy.runtime import manifest
+    from resnet_deploy.runtime import files
     from resnet_deploy.serve import loadtest
 
     (tmp_path / "file").write_text("")
@@ -400,7 +400,7 @@ def test_loadtest_checks_its_json_first_and_keeps_results_it_cannot_write(tmp_pa
     def fail(*a: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(manifest, "atomic_write_text", fail)
+    monkeypatch.setattr(files, "atomic_write_text", fail)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:9", "--model", "m", "--json",
                                                   str(tmp_path / "r.json")])

@@ -12,6 +12,7 @@ import pytest
 from trt_fakes import FakeTRT
 
 from resnet_deploy.export import tensorrt as rt
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 
@@ -52,15 +53,15 @@ def test_old_or_unreadable_versions_refused(version):
     (10, "int8", "model.int8-trt.onnx", False, ("INT8",), ()),
 ])
 def test_build_plan_per_version(major, precision, onnx, typed, flags, clear):
-    plan = rt.plan_build(major, precision)
+    plan = rt.plan_build(major, variants.get(f"trt-{precision}"))
     assert (plan.onnx, plan.strongly_typed, plan.set_flags, plan.clear_flags) == (onnx, typed, flags, clear)
     assert plan.engine == f"model.{precision}.engine"
 
 
 def test_tf32_kept_when_asked():
-    assert rt.plan_build(11, "fp32", tf32=True).clear_flags == ()
-    with pytest.raises(ResnetDeployError, match="unknown engine precision 'bf16'"):
-        rt.plan_build(11, "bf16")
+    assert rt.plan_build(11, variants.get("trt-fp32"), tf32=True).clear_flags == ()
+    with pytest.raises(ResnetDeployError, match="ov-bf16 is not an engine variant; choose one of: trt-int8, trt-fp8"):
+        rt.plan_build(11, variants.get("ov-bf16"))
 
 
 @pytest.mark.parametrize("value, expected", [("none", ()), ("version", ("version",)), ("hardware", ("hardware",)),
@@ -77,21 +78,21 @@ def test_parse_compat_rejects_unknown():
 
 @pytest.mark.parametrize("major, flags", [(10, ("INT8", "VERSION_COMPATIBLE")), (11, ("VERSION_COMPATIBLE",))])
 def test_compat_plans(major, flags):
-    plan = rt.plan_build(major, "int8", compat="version,hardware")
+    plan = rt.plan_build(major, variants.get("trt-int8"), compat="version,hardware")
     assert plan.set_flags == flags and plan.hardware_level == "AMPERE_PLUS" and plan.version_compatible
     assert plan.compat_info() == {"version_compatible": True, "lean_runtime_embedded": True,
                                   "hardware_compatible": True, "hardware_compatibility_level": "AMPERE_PLUS"}
-    assert rt.plan_build(major, "fp32").compat_info()["hardware_compatibility_level"] == "NONE"
+    assert rt.plan_build(major, variants.get("trt-fp32")).compat_info()["hardware_compatibility_level"] == "NONE"
 
 
 def test_fp8_plans():
-    plan = rt.plan_build(11, "fp8", compat="version")
+    plan = rt.plan_build(11, variants.get("trt-fp8"), compat="version")
     assert (plan.onnx, plan.strongly_typed, plan.set_flags, plan.engine) == (
         "model.fp8.onnx", True, ("VERSION_COMPATIBLE",), "model.fp8.engine")
     with pytest.raises(ResnetDeployError, match=r"fp8 engines are built by TensorRT 11 .*found TensorRT 10.x"):
-        rt.plan_build(10, "fp8")
+        rt.plan_build(10, variants.get("trt-fp8"))
     with pytest.raises(ResnetDeployError, match="--trt-compat hardware .* cannot hold an fp8 engine"):
-        rt.plan_build(11, "fp8", compat="hardware")
+        rt.plan_build(11, variants.get("trt-fp8"), compat="hardware")
 
 
 @pytest.mark.parametrize("precision, compat, cc, message", [
@@ -101,7 +102,7 @@ def test_fp8_plans():
                                   r"capability 7.5\)"),
 ])
 def test_builds_this_gpu_cannot_make_are_refused(precision, compat, cc, message):
-    plan = rt.plan_build(11, precision, compat=compat)
+    plan = rt.plan_build(11, variants.get(f"trt-{precision}"), compat=compat)
     with pytest.raises(ResnetDeployError, match=message):
         rt.check_device(plan, {"gpu": "G", "compute_capability": cc})
     rt.check_device(plan, {"gpu": "G", "compute_capability": "9.0"})  # Hopper makes both
@@ -115,7 +116,7 @@ def gpu(monkeypatch):
 @pytest.mark.parametrize("version, precision", [("10.3.0", "int8"), ("11.0.0", "fp16"), ("11.0.0", "fp32")])
 def test_build_engine_with_fake_tensorrt(tmp_path, gpu, version, precision):
     trt = FakeTRT(version)
-    plan = rt.plan_build(rt.trt_major(trt), precision)
+    plan = rt.plan_build(rt.trt_major(trt), variants.get(f"trt-{precision}"))
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
     info = rt.build_engine(tmp_path, plan, (3, 32, 32), (1, 8, 32), workspace=2 << 30, timing_cache=cache,
@@ -136,8 +137,8 @@ def test_build_engine_with_fake_tensorrt(tmp_path, gpu, version, precision):
 
 def test_travelling_engine_is_built_and_recorded(tmp_path, gpu):
     trt = FakeTRT("11.0.0")
-    info = rt.build_engine(tmp_path, rt.plan_build(11, "fp16", compat="version,hardware"), (3, 32, 32), (1, 8, 32),
-                           trt=trt)
+    plan = rt.plan_build(11, variants.get("trt-fp16"), compat="version,hardware")
+    info = rt.build_engine(tmp_path, plan, (3, 32, 32), (1, 8, 32), trt=trt)
     assert trt._calls["flags_set"] == ["VERSION_COMPATIBLE"] and trt._calls["hardware_level"] == "AMPERE_PLUS"
     assert info["version_compatible"] and info["lean_runtime_embedded"] and info["hardware_compatible"]
     assert info["hardware_compatibility_level"] == "AMPERE_PLUS" and info["flags"] == ["VERSION_COMPATIBLE"]
@@ -148,7 +149,7 @@ def test_travelling_engine_is_built_and_recorded(tmp_path, gpu):
 def test_parser_errors_are_reported(tmp_path, gpu):
     trt = FakeTRT("11.0.0", parse_ok=False)
     with pytest.raises(ResnetDeployError, match=r"cannot parse model.onnx: Unsupported ONNX op: Foo \(node 7\)"):
-        rt.build_engine(tmp_path, rt.plan_build(11, "fp32"), (3, 32, 32), (1, 1, 1), trt=trt)
+        rt.build_engine(tmp_path, rt.plan_build(11, variants.get("trt-fp32")), (3, 32, 32), (1, 1, 1), trt=trt)
 
 
 def test_missing_tensorrt_says_what_trt_needs(monkeypatch):

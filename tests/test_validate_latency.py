@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resnet_deploy.validate import env, latency
+from resnet_deploy.validate import ceiling, env, latency
 
 
 def test_summarize_known_samples():
@@ -105,8 +105,8 @@ def test_measure_interleaved_pools_round_robin_slices():
 
 def test_achieved_gflops_and_ceiling_fields():
     # ResNet-50: 4.089 G multiply-adds (torchvision metadata); 20 images/s is 163.6 GFLOP/s.
-    assert latency.achieved_gflops(4_089_000_000, 20.0) == pytest.approx(163.56)
-    c = latency.matmul_ceiling(64, duration_s=0.01)
+    assert ceiling.achieved_gflops(4_089_000_000, 20.0) == pytest.approx(163.56)
+    c = ceiling.matmul_ceiling(64, duration_s=0.01)
     assert c["n"] == 64 and c["dtype"] == "float32" and c["gflops"] > 0
     assert c["gflops"] == pytest.approx(2 * 64**3 / (c["call_ms"] / 1e3) / 1e9)
 
@@ -135,5 +135,5 @@ def test_cuda_events_give_device_time_apart_from_host_time():
     assert out.device_s is not None and len(out.device_s) == len(out.host_s)
     # Device time is the matmul alone; host time adds two 4 MiB copies and the launch.
     assert np.median(out.device_s) < np.median(out.host_s)
-    c = latency.matmul_ceiling(2048, duration_s=0.2, device="cuda")
+    c = ceiling.matmul_ceiling(2048, duration_s=0.2, device="cuda")
     assert c["device"] == "cuda" and c["gflops"] > 1000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,8 @@ from resnet_deploy.validate.parity import check_parity
 
 CLASSES = ["a", "b", "c"]
 PRE = Preprocess(input_size=(16, 16), channels=1, mean=(0.5,), std=(0.25,))
-DUMMY = Variant("onnx-copy", "model.onnx", "onnx", "fp32", "any", "onnxruntime", "onnx", runs="onnx",
-                rank={"cpu": 9})
+DUMMY = Variant(name="onnx-copy", file="model.onnx", format="onnx", precision="fp32", target="any",
+                loader="onnxruntime", step="onnx", runs="onnx", rank={"cpu": 9})
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,38 @@ def test_an_unregistered_name_is_refused_everywhere(bundle: Path):
         Predictor.from_bundle(bundle, backend="onnx-copy")
     res = CliRunner().invoke(main, ["validate", str(bundle), "--data", "x", "--backends", "onnx-copy"])
     assert res.exit_code == 2 and "unknown backend 'onnx-copy'; choose from: onnx, fp16" in res.output
+
+
+def test_a_registered_precision_reaches_the_export_flags_help_and_tolerances() -> None:
+    # A new precision is one Precision row (and its variant's row): the export flag, its help, the layerwise
+    # tolerance and choices, and the gate come from them. In a child process: click builds its options at import.
+    code = (
+        "from resnet_deploy.runtime import variants\n"
+        "from resnet_deploy.runtime.variants import Gate, Precision, Variant\n"
+        "variants.register_precision(Precision(name='fp4', gate=Gate(top1_drop=2.0), qmax=6.0, layer_tolerance=0.3,"
+        " export_help='Also write model.fp4.onnx.'))\n"
+        "variants.register(Variant(name='fp4', file='model.fp4.onnx', format='onnx', precision='fp4', target='trt',"
+        " loader='onnxruntime', step='fp8', flags=('--fp4',), devices=('cpu',)))\n"
+        "from click.testing import CliRunner\n"
+        "from resnet_deploy.cli import main\n"
+        "from resnet_deploy.export import ExportOptions\n"
+        "print(CliRunner().invoke(main, ['export', '--help'], terminal_width=200).output)\n"
+        "print(CliRunner().invoke(main, ['validate', '--help'], terminal_width=200).output)\n"
+        "o = ExportOptions.from_flags(fp4=True, calib_data='x')\n"
+        "print('precisions', o.precisions, o.calibrated, [v.name for v in o.selected()], variants.gate_names()[-1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "--fp4" in out and "Also write model.fp4.onnx." in out
+    assert "(fp16, int8, int8-trt, fp8, fp4)" in out and "fp8 0.2, fp4 0.3]" in out
+    assert "precisions ('fp32', 'fp4') True ['onnx', 'fp4'] fp4_top1_drop" in out
+
+
+def test_the_reference_and_the_precision_facts_live_in_the_registry() -> None:
+    assert variants.reference().name == "onnx" and variants.reference().file == "model.onnx"
+    assert [v.name for v in variants.onnx_files()] == ["onnx", "fp16", "int8", "int8-trt", "fp8"]
+    assert {p.name: p.qmax for p in variants.PRECISIONS.values() if p.quantized} == {"int8": 127.0, "fp8": 448.0}
+    assert [p.flag for p in variants.PRECISIONS.values()] == [None, "--fp16", "--int8", "--fp8", None]
+    assert variants.GATES == {p.name: p.gate for p in variants.PRECISIONS.values()}
+    with pytest.raises(ResnetDeployError, match="precision 'fp5', which is not registered; choose one of: fp32"):
+        variants.register(Variant(name="x", file="x.onnx", format="onnx", precision="fp5", target="any",
+                                  loader="onnxruntime", step="onnx"))

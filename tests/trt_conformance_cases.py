@@ -176,14 +176,15 @@ def _cases() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("precision, compat", _cases() if MAJOR else [])
 def test_engine_build_conforms(precision: str, compat: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from resnet_deploy.export import tensorrt as rt
+    from resnet_deploy.runtime import variants
     from resnet_deploy.runtime.errors import ResnetDeployError
 
     if precision == "fp8" and MAJOR == "10":
         with pytest.raises(ResnetDeployError, match="fp8 engines are built by TensorRT 11"):
-            rt.plan_build(int(MAJOR), precision, compat=compat)
+            rt.plan_build(int(MAJOR), variants.get(f"trt-{precision}"), compat=compat)
         return
     monkeypatch.setattr(rt, "cuda_device_info", lambda device=0: {"gpu": "NVIDIA H200", "compute_capability": "9.0"})
-    plan = rt.plan_build(rt.trt_major(trt), precision, compat=compat)
+    plan = rt.plan_build(rt.trt_major(trt), variants.get(f"trt-{precision}"), compat=compat)
     record: dict = {}
     info = rt.build_engine(tmp_path, plan, (3, 8, 8), (1, 4, 8), 1 << 28, tmp_path / "timing.cache", 4,
                            build_module(record))
@@ -203,12 +204,14 @@ def test_engine_build_conforms(precision: str, compat: str, tmp_path: Path, monk
 
 def test_parser_errors_conform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from resnet_deploy.export import tensorrt as rt
+    from resnet_deploy.runtime import variants
     from resnet_deploy.runtime.errors import ResnetDeployError
 
     monkeypatch.setattr(rt, "cuda_device_info", lambda device=0: {"gpu": "NVIDIA H200", "compute_capability": "9.0"})
     with pytest.raises(ResnetDeployError, match=r"cannot parse model.onnx: Unsupported ONNX data type: FLOAT8E4M3FN "
                                                 r"\(node 4\)"):
-        rt.build_engine(tmp_path, rt.plan_build(int(MAJOR), "fp32"), (3, 8, 8), (1, 1, 1), trt=build_module({}, False))
+        rt.build_engine(tmp_path, rt.plan_build(int(MAJOR), variants.get("trt-fp32")), (3, 8, 8), (1, 1, 1),
+                        trt=build_module({}, False))
 
 
 # ---- the TensorRT backend (runtime/tensorrt_backend.py) ----

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.data.sources import IN_MEMORY, image_folder, load_arrays
-from resnet_deploy.data.spec import parse_spec
+from resnet_deploy.data.spec import DataSpec, parse_spec
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.preprocess import Preprocess, _resize_shorter
+from resnet_deploy.runtime.preprocess import Preprocess, resize_shorter
 
 
 def select_indices(n: int, limit: int | None, seed: int | None) -> np.ndarray:
@@ -35,7 +35,7 @@ def ten_crop(preprocess: Preprocess, image: Any) -> np.ndarray:
                                 f"crop); this one takes {h}x{w} images as is")
     pil = preprocess.load(image)
     if preprocess.resize is not None:
-        pil = _resize_shorter(pil, preprocess.resize)
+        pil = resize_shorter(pil, preprocess.resize)
     crops = tv_ten_crop(pil, [preprocess.crop, preprocess.crop])
     arr = np.stack([np.asarray(c, np.uint8).reshape(c.size[1], c.size[0], -1).transpose(2, 0, 1) for c in crops])
     return preprocess.normalize(arr)
@@ -70,7 +70,7 @@ def _array_batches(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, prep
         yield x, labels[j]
 
 
-def iter_eval_batches(spec: str, preprocess: Preprocess, *, batch_size: int = 256, limit: int | None = None,
+def iter_eval_batches(spec: str | DataSpec, preprocess: Preprocess, *, batch_size: int = 256, limit: int | None = None,
                       split: str = "test", seed: int | None = None, crops10: bool = False, workers: int = 0,
                       rank: int = 0, world: int = 1, unreadable: str = "error",
                       ) -> tuple[list[str], int, Iterator[tuple[np.ndarray, np.ndarray]]]:
@@ -121,7 +121,7 @@ def one_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def load_eval_arrays(spec: str, preprocess: Preprocess, limit: int | None = None, split: str = "test",
+def load_eval_arrays(spec: str | DataSpec, preprocess: Preprocess, limit: int | None = None, split: str = "test",
                      seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Real images of a data SPEC preprocessed with `preprocess` (the checkpoint's or bundle's).
 
@@ -138,8 +138,9 @@ def load_eval_arrays(spec: str, preprocess: Preprocess, limit: int | None = None
     Raises:
         ResnetDeployError: the data is not found (the message lists where it looked) or an image is unreadable.
     """
+    spec = parse_spec(spec)
     classes, n, batches = iter_eval_batches(spec, preprocess, limit=limit, split=split, seed=seed)
     xs, ys = zip(*batches, strict=True) if n else ((), ())
     if not xs:
-        raise ResnetDeployError(f"no images found for data spec {spec!r} ({split} split)")
+        raise ResnetDeployError(f"no images found for data spec {str(spec)!r} ({split} split)")
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64), classes

@@ -15,7 +15,7 @@ from resnet_deploy.config import DataConfig
 from resnet_deploy.data import augment
 from resnet_deploy.data.evaluation import iter_eval_batches, one_line, select_indices
 from resnet_deploy.data.sources import IN_MEMORY, SHAPES, check_training_classes, image_folder, load_arrays, locate
-from resnet_deploy.data.spec import parse_spec
+from resnet_deploy.data.spec import DataSpec, parse_spec
 from resnet_deploy.data.stats import cached_stats, chunks, folder_geometry, make_preprocess, mean_std
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -93,7 +93,7 @@ class FolderData:
     """A folder data set (ImageNet, any ImageFolder) read by DataLoader workers; uint8 crops are normalised (and PCA
     lit) batch-wise on the device."""
 
-    def __init__(self, spec: str, cfg: DataConfig, preprocess: Preprocess, *, batch_size: int, seed: int,
+    def __init__(self, spec: DataSpec, cfg: DataConfig, preprocess: Preprocess, *, batch_size: int, seed: int,
                  device: torch.device | str, rank: int, world: int) -> None:
         self.spec, self.cfg, self.preprocess, self.in_channels = spec, cfg, preprocess, preprocess.channels
         self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
@@ -109,8 +109,8 @@ class FolderData:
             tf = v2.Compose([v2.Resize(preprocess.resize), crop, v2.RandomHorizontalFlip(0.5 if cfg.augment != "none"
                                                                                           else 0.0), *grey,
                              v2.PILToTensor()])
-        self.dataset = image_folder(parse_spec(spec), "train", transform=tf, unreadable=cfg.unreadable)
-        evaluation = image_folder(parse_spec(spec), "test", unreadable=cfg.unreadable)
+        self.dataset = image_folder(spec, "train", transform=tf, unreadable=cfg.unreadable)
+        evaluation = image_folder(spec, "test", unreadable=cfg.unreadable)
         check_training_classes(self.dataset, evaluation)
         self.classes = list(self.dataset.classes)
         self.skipped = {"train": self.dataset.skipped, "evaluation": evaluation.skipped}
@@ -175,7 +175,7 @@ def prepare(cfg: DataConfig, *, default_size: int, batch_size: int, seed: int, d
         if cfg.val_split:
             raise ResnetDeployError("data.val_split applies to Fashion-MNIST and CIFAR-10; give a folder data set "
                                     "its own val/ folder")
-        return _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world)
+        return _prepare_folder(ds, cfg, default_size, batch_size, seed, device, rank, world)
     if cfg.augment == "scale_pca":
         raise ResnetDeployError(f"data.augment 'scale_pca' is §3.4's ImageNet augmentation; {ds.name} uses 'crop_flip'")
     if cfg.normalize != "per_pixel_mean":
@@ -208,8 +208,7 @@ def prepare(cfg: DataConfig, *, default_size: int, batch_size: int, seed: int, d
                         device=device, rank=rank, world=world)
 
 
-def _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world) -> FolderData:
-    ds = parse_spec(cfg.spec)
+def _prepare_folder(ds: DataSpec, cfg, default_size, batch_size, seed, device, rank, world) -> FolderData:
     size = cfg.input_size or default_size
     resize, crop = folder_geometry(size)
     c = cfg.channels or 3
@@ -221,17 +220,17 @@ def _prepare_folder(cfg, default_size, batch_size, seed, device, rank, world) ->
     if cfg.normalize == "imagenet":  # what torchvision's weights were trained with
         pp = Preprocess(input_size=(size, size), channels=3, resize=resize, crop=crop, mean=IMAGENET_MEAN,
                         std=IMAGENET_STD)
-        return FolderData(cfg.spec, cfg, pp, batch_size=batch_size, seed=seed, device=device, rank=rank, world=world)
+        return FolderData(ds, cfg, pp, batch_size=batch_size, seed=seed, device=device, rank=rank, world=world)
     folder = image_folder(ds, "train", unreadable=cfg.unreadable)
     idx = select_indices(len(folder), cfg.stats_images, seed=0)
     key = {"name": ds.name, "root": str(locate(ds).resolve()), "n": len(folder), "size": size, "resize": resize,
            "stats_images": len(idx), **({"channels": c} if c != 3 else {})}
 
     def compute():  # the mean image of the evaluation view (resize + centre crop) of up to stats_images images
-        _, _, it = iter_eval_batches(cfg.spec, plain, batch_size=64, limit=cfg.stats_images, split="train", seed=0,
+        _, _, it = iter_eval_batches(ds, plain, batch_size=64, limit=cfg.stats_images, split="train", seed=0,
                                      workers=cfg.workers, unreadable=cfg.unreadable)
         return mean_std(x for x, _ in it)
 
     mean, std = cached_stats(key, compute)
     pp = make_preprocess(mean, std, size, resize, crop)
-    return FolderData(cfg.spec, cfg, pp, batch_size=batch_size, seed=seed, device=device, rank=rank, world=world)
+    return FolderData(ds, cfg, pp, batch_size=batch_size, seed=seed, device=device, rank=rank, world=world)

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet_deploy.runtime.cache import cache_root as cache_dir
+from resnet_deploy.runtime.cache import cache_root
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 NAMES = ("fashion-mnist", "cifar10", "imagenet", "folder")
@@ -39,12 +39,15 @@ class DataSpec:
         return self.name if self.path is None else f"{self.name}:{self.path}"
 
 
-def parse_spec(spec: str) -> DataSpec:
-    """Parse `NAME` or `NAME:PATH`.
+def parse_spec(spec: str | DataSpec) -> DataSpec:
+    """Parse `NAME` or `NAME:PATH` (a DataSpec is already parsed: returned as it is, so that an entry point parses
+    the user's SPEC once and hands the DataSpec down).
 
     Raises:
         ResnetDeployError: unknown data set name, or a name that needs a path given without one.
     """
+    if isinstance(spec, DataSpec):
+        return spec
     name, sep, path = spec.strip().partition(":")
     name = ALIASES.get(name.lower(), name.lower())
     if name not in NAMES:
@@ -63,7 +66,7 @@ def _holds(name: str, d: Path) -> bool:
     return d.is_dir() and any(p.is_dir() for p in d.iterdir())
 
 
-def _candidates(name: str, d: Path) -> list[Path]:
+def _roots_to_try(name: str, d: Path) -> list[Path]:
     # A root may hold the files itself, or a sub-folder named after the data set (torchvision's FashionMNIST/raw too).
     subs = {"fashion-mnist": ("fashion-mnist", "FashionMNIST/raw"), "cifar10": ("cifar10", "cifar-10"),
             "imagenet": ("imagenet",), "folder": ()}[name]
@@ -78,7 +81,7 @@ def locate(spec: DataSpec, download: bool = False) -> Path:
     """
     looked = []
     if spec.path is not None:
-        for c in _candidates(spec.name, spec.path):
+        for c in _roots_to_try(spec.name, spec.path):
             if _holds(spec.name, c):
                 return _root(spec.name, c)
         raise ResnetDeployError(f"{spec.name} not found at {spec.path} (expected {_expected(spec.name)}); "
@@ -86,7 +89,7 @@ def locate(spec: DataSpec, download: bool = False) -> Path:
     looked.append("--data (no path given)")
     env = os.environ.get("RESNET_DEPLOY_DATA")
     if env:
-        for c in _candidates(spec.name, Path(env)):
+        for c in _roots_to_try(spec.name, Path(env)):
             if _holds(spec.name, c):
                 return _root(spec.name, c)
         looked.append(f"$RESNET_DEPLOY_DATA={env} (no {spec.name} there)")
@@ -98,7 +101,7 @@ def locate(spec: DataSpec, download: bool = False) -> Path:
         looked.append(f"{DEBIAN_FASHION_MNIST} (missing)")
     if spec.name in ("fashion-mnist", "cifar10"):
         # An earlier `--download` put it here: later commands (export's calibration, validate) find it without one.
-        root = Path(env) if env else cache_dir() / "data"
+        root = Path(env) if env else cache_root() / "data"
         fetched = root / "FashionMNIST" / "raw" if spec.name == "fashion-mnist" else root
         if _holds(spec.name, fetched):
             return _root(spec.name, fetched)

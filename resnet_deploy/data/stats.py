@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from resnet_deploy.data.spec import cache_dir
+from resnet_deploy.runtime.cache import cache_root
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.files import atomic_write
 from resnet_deploy.runtime.preprocess import Preprocess
 
 
@@ -44,7 +43,7 @@ def chunks(images: np.ndarray, size: int = 4096) -> Iterator[np.ndarray]:
 
 def _cache_path(key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "stats" / f"{key['name']}-{digest}.npz"
+    return cache_root() / "stats" / f"{key['name']}-{digest}.npz"
 
 
 def cached_stats(key: dict[str, Any], compute) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +57,7 @@ def cached_stats(key: dict[str, Any], compute) -> tuple[np.ndarray, np.ndarray]:
             pass  # a damaged cache file is recomputed and replaced
     mean, std = compute()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mean=mean, std=std)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, mean=mean, std=std))
     except OSError:
         pass
     return mean, std

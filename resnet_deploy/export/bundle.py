@@ -23,17 +23,21 @@ from resnet_deploy.export import qdq, quantize
 from resnet_deploy.export.calibration import CalibrationCache, Provenance
 from resnet_deploy.export.fold import check_fold, fold_batchnorm
 from resnet_deploy.export.onnx import check_onnx, check_onnx_parity, export_onnx
-from resnet_deploy.export.options import QUANTIZED, ExportOptions
+from resnet_deploy.export.options import ExportOptions
+from resnet_deploy.export.signing import check_can_sign, sign_bundle
 from resnet_deploy.export.source import Source, load_calibration, load_source
 from resnet_deploy.export.staging import Workdir, check_destination
 from resnet_deploy.export.tensorrt import build_engine, load_tensorrt, plan_build, trt_major
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from resnet_deploy.runtime.variants import Variant
-from resnet_deploy.system import installed_version
+from resnet_deploy.system import installed_versions
 
 FP16_RTOL = 1e-2  # fp16 logits within 1% (max abs / max |logit|) of fp32, else the network does not fit fp16
 LOG_NAME, CONFIG_NAME = "export.log", "config.yaml"
+# The libraries whose versions a manifest records ("versions"; docs/manifest.schema.json), besides resnet_deploy.
+MANIFEST_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")
 CHECK_IMAGES = 64  # calibration images the int8 models are compared with fp32 on (figures in export.log)
 
 
@@ -78,13 +82,11 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
     """
     out, opts = Path(out), options or ExportOptions()
     if opts.calibrated and opts.calib_data is None and calib_arrays is None:
-        flags = "/".join(f"--{p}" for p in opts.precisions if p in QUANTIZED)
+        flags = "/".join(f"--{p}" for p in opts.precisions if variants.PRECISIONS[p].quantized)
         raise ResnetDeployError(f"{flags} needs calibration images: add --calib-data SPEC (e.g. fashion-mnist, "
                                 "imagenet:/path, folder:/path)")
     check_destination(out, force)
     if sign_key is not None:  # a bad key is found before the export, not after it
-        from resnet_deploy.export.signing import check_can_sign
-
         check_can_sign(sign_key)
     src = load_source(checkpoint, arch, weights, classes, opts.input_size)
     calib = None
@@ -101,8 +103,6 @@ def export_bundle(out: Path, options: ExportOptions | None = None, *, checkpoint
         check_destination(out, force)  # again: recovering an interrupted --force may have put a bundle back
         trt_error = _write_bundle(_Work(work.new, work.tmp, src, opts, calib, log))
         if sign_key is not None:
-            from resnet_deploy.export.signing import sign_bundle
-
             sign_bundle(work.new, sign_key)
         work.commit()
     if trt_error is not None:  # same type: TensorRTUnavailable (nothing to build with) or a failed build
@@ -246,7 +246,7 @@ def _quantized_entry(w: _Work, variant: Variant, kind: str, method: str) -> File
 
 def _engine_step(w: _Work, variant: Variant) -> FileEntry:
     opts, trt = w.opts, load_tensorrt()
-    plan = plan_build(trt_major(trt), variant.precision, opts.tf32, opts.trt_compat)
+    plan = plan_build(trt_major(trt), variant, opts.tf32, opts.trt_compat)
     cache = Path(opts.timing_cache) if opts.timing_cache else None
     info = build_engine(w.tmp, plan, w.src.input_shape, opts.batch, int(opts.workspace_gib * (1 << 30)), cache,
                         opts.opt_level, trt)
@@ -285,7 +285,7 @@ def _onnx_metadata(src: Source, opts: ExportOptions) -> dict[str, str]:
 
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"resnet_deploy": __version__}
-    out |= {dist: installed_version(dist) for dist in ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")}
+    out |= installed_versions(MANIFEST_LIBRARIES)
     # JetPack installs TensorRT from a .deb without pip metadata: trust the imported module when engines were built.
     out["tensorrt"] = getattr(sys.modules.get("tensorrt"), "__version__", None) or out["tensorrt"]
     return out

@@ -1,4 +1,7 @@
-"""Calibration provenance and the calibration cache.
+"""Calibration data, provenance and the calibration cache.
+
+`ArrayReader` hands a calibration batch to ONNX Runtime's calibrators (`quantize.py`'s int8 for CPUs, `qdq.py`'s
+TensorRT-rule ranges), `calibration_method` maps export's method names onto theirs.
 
 Every quantized file's manifest entry records where its scales came from: the calibration data SPEC, the number of
 images, the sha256 of the calibration batch (the preprocessed float32 array) and of the checkpoint, and the method.
@@ -19,10 +22,46 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import atomic_write_text
+from resnet_deploy.runtime.files import atomic_write_text
+from resnet_deploy.runtime.manifest import INPUT_NAME
 
 CACHE_SCHEMA = "resnet-deploy/calibration-cache"
 CACHE_VERSION = 1
+CALIB_BATCH = 8  # images per calibration run; ranges are merged batch by batch to bound memory
+
+
+class ArrayReader:
+    """`onnxruntime.quantization.CalibrationDataReader` over a float32 (N, C, H, W) array, CALIB_BATCH at a time.
+
+    Implements `set_range` and `__len__` so that `quantize_static(extra_options={"CalibStridedMinMax": 1})` collects
+    ranges one batch at a time instead of keeping every intermediate tensor of every image (GBs for ResNet-50).
+    """
+
+    def __init__(self, arrays: np.ndarray, batch: int = CALIB_BATCH) -> None:
+        self.batches = [np.ascontiguousarray(arrays[i:i + batch], dtype=np.float32)
+                        for i in range(0, len(arrays), batch)]
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.batches[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {INPUT_NAME: x}
+
+    def rewind(self) -> None:
+        self.set_range(0, len(self.batches))
+
+
+def calibration_method(method: str) -> Any:
+    """ONNX Runtime's CalibrationMethod for one of export's names ("minmax", "entropy", "percentile")."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
 
 
 def batch_sha256(calib: np.ndarray) -> str:

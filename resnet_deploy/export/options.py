@@ -19,8 +19,7 @@ from resnet_deploy.runtime.variants import Variant
 DEFAULT_OPSET = 18
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime.quantization's calibrators, by our names
 # --int8-target: which int8 QDQ files are written (the registry's int8 variants, by target).
-INT8_TARGETS = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
-QUANTIZED = ("int8", "fp8")  # precisions calibrated on images
+INT8_TARGET_CHOICES = {"cpu": ("cpu",), "trt": ("trt",), "both": ("cpu", "trt")}
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,9 @@ class ExportOptions:
         self._check_trt_compat()
         if self.int8_target is not None and "int8" not in self.precisions:
             raise ResnetDeployError(f"--int8-target {self.int8_target} needs --int8")
-        if self.int8_target not in (None, *INT8_TARGETS):
+        if self.int8_target not in (None, *INT8_TARGET_CHOICES):
             raise ResnetDeployError(f"unknown --int8-target {self.int8_target!r}; choose one of: "
-                                    f"{', '.join(INT8_TARGETS)}")
+                                    f"{', '.join(INT8_TARGET_CHOICES)}")
         if self.calib_method not in CALIB_METHODS:
             raise ResnetDeployError(f"unknown --calib-method {self.calib_method!r}; choose one of: "
                                     f"{', '.join(CALIB_METHODS)}")
@@ -102,21 +101,23 @@ class ExportOptions:
             check_fp8_compat(self.precisions, self.trt_compat)
 
     @classmethod
-    def from_flags(cls, fp16: bool = False, int8: bool = False, fp8: bool = False, **options: Any) -> ExportOptions:
-        """Options from the CLI's precision flags (`--fp16`, `--int8`, `--fp8`) and the other options given."""
-        return cls(precisions=("fp32",) + ("fp16",) * fp16 + ("int8",) * int8 + ("fp8",) * fp8, **options)
+    def from_flags(cls, **options: Any) -> ExportOptions:
+        """Options from the CLI's precision flags (`--fp16`, `--int8`, `--fp8`: one per registered precision with an
+        `export_help`, passed as `fp16=True`) and the other options given."""
+        chosen = tuple(p.name for p in variants.PRECISIONS.values() if p.flag and options.pop(p.name, False))
+        return cls(precisions=(variants.REFERENCE, *chosen), **options)
 
     @property
     def int8_targets(self) -> tuple[str, ...]:
         """Targets of the int8 QDQ files written (empty without int8)."""
         if "int8" not in self.precisions:
             return ()
-        return INT8_TARGETS[self.int8_target or ("both" if self.trt else "cpu")]
+        return INT8_TARGET_CHOICES[self.int8_target or ("both" if self.trt else "cpu")]
 
     @property
     def calibrated(self) -> bool:
         """Whether some precision written needs calibration images."""
-        return any(p in QUANTIZED for p in self.precisions)
+        return any(variants.PRECISIONS[p].quantized for p in self.precisions)
 
     def writes(self, variant: Variant) -> bool:
         """Whether this export writes `variant`'s file."""

@@ -24,17 +24,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from resnet_deploy.export.calibration import ArrayReader, calibration_method
+from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-QMAX = {"int8": 127.0, "fp8": 448.0}  # largest magnitude of the quantized type (E4M3FN: 448)
 _ONNX_TYPE = {"int8": TensorProto.INT8, "fp8": TensorProto.FLOAT8E4M3FN}
 _MIN_OPSET = {"int8": 13, "fp8": 19}  # per-axis DequantizeLinear (13); float8 Q/DQ (19)
 _TINY = 1e-12
@@ -99,14 +99,6 @@ def place_qdq(model: onnx.ModelProto) -> Placement:
     return place
 
 
-def calibration_method(method: str) -> Any:
-    """ONNX Runtime's CalibrationMethod for one of export's names ("minmax", "entropy", "percentile")."""
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[method]
-
-
 def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: str, batch: int = 8) -> dict[str, float]:
     """amax (largest |value| seen, or the method's symmetric threshold) of each named tensor over `calib`.
 
@@ -114,8 +106,6 @@ def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: s
     intermediate tensors of only one batch are held at a time.
     """
     from onnxruntime.quantization.calibrate import create_calibrator
-
-    from resnet_deploy.export.quantize import ArrayReader
 
     reader = ArrayReader(calib, batch)
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-calib-") as work:
@@ -133,9 +123,14 @@ def calibrate(model_path: Path, tensors: list[str], calib: np.ndarray, method: s
             for t in tensors}
 
 
+def _qmax(precision: str) -> float:
+    # the largest magnitude of the quantized type, a fact of the precision (the registry's `Precision.qmax`)
+    return float(variants.PRECISIONS[precision].qmax)
+
+
 def _encode(values: np.ndarray, precision: str) -> np.ndarray:
     """Round float32 values (already divided by their scale) to the quantized type, saturating at its range."""
-    q = np.clip(values, -QMAX[precision], QMAX[precision])
+    q = np.clip(values, -_qmax(precision), _qmax(precision))
     if precision == "int8":
         return np.round(q).astype(np.int8)
     return q.astype(ml_dtypes.float8_e4m3fn)  # round-to-nearest-even after the clip (ml_dtypes gives NaN past 448)
@@ -153,7 +148,7 @@ def _quantize_weight(graph: onnx.GraphProto, name: str, axis: int, precision: st
     w = numpy_helper.to_array(init).astype(np.float32)
     reduce = tuple(a for a in range(w.ndim) if a != axis)
     amax = np.abs(w).max(axis=reduce) if reduce else np.abs(w)
-    scale = (np.maximum(amax, _TINY) / QMAX[precision]).astype(np.float32)  # (C,) one per output channel
+    scale = (np.maximum(amax, _TINY) / _qmax(precision)).astype(np.float32)  # (C,) one per output channel
     shape = [1] * w.ndim
     shape[axis] = -1
     q = _encode(w / scale.reshape(shape), precision)
@@ -167,7 +162,7 @@ def _quantize_weight(graph: onnx.GraphProto, name: str, axis: int, precision: st
 
 def _quantize_activation(graph: onnx.GraphProto, name: str, amax: float, precision: str) -> list[onnx.NodeProto]:
     """A Q/DQ pair on tensor `name`: its dequantized copy is `<name>_dq`."""
-    scale = np.float32(max(amax, _TINY) / QMAX[precision])
+    scale = np.float32(max(amax, _TINY) / _qmax(precision))
     graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale"),
                               _zero_point(f"{name}_zero_point", precision)])
     args = [f"{name}_scale", f"{name}_zero_point"]
@@ -220,8 +215,8 @@ def quantize_qdq(src: str | Path, dst: str | Path, calib: np.ndarray, precision:
         method: ONNX Runtime calibration method for the activation ranges.
         amax: activation ranges already calibrated (a calibration cache); `calib` is not run then.
     """
-    if precision not in QMAX:
-        raise ResnetDeployError(f"unknown Q/DQ precision {precision!r}; choose one of: {', '.join(QMAX)}")
+    if precision not in _MIN_OPSET:
+        raise ResnetDeployError(f"unknown Q/DQ precision {precision!r}; choose one of: {', '.join(_MIN_OPSET)}")
     model = onnx.load(str(src))
     place = place_qdq(model)
     if amax is None:

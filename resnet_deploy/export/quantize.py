@@ -24,13 +24,12 @@ import numpy as np
 import onnx
 
 from resnet_deploy.export import qdq
+from resnet_deploy.export.calibration import ArrayReader, calibration_method
 from resnet_deploy.export.options import CALIB_METHODS
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import INPUT_NAME
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 
-INT8_TARGETS = ("cpu", "trt")
-CALIB_BATCH = 8  # images per calibration run; ranges are merged batch by batch to bound memory
+INT8_FILE_TARGETS = ("cpu", "trt")  # the manifest targets of the int8 files this module writes (one recipe each)
 FP8_METHOD = "minmax"  # see quantize_fp8
 
 
@@ -44,32 +43,6 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     onnx.save(model.model, str(dst))
     onnx.checker.check_model(str(dst), full_check=True)
     return Path(dst)
-
-
-class ArrayReader:
-    """`onnxruntime.quantization.CalibrationDataReader` over a float32 (N, C, H, W) array, CALIB_BATCH at a time.
-
-    Implements `set_range` and `__len__` so that `quantize_static(extra_options={"CalibStridedMinMax": 1})` collects
-    ranges one batch at a time instead of keeping every intermediate tensor of every image (GBs for ResNet-50).
-    """
-
-    def __init__(self, arrays: np.ndarray, batch: int = CALIB_BATCH) -> None:
-        self.batches = [np.ascontiguousarray(arrays[i:i + batch], dtype=np.float32)
-                        for i in range(0, len(arrays), batch)]
-        self.set_range(0, len(self.batches))
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._it = iter(self.batches[start_index:end_index])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self._it, None)
-        return None if x is None else {INPUT_NAME: x}
-
-    def rewind(self) -> None:
-        self.set_range(0, len(self.batches))
 
 
 def preprocess_for_quantization(src: str | Path, dst: str | Path) -> Path:
@@ -94,15 +67,15 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, target: s
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if target not in INT8_TARGETS:
-        raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_TARGETS)}")
+    if target not in INT8_FILE_TARGETS:
+        raise ResnetDeployError(f"unknown int8 target {target!r}; choose one of: {', '.join(INT8_FILE_TARGETS)}")
     _check_calibration(calib, method)
     if target == "trt":
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints progress to stdout
             return qdq.quantize_qdq(src, dst, calib, "int8", method, amax)
     with contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(src), str(dst), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        calibrate_method=qdq.calibration_method(method), calibration_providers=["CPUExecutionProvider"],
+                        calibrate_method=calibration_method(method), calibration_providers=["CPUExecutionProvider"],
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         # CalibStridedMinMax: see ArrayReader. The classifier's output stays float, as NNCF leaves
                         # it (benchmarks/RESULTS.md, "OpenVINO"): 8-bit logits only add ties between near classes.

@@ -20,6 +20,7 @@ from resnet_deploy.checkpoint import (
     model_from_checkpoint,
     preprocess_from_checkpoint,
 )
+from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime.checksum import sha256_file
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, MAX_SIDE, Preprocess
@@ -144,7 +145,6 @@ def load_calibration(spec: str, preprocess: Preprocess, size: int) -> np.ndarray
     Raises:
         ResnetDeployError: the data is not found, or its images do not have the model's input shape.
     """
-    from resnet_deploy.data import load_eval_arrays
 
     x, _, _ = load_eval_arrays(spec, preprocess, limit=size, split="train")
     expected = (preprocess.channels, *preprocess.input_size)

@@ -26,7 +26,8 @@ from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.limits import MAX_BATCH
 from resnet_deploy.runtime.manifest import INPUT_NAME
-from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC
+from resnet_deploy.runtime.tensorrt_backend import HARDWARE_COMPAT_MIN_CC, CudaPythonMissing, cuda_device
+from resnet_deploy.runtime.variants import Variant
 from resnet_deploy.system import torch_cuda_devices
 
 TRT_HINT = "--trt needs TensorRT (pip install 'resnet-deploy[trt]') and an NVIDIA GPU"
@@ -126,7 +127,7 @@ def check_fp8_compat(precisions: Iterable[str], compat: Iterable[str]) -> None:
                                 "have no FP8; export fp8 engines without hardware compatibility")
 
 
-def plan_build(major: int, precision: str, tf32: bool = False, compat: str | Iterable[str] = ()) -> BuildPlan:
+def plan_build(major: int, variant: Variant, tf32: bool = False, compat: str | Iterable[str] = ()) -> BuildPlan:
     """The one place where TensorRT 10.x and 11.x differ: source ONNX file, strong typing and builder flags.
 
     On 11.x (strongly typed) an engine is built from its variant's `built_from` file, whose types carry the
@@ -135,20 +136,20 @@ def plan_build(major: int, precision: str, tf32: bool = False, compat: str | Ite
     it is cleared for fp32 engines unless asked for, so that an fp32 engine matches the ONNX model to fp32 precision.
     `compat` ("version", "hardware") makes the engine travel (see the module docstring).
     """
-    engines = {v.precision: v for v in variants.engines()}
-    if precision not in engines:
-        raise ResnetDeployError(f"unknown engine precision {precision!r}; choose one of: {', '.join(engines)}")
+    if variant.format != "engine":
+        raise ResnetDeployError(f"{variant.name} is not an engine variant; choose one of: "
+                                f"{', '.join(v.name for v in variants.engines())}")
+    precision = variant.precision
     compat = parse_compat(compat)
     _check_plan(major, precision, compat)
-    variant = engines[precision]
-    source = variants.get(variant.built_from or "onnx")
+    source = variants.get(variant.built_from) if variant.built_from else variants.reference()
     clear = () if tf32 or precision != "fp32" else ("TF32",)
     travel = ("VERSION_COMPATIBLE",) if "version" in compat else ()
     level = "AMPERE_PLUS" if "hardware" in compat else "NONE"
     if major >= 11:  # FP16/INT8 flags removed; strongly typed: the graph carries the precision
         return BuildPlan(precision, source.file, True, travel, clear, variant.file, level)
     if source.step != "int8":  # QDQ graphs carry their scales; anything else is typed by the flag
-        source = variants.get("onnx")
+        source = variants.reference()
     return BuildPlan(precision, source.file, False, variant.trt_flags + travel, clear, variant.file, level)
 
 
@@ -164,7 +165,6 @@ def load_tensorrt() -> ModuleType:
 
 def cuda_device_info(device: int = 0) -> dict[str, str]:
     """Name and compute capability of a CUDA GPU, via cuda-python (as the runtime asks), else torch."""
-    from resnet_deploy.runtime.tensorrt_backend import CudaPythonMissing, cuda_device
 
     try:
         return cuda_device(device)

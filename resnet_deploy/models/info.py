@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from resnet_deploy import models
+from resnet_deploy.console import print_table
 
 
 def zoo_rows() -> list[dict[str, Any]]:
@@ -19,8 +20,6 @@ def zoo_rows() -> list[dict[str, Any]]:
 
 def print_zoo(rows: list[dict[str, Any]]) -> None:
     """The zoo as a table (`console.print_table`: whole names on a terminal and off it)."""
-    from resnet_deploy.console import print_table
-
     print_table("resnet-deploy model zoo (He et al. 2015)",
                 ("name", "family", "depth", "shortcuts", "default shortcut", "input"),
                 [[r["name"], r["family"], r["depth"], "yes" if r["residual"] else "none (plain)", r["default_shortcut"],
@@ -29,8 +28,6 @@ def print_zoo(rows: list[dict[str, Any]]) -> None:
 
 def print_description(name: str, d: dict[str, Any]) -> None:
     """One network (`models.describe`) beside the paper's figures, as a table."""
-    from resnet_deploy.console import print_table
-
     p = d["paper"]
     if d["family"] == "imagenet":
         rows = [["parameters", f"{d['params']:,}", ""],

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import BundleError
+from resnet_deploy.runtime.files import atomic_write_text
 from resnet_deploy.runtime.machine import cpu_flags, cpu_model
-from resnet_deploy.runtime.manifest import atomic_write_text, reports_path
+from resnet_deploy.runtime.manifest import reports_path
 
 AUTO_JSON = "auto.json"
 AUTO_SCHEMA = "resnet-deploy/auto"

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from resnet_deploy.runtime import onnx_backend, openvino_backend, tensorrt_backend
 from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.machine import cpu_has_bf16
 from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry, VerifiedFile
 
 
@@ -66,23 +68,19 @@ class OrtLoader:
     """ONNX files on ONNX Runtime: the CPU provider, or CUDA with onnxruntime-gpu."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.onnx_backend import ort_has_cuda, ort_installed
-
-        if not ort_installed():
+        if not onnx_backend.ort_installed():
             return "onnxruntime is not installed (pip install onnxruntime)"
-        if device == "cuda" and not ort_has_cuda():
+        if device == "cuda" and not onnx_backend.ort_has_cuda():
             return "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)"
         return None
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.onnx_backend import OrtBackend
-
         # the checked descriptor: ONNX Runtime builds a session from a path faster than from bytes (ResNet-50, in
         # one run: 1.3x as long from bytes, the same from /proc/self/fd; benchmarks/RESULTS.md)
         with file.opened() as path:
-            return OrtBackend(path, name=file.name, device=opts.device, threads=opts.threads,
-                              input_name=opts.input_name, output_name=opts.output_name,
-                              graph_optimization=opts.options.get("graph_optimization", "all"))
+            return onnx_backend.OrtBackend(path, name=file.name, device=opts.device, threads=opts.threads,
+                                           input_name=opts.input_name, output_name=opts.output_name,
+                                           graph_optimization=opts.options.get("graph_optimization", "all"))
 
 
 class TrtLoader:
@@ -90,36 +88,29 @@ class TrtLoader:
     with them)."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.tensorrt_backend import engine_mismatch, running_info
-
         if device != "cuda":
             return "TensorRT engines need device='cuda'"
         try:
-            here = running_info()
+            here = tensorrt_backend.running_info()
         except ResnetDeployError as e:
             return str(e)
-        return engine_mismatch(entry.path, entry.info, here, rebuild)
+        return tensorrt_backend.engine_mismatch(entry.path, entry.info, here, rebuild)
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.tensorrt_backend import TrtBackend
-
         # bytes: the plan may carry host code (version-compatible engines), so what TensorRT runs must be the very
         # bytes that matched the manifest, with no window in which the file could be swapped
-        return TrtBackend(file.read(), name=file.name, max_batch=opts.max_batch, input_name=opts.input_name,
-                          output_name=opts.output_name,
-                          version_compatible=bool(opts.info.get("version_compatible")))
+        return tensorrt_backend.TrtBackend(file.read(), name=file.name, max_batch=opts.max_batch,
+                                           input_name=opts.input_name, output_name=opts.output_name,
+                                           version_compatible=bool(opts.info.get("version_compatible")))
 
 
 class OvLoader:
     """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
-        from resnet_deploy.runtime.machine import cpu_has_bf16
-        from resnet_deploy.runtime.openvino_backend import ov_installed
-
         if device != "cpu":
             return "the OpenVINO backend runs on the CPU only"
-        if not ov_installed():
+        if not openvino_backend.ov_installed():
             return "openvino is not installed (pip install 'resnet-deploy[openvino]')"
         if options.get("inference_precision") == "bf16":
             native, why = cpu_has_bf16()
@@ -127,18 +118,17 @@ class OvLoader:
         return None
 
     def load(self, file: VerifiedFile, opts: LoadOptions) -> Backend:
-        from resnet_deploy.runtime.openvino_backend import OvBackend, cache_entry
-
         precision = opts.options.get("inference_precision", "fp32")
-        entry = cache_entry(file.content_id, opts.threads, precision)
+        entry = openvino_backend.cache_entry(file.content_id, opts.threads, precision)
         # the cached compiled model's digest is checked in a second thread while this one checks the file
         cached = _Background(entry.read) if entry is not None else None
         writing = False
         try:
             with file.opened() as path:
-                backend = OvBackend(path, name=file.name, threads=opts.threads, precision=precision,
-                                    input_name=opts.input_name, output_name=opts.output_name, cache=entry,
-                                    cached=cached.result() if cached is not None else None)
+                backend = openvino_backend.OvBackend(path, name=file.name, threads=opts.threads,
+                                                     precision=precision, input_name=opts.input_name,
+                                                     output_name=opts.output_name, cache=entry,
+                                                     cached=cached.result() if cached is not None else None)
             # kept only now that the file is known unchanged through the read: a compiled model is cached under the
             # checksum of what it was compiled from, and every later load of that content runs it
             writing = backend.save_to_cache()

@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -228,22 +228,6 @@ def check_relative(path: Any, field: str = "path") -> str:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a text file through a uniquely named temporary file beside it and a rename: a reader (or a crash) sees
-    the old file or the new one, never half of one, and two writers never share a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def check_writable(path: str | Path, what: str = "output file") -> Path:
     """`path` once a file can be written there (its folder made where missing, a trial file made and removed in it);
     a one-line ResnetDeployError otherwise. For outputs of long runs, checked before the run rather than found out
@@ -272,23 +256,24 @@ def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
     return path
 
 
-def read_manifest(bundle: str | Path, trusted_keys: Sequence[str | Path] | None = None) -> Manifest:
-    """Read and parse `bundle/manifest.json`; a missing, truncated, foreign or malformed manifest is a BundleError.
-
-    Every file the manifest lists is checked to resolve inside the bundle (links followed) before anything opens it.
-    With `trusted_keys` (PEM public key files), the bundle's signature is checked first and the manifest parsed from
-    the very bytes it covers (`runtime/signature.py`); a bundle not signed by one of them is a SignatureError.
-    """
+def check_bundle_dir(bundle: str | Path) -> Path:
+    """`bundle` as a Path once it is a folder holding a manifest.json; a BundleError naming what is missing."""
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"bundle directory not found: {bundle}")
     path = bundle / MANIFEST_NAME
     if not path.exists() and not path.is_symlink():
         raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME} (make one with `resnet-deploy export`)")
-    if trusted_keys is not None:
-        from resnet_deploy.runtime.signature import read_signed_manifest
+    return bundle
 
-        return read_signed_manifest(bundle, trusted_keys)
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    """Read and parse `bundle/manifest.json`; a missing, truncated, foreign or malformed manifest is a BundleError.
+
+    Every file the manifest lists is checked to resolve inside the bundle (links followed) before anything opens it.
+    A bundle that must be signed is read with `runtime/signature.py`'s `open_manifest` instead.
+    """
+    bundle = check_bundle_dir(bundle)
     path = bundle_path(bundle, MANIFEST_NAME)
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:

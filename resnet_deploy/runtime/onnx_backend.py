@@ -47,6 +47,41 @@ def ort_has_cuda() -> bool:
     return ort_installed() and CUDA_EP in _import_ort().get_available_providers()
 
 
+def ort_session(model: str | Path | bytes, *, name: str = "the model", device: str = "cpu",
+                threads: int | None = None, graph_optimization: str = "all") -> Any:
+    """An `onnxruntime.InferenceSession` of `model` (a path or bytes), the one way the package builds one.
+
+    Args:
+        name: names the model in messages.
+        device: "cpu", or "cuda" with onnxruntime-gpu (an error where the CUDA provider is absent or fails).
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+        graph_optimization: a key of GRAPH_OPTIMIZATION.
+    """
+    ort = _import_ort()
+    if graph_optimization not in GRAPH_OPTIMIZATION:
+        raise ResnetDeployError(f"unknown graph_optimization {graph_optimization!r}; choose one of: "
+                                f"{', '.join(GRAPH_OPTIMIZATION)}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1  # a ResNet graph is a chain: parallelism lives inside each op
+    providers = [CUDA_EP, CPU_EP] if device == "cuda" else [CPU_EP]
+    if device == "cuda" and CUDA_EP not in ort.get_available_providers():
+        raise ResnetDeployError("device='cuda' needs onnxruntime-gpu (this onnxruntime offers "
+                                f"{', '.join(ort.get_available_providers())}); install it or use device='cpu'")
+    try:
+        session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                       providers=providers)
+    except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+        raise BundleError(f"ONNX Runtime could not load {name}: {first_line(e)}") from None
+    if device == "cuda" and CUDA_EP not in session.get_providers():
+        # ORT falls back to the CPU silently when the CUDA libraries are missing; say so instead.
+        raise ResnetDeployError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?); "
+                                "see onnxruntime's log above, or use device='cpu'")
+    return session
+
+
 class OrtBackend:
     """Runs one ONNX file with ONNX Runtime on the CPU or, with onnxruntime-gpu, on a CUDA GPU (a `Backend`)."""
 
@@ -59,27 +94,8 @@ class OrtBackend:
         names it in messages (default: the path's file name)."""
         ort = _import_ort()
         name = name or (Path(model).name if not isinstance(model, bytes) else "the model")
-        opts = ort.SessionOptions()
-        if graph_optimization not in GRAPH_OPTIMIZATION:
-            raise ResnetDeployError(f"unknown graph_optimization {graph_optimization!r}; choose one of: "
-                                    f"{', '.join(GRAPH_OPTIMIZATION)}")
-        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1  # a ResNet graph is a chain: parallelism lives inside each op
-        providers = [CUDA_EP, CPU_EP] if device == "cuda" else [CPU_EP]
-        if device == "cuda" and CUDA_EP not in ort.get_available_providers():
-            raise ResnetDeployError("device='cuda' needs onnxruntime-gpu (this onnxruntime offers "
-                                    f"{', '.join(ort.get_available_providers())}); install it or use device='cpu'")
-        try:
-            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
-                                                providers=providers)
-        except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            raise BundleError(f"ONNX Runtime could not load {name}: {first_line(e)}") from None
-        if device == "cuda" and CUDA_EP not in self.session.get_providers():
-            # ORT falls back to the CPU silently when the CUDA libraries are missing; say so instead.
-            raise ResnetDeployError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?); "
-                                    "see onnxruntime's log above, or use device='cpu'")
+        self.session = ort_session(model, name=name, device=device, threads=threads,
+                                   graph_optimization=graph_optimization)
         names = {i.name for i in self.session.get_inputs()}
         if input_name not in names:
             raise BundleError(f"{name} has inputs {sorted(names)}; the manifest expects {input_name!r}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime.cache import CACHE_ENV, PrivateDir, cache_root, private_dir  # noqa: F401 - CACHE_ENV: tests
+from resnet_deploy.runtime.cache import PrivateDir, cache_root, private_dir
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
 from resnet_deploy.runtime.machine import cpu_flags, cpu_model
 from resnet_deploy.runtime.manifest import FD_DIR

@@ -22,8 +22,7 @@ from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.machine import cpu_int8_is_fast
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
 from resnet_deploy.runtime.preprocess import ImageInput
-
-DEVICES = variants.DEVICES
+from resnet_deploy.runtime.signature import open_manifest
 
 Images = Union[ImageInput, Iterable[ImageInput]]
 
@@ -106,8 +105,8 @@ def rebuild_command(bundle: Path, manifest: Manifest) -> str:
 
 
 def _check_device(device: str) -> None:
-    if device not in DEVICES:
-        raise ResnetDeployError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if device not in variants.DEVICES:
+        raise ResnetDeployError(f"unknown device {device!r}; choose one of: {', '.join(variants.DEVICES)}")
 
 
 def available_backends(bundle_path: str | Path, device: str = "cpu") -> dict[str, str | None]:
@@ -118,7 +117,7 @@ def available_backends(bundle_path: str | Path, device: str = "cpu") -> dict[str
     return {name: _reason(bundle, manifest, name, device) for name in variants.names()}
 
 
-def _candidates(backend: str, device: str, bundle: Path | None = None) -> tuple[tuple[str, ...], str]:
+def _backend_order(backend: str, device: str, bundle: Path | None = None) -> tuple[tuple[str, ...], str]:
     """Variants to try in order for `backend`, and why that order: for "auto", the order `bench` measured on this
     machine when the bundle records one (`autotune.py`), else the registry's static order."""
     if backend == "trt":
@@ -146,14 +145,14 @@ def auto_order(device: str = "cpu", bundle: str | Path | None = None) -> tuple[t
     """The variants `auto` tries on `device`, in order, and why that order: the order `bench` measured on this machine
     when `bundle` records one, else the registry's, with int8 behind fp32 on CPUs without int8 dot products."""
     _check_device(device)
-    return _candidates("auto", device, None if bundle is None else Path(bundle))
+    return _backend_order("auto", device, None if bundle is None else Path(bundle))
 
 
 def choose_backend(bundle: str | Path, manifest: Manifest, backend: str = "auto",
                    device: str = "cpu") -> tuple[str, FileEntry, str]:
     """(variant name, its file, why it was chosen) for a backend request; the reasons of all refusals otherwise."""
     _check_device(device)
-    candidates, why = _candidates(backend, device, Path(bundle))
+    candidates, why = _backend_order(backend, device, Path(bundle))
     refused = {}
     for name in candidates:
         reason = _reason(Path(bundle), manifest, name, device)
@@ -242,7 +241,7 @@ class Predictor:
         _check_device(device)
         threads = _check_threads(threads)
         bundle = Path(path)
-        manifest = read_manifest(bundle, trusted_keys)
+        manifest = open_manifest(bundle, trusted_keys)
         name, entry, why = choose_backend(bundle, manifest, backend, device)
         variant = variants.get(name)
         opts = LoadOptions(device=device, threads=threads, input_name=manifest.input_name,

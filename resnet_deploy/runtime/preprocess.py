@@ -251,7 +251,7 @@ def _shorter_to(size: tuple[int, int], target: int) -> tuple[int, int]:
     return (target, new_long) if w <= h else (new_long, target)
 
 
-def _resize_shorter(pil: Image.Image, size: int) -> Image.Image:
+def resize_shorter(pil: Image.Image, size: int) -> Image.Image:
     """The whole image with its shorter side resized to `size`; refused when that exceeds MAX_IMAGE_PIXELS."""
     if min(pil.size) == size:
         return pil
@@ -268,7 +268,7 @@ def _resize_and_crop(pil: Image.Image, resize: int | None, crop: int | None) -> 
         return pil if crop is None else _center_crop(pil, crop)
     new_w, new_h = _shorter_to(pil.size, resize)
     if crop is None or new_w * new_h <= MAX_IMAGE_PIXELS:
-        resized = _resize_shorter(pil, resize)
+        resized = resize_shorter(pil, resize)
         return resized if crop is None else _center_crop(resized, crop)
     # A very elongated image (a 100000x1 strip): resize only the part the crop keeps. PIL's resize(box=...) samples
     # the source where the full resize would (same scale and centres, the filter reading around the box), so the

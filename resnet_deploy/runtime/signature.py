@@ -42,7 +42,9 @@ from resnet_deploy.runtime.manifest import (
     SIGNATURE_NAME,
     Manifest,
     bundle_path,
+    check_bundle_dir,
     parse_manifest,
+    read_manifest,
     unlisted_files,
     verify_files,
 )
@@ -290,9 +292,13 @@ def _check_files(bundle: Path, manifest: Manifest, files: dict[str, str]) -> Non
                                  f"{entry.size}: it changed after signing")
 
 
-def read_signed_manifest(bundle: str | Path, trusted_keys: Sequence[str | Path] | str | Path) -> Manifest:
-    """`read_manifest(bundle, trusted_keys=...)`: the manifest of a bundle signed by one of `trusted_keys`."""
-    return check_signature(bundle, trusted_keys).manifest
+def open_manifest(bundle: str | Path, trusted_keys: Sequence[str | Path] | str | Path | None = None) -> Manifest:
+    """The manifest every loader reads: `read_manifest(bundle)`, or with `trusted_keys` (PEM public key files) the
+    signature checked first and the manifest parsed from the very bytes it covers; a bundle not signed by one of
+    them is a SignatureError."""
+    if trusted_keys is None:
+        return read_manifest(bundle)
+    return check_signature(check_bundle_dir(bundle), trusted_keys).manifest
 
 
 def verify_signed_bundle(bundle: str | Path, trusted_keys: Sequence[str | Path] | str | Path) -> SignedBundle:

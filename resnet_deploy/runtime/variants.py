@@ -34,16 +34,73 @@ class Gate:
     top1_drop: float | None = None
 
 
-# Parity gates per precision: fp32 must be the same model to rounding, fp16 must agree on almost every image, and
-# quantized models may lose at most a point of top-1 (the thresholds `validate --tolerance` overrides).
-GATES: dict[str, Gate] = {
-    "fp32": Gate(agreement=99.9, max_abs=1e-3),
-    "fp16": Gate(agreement=99.5),
-    "int8": Gate(top1_drop=1.0),
-}
+@dataclass(frozen=True, kw_only=True)
+class Precision:
+    """What the pipeline knows about one numeric precision, whatever file or runtime uses it.
+
+    Attributes:
+        name: "fp32", "fp16", "int8", ...
+        gate: the parity gate `validate` holds its variants to (`validate --tolerance` overrides it by name).
+        export_help: the help of the `resnet-deploy export --<name>` flag that writes its files; None where export
+            has no flag for it (fp32 is always written; bf16 is an inference precision of the fp32 file).
+        qmax: for a quantized precision, the largest magnitude of its type (the Q/DQ scale is amax / qmax); such a
+            precision is calibrated on images. None: not quantized.
+        layer_tolerance: `validate --layerwise`'s default range-relative error a layer may reach against fp32.
+    """
+
+    name: str
+    gate: Gate
+    export_help: str | None = None
+    qmax: float | None = None
+    layer_tolerance: float | None = None
+
+    @property
+    def flag(self) -> str | None:
+        """The export flag that writes this precision's files (`--fp16`), or None."""
+        return None if self.export_help is None else f"--{self.name}"
+
+    @property
+    def quantized(self) -> bool:
+        """Whether this precision is quantized (calibrated on images)."""
+        return self.qmax is not None
 
 
-@dataclass(frozen=True)
+# The reference precision: every other is compared with it, and its ONNX file is what the others are made from.
+REFERENCE = "fp32"
+PRECISIONS: dict[str, Precision] = {}
+# Each precision's parity gate (PRECISIONS[p].gate; kept as a mapping for `override_gates` and `validate`).
+GATES: dict[str, Gate] = {}
+
+
+def register_precision(precision: Precision) -> Precision:
+    """Add a precision; a name already taken is an error."""
+    if precision.name in PRECISIONS:
+        raise ResnetDeployError(f"precision {precision.name!r} is already registered")
+    PRECISIONS[precision.name] = precision
+    GATES[precision.name] = precision.gate
+    return precision
+
+
+# Parity gates: fp32 must be the same model to rounding, fp16 must agree on almost every image, and quantized models
+# may lose at most a point of top-1. Layerwise tolerances: where an fp16/int8/fp8 model may part from fp32 per layer.
+# bf16 (OpenVINO's inference precision of model.onnx; no file of its own): its gate was measured on the demo model
+# against the full Fashion-MNIST test set (benchmarks/RESULTS.md, "OpenVINO"): 99.89% agreement with the PyTorch
+# reference, top-1 +0.02 points, logits off by up to 0.14; so fp16's 99.5% agreement plus a 0.3-point top-1 bound.
+for _p in (
+    Precision(name="fp32", gate=Gate(agreement=99.9, max_abs=1e-3)),
+    Precision(name="fp16", gate=Gate(agreement=99.5), layer_tolerance=0.01,
+              export_help="Also write model.fp16.onnx (and an fp16 engine with --trt)."),
+    Precision(name="int8", gate=Gate(top1_drop=1.0), qmax=127.0, layer_tolerance=0.1,
+              export_help="Also write INT8 QDQ models calibrated on --calib-data."),
+    Precision(name="fp8", gate=Gate(top1_drop=1.0), qmax=448.0, layer_tolerance=0.2,  # E4M3FN's largest: 448
+              export_help="Also write model.fp8.onnx (FP8 E4M3 QDQ, calibrated; an fp8 engine with --trt on "
+                          "TensorRT 11 and compute capability >= 8.9)."),
+    Precision(name="bf16", gate=Gate(agreement=99.5, top1_drop=0.3)),
+):
+    register_precision(_p)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     """One row of the registry.
 
@@ -96,12 +153,13 @@ class Variant:
 _REGISTRY: dict[str, Variant] = {}
 
 
-def register(variant: Variant, gate: Gate | None = None) -> Variant:
-    """Add a variant (and, for a new precision, its parity gate); a name already taken is an error."""
+def register(variant: Variant) -> Variant:
+    """Add a variant of a registered precision (`register_precision`); a name already taken is an error."""
     if variant.name in _REGISTRY or variant.name in ("auto", "trt"):
         raise ResnetDeployError(f"variant {variant.name!r} is already registered")
-    if gate is not None:
-        GATES.setdefault(variant.precision, gate)
+    if variant.precision not in PRECISIONS:
+        raise ResnetDeployError(f"variant {variant.name!r} has precision {variant.precision!r}, which is not "
+                                f"registered; choose one of: {', '.join(PRECISIONS)} (or register_precision it)")
     _REGISTRY[variant.name] = variant
     return variant
 
@@ -132,6 +190,17 @@ def precisions() -> tuple[str, ...]:
     """Every precision a variant with its own file has, in registration order (export's precision choices; a variant
     that runs another's file, such as OpenVINO's bf16 inference of model.onnx, has nothing to export)."""
     return tuple(dict.fromkeys(v.precision for v in _REGISTRY.values() if v.runs is None))
+
+
+def reference() -> Variant:
+    """The fp32 ONNX variant: the file every bundle holds, the one other files are made from and compared with."""
+    return next(v for v in _REGISTRY.values() if v.precision == REFERENCE and v.format == "onnx" and v.runs is None)
+
+
+def onnx_files() -> tuple[Variant, ...]:
+    """The variants with an ONNX file of their own, the reference first (what `validate --layerwise` compares)."""
+    ref = reference()
+    return (ref, *(v for v in _REGISTRY.values() if v.format == "onnx" and v.runs is None and v is not ref))
 
 
 def engines() -> tuple[Variant, ...]:
@@ -170,43 +239,41 @@ def override_gates(values: dict[str, float]) -> dict[str, Gate]:
 
 # The built-in variants. ONNX files run on ONNX Runtime; engines on TensorRT. `auto` on a CPU prefers int8 where the
 # CPU has int8 dot-product instructions (the predictor swaps int8 behind fp32 elsewhere); fp16 ONNX is slower than
-# fp32 on CPUs (benchmarks/RESULTS.md), so it comes last there.
+# fp32 on CPUs (benchmarks/RESULTS.md), so it comes last there. FP8 (E4M3): the Q/DQ model is made and its accuracy
+# measured on the CPU (ONNX Runtime runs the Q/DQ graph in float, no faster than fp32, so `auto` never picks it
+# there; its loader option: see onnx_backend.GRAPH_OPTIMIZATION); the engine is built by TensorRT 11 on compute
+# capability >= 8.9.
+ORT, TRT, OV = "onnxruntime", "tensorrt", "openvino"
 for _v in (
-    Variant("onnx", "model.onnx", "onnx", "fp32", "any", "onnxruntime", "onnx", (), rank={"cpu": 2, "cuda": 4}),
-    Variant("fp16", "model.fp16.onnx", "onnx", "fp16", "any", "onnxruntime", "fp16", ("--fp16",),
-            rank={"cpu": 5, "cuda": 3}),
-    Variant("int8", "model.int8.onnx", "onnx", "int8", "cpu", "onnxruntime", "int8", ("--int8",), ("cpu",),
-            rank={"cpu": 0}),
-    Variant("int8-trt", "model.int8-trt.onnx", "onnx", "int8", "trt", "onnxruntime", "int8", ("--int8", "--trt"),
-            rank={"cpu": 6, "cuda": 5}),
-    Variant("trt-fp32", "model.fp32.engine", "engine", "fp32", "trt", "tensorrt", "engine", ("--trt",), ("cuda",),
-            rank={"cuda": 2}, built_from="onnx"),
-    Variant("trt-fp16", "model.fp16.engine", "engine", "fp16", "trt", "tensorrt", "engine", ("--fp16", "--trt"),
-            ("cuda",), rank={"cuda": 1}, built_from="fp16", trt_flags=("FP16",)),
-    Variant("trt-int8", "model.int8.engine", "engine", "int8", "trt", "tensorrt", "engine", ("--int8", "--trt"),
-            ("cuda",), rank={"cuda": 0}, built_from="int8-trt", trt_flags=("INT8",)),
+    Variant(name="onnx", file="model.onnx", format="onnx", precision="fp32", target="any", loader=ORT, step="onnx",
+            rank={"cpu": 2, "cuda": 4}),
+    Variant(name="fp16", file="model.fp16.onnx", format="onnx", precision="fp16", target="any", loader=ORT,
+            step="fp16", flags=("--fp16",), rank={"cpu": 5, "cuda": 3}),
+    Variant(name="int8", file="model.int8.onnx", format="onnx", precision="int8", target="cpu", loader=ORT,
+            step="int8", flags=("--int8",), devices=("cpu",), rank={"cpu": 0}),
+    Variant(name="int8-trt", file="model.int8-trt.onnx", format="onnx", precision="int8", target="trt", loader=ORT,
+            step="int8", flags=("--int8", "--trt"), rank={"cpu": 6, "cuda": 5}),
+    Variant(name="trt-fp32", file="model.fp32.engine", format="engine", precision="fp32", target="trt", loader=TRT,
+            step="engine", flags=("--trt",), devices=("cuda",), rank={"cuda": 2}, built_from="onnx"),
+    Variant(name="trt-fp16", file="model.fp16.engine", format="engine", precision="fp16", target="trt", loader=TRT,
+            step="engine", flags=("--fp16", "--trt"), devices=("cuda",), rank={"cuda": 1}, built_from="fp16",
+            trt_flags=("FP16",)),
+    Variant(name="trt-int8", file="model.int8.engine", format="engine", precision="int8", target="trt", loader=TRT,
+            step="engine", flags=("--int8", "--trt"), devices=("cuda",), rank={"cuda": 0}, built_from="int8-trt",
+            trt_flags=("INT8",)),
+    Variant(name="fp8", file="model.fp8.onnx", format="onnx", precision="fp8", target="trt", loader=ORT, step="fp8",
+            flags=("--fp8",), devices=("cpu",), options={"graph_optimization": "basic"}),
+    Variant(name="trt-fp8", file="model.fp8.engine", format="engine", precision="fp8", target="trt", loader=TRT,
+            step="engine", flags=("--fp8", "--trt"), devices=("cuda",), rank={"cuda": 0}, built_from="fp8"),
+    # OpenVINO runs the same ONNX files on the CPU (the `openvino` extra). bf16 is an inference precision of
+    # model.onnx (OpenVINO converts the weights when it compiles) on CPUs with native bf16. The static order puts
+    # OpenVINO after ONNX Runtime at equal precision, and bf16 after exact fp32: `auto` prefers them where `bench`
+    # measured them faster on this machine (`runtime/autotune.py`).
+    Variant(name="ov-int8", file="model.int8.onnx", format="onnx", precision="int8", target="cpu", loader=OV,
+            step="int8", flags=("--int8",), devices=("cpu",), rank={"cpu": 1}, runs="int8"),
+    Variant(name="ov-bf16", file="model.onnx", format="onnx", precision="bf16", target="any", loader=OV, step="onnx",
+            devices=("cpu",), rank={"cpu": 3}, runs="onnx", options={"inference_precision": "bf16"}),
+    Variant(name="ov-fp32", file="model.onnx", format="onnx", precision="fp32", target="any", loader=OV, step="onnx",
+            devices=("cpu",), rank={"cpu": 4}, runs="onnx"),
 ):
     register(_v)
-
-# FP8 (E4M3): the Q/DQ model is made and its accuracy measured on the CPU (ONNX Runtime runs the Q/DQ graph in float,
-# no faster than fp32, so `auto` never picks it there); the engine is built by TensorRT 11 on compute capability >= 8.9.
-register(Variant("fp8", "model.fp8.onnx", "onnx", "fp8", "trt", "onnxruntime", "fp8", ("--fp8",), ("cpu",),
-                 options={"graph_optimization": "basic"}), Gate(top1_drop=1.0))  # see onnx_backend.GRAPH_OPTIMIZATION
-register(Variant("trt-fp8", "model.fp8.engine", "engine", "fp8", "trt", "tensorrt", "engine", ("--fp8", "--trt"),
-                 ("cuda",), rank={"cuda": 0}, built_from="fp8"))
-
-# OpenVINO runs the same ONNX files on the CPU (the `openvino` extra). bf16 is an inference precision of model.onnx
-# (OpenVINO converts the weights when it compiles) on CPUs with native bf16. Its gate was measured on the demo model
-# against the full Fashion-MNIST test set (benchmarks/RESULTS.md, "OpenVINO"): 99.89% agreement with the PyTorch
-# reference, top-1 +0.02 points, logits off by up to 0.14; so the gate is fp16's 99.5% agreement plus a 0.3-point
-# top-1 bound, not max_abs. The static order puts OpenVINO after ONNX Runtime at equal precision, and bf16 after
-# exact fp32: `auto` prefers them where `bench` measured them faster on this machine (`runtime/autotune.py`).
-for _v, _gate in (
-    (Variant("ov-int8", "model.int8.onnx", "onnx", "int8", "cpu", "openvino", "int8", ("--int8",), ("cpu",),
-             rank={"cpu": 1}, runs="int8"), None),
-    (Variant("ov-bf16", "model.onnx", "onnx", "bf16", "any", "openvino", "onnx", (), ("cpu",), rank={"cpu": 3},
-             runs="onnx", options={"inference_precision": "bf16"}), Gate(agreement=99.5, top1_drop=0.3)),
-    (Variant("ov-fp32", "model.onnx", "onnx", "fp32", "any", "openvino", "onnx", (), ("cpu",), rank={"cpu": 4},
-             runs="onnx"), None),
-):
-    register(_v, _gate)

@@ -6,6 +6,7 @@ group's one-line `Error: ...` with exit code 2.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tempfile
@@ -89,7 +90,6 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
 def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
           **options: object) -> None:
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
-    import ipaddress
 
     from resnet_deploy.runtime.manifest import check_writable
     from resnet_deploy.serve.repository import backend_line
@@ -130,7 +130,8 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
     """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
     percentiles per concurrency level."""
     from resnet_deploy.runtime.errors import ResnetDeployError
-    from resnet_deploy.runtime.manifest import atomic_write_text, check_writable
+    from resnet_deploy.runtime.files import atomic_write_text
+    from resnet_deploy.runtime.manifest import check_writable
     from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
 
     levels = parse_numbers(concurrency, "--concurrency", "concurrency")

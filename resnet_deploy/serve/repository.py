@@ -40,7 +40,7 @@ from resnet_deploy.runtime.manifest import (
     write_manifest,
 )
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
-from resnet_deploy.runtime.signature import load_trusted_keys
+from resnet_deploy.runtime.signature import load_trusted_keys, open_manifest
 from resnet_deploy.serve import TARGETS, precisions
 
 IMAGE_INPUT = "image"
@@ -50,7 +50,7 @@ MODEL_PY = Path(__file__).with_name("triton_model.py")
 KEYS_DIR = "trusted_keys"  # a signed bundle's python model: the publishers' keys it checks the bundle with
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
-DEVICES = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
+TARGET_DEVICE = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
 MAX_IMAGE_BYTES = 32 << 20  # a larger encoded image is refused unread (pixels: the runtime's MAX_IMAGE_PIXELS)
 
 
@@ -112,7 +112,7 @@ def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = 
     """
     out, bundle = Path(out), Path(bundle)
     _check_options(target, precision, instances, max_queue_delay_us, topk, threads, max_batch)
-    manifest = read_manifest(bundle, trusted_keys)
+    manifest = open_manifest(bundle, trusted_keys)
     verify_files(bundle, manifest)
     name = name or manifest.arch
     check_model_name(name)
@@ -291,7 +291,7 @@ def _copy_keys(model_dir: Path, trusted_keys: Sequence[str | Path]) -> list[str]
 def candidates(target: str, precision: str) -> tuple[str, ...]:
     """The registry's variants that can serve `precision` ("auto": any) for `target`, best first: those of the
     target's runtime, in the order `auto` tries them on its device."""
-    device = DEVICES[target]
+    device = TARGET_DEVICE[target]
     ranked = [v for v in variants.ranked(device) if target == "python" or v.loader == target]
     return tuple(v.name for v in ranked if precision in ("auto", v.precision))
 
@@ -300,11 +300,11 @@ def _entry(manifest: Manifest, target: str, precision: str, bundle: Path) -> tup
     """The bundle's file for the best variant it has among `candidates` (for "auto", in the order `bench` measured on
     this machine and the target's device when the bundle records one), and that variant's name."""
     names = candidates(target, precision)
-    if precision == "auto" and (measured := measured_order(bundle, DEVICES[target])) is not None:
+    if precision == "auto" and (measured := measured_order(bundle, TARGET_DEVICE[target])) is not None:
         names = (*(n for n in measured[0] if n in names), *(n for n in names if n not in measured[0]))
     if not names:
         raise ResnetDeployError(f"--backend {target} cannot serve precision {precision}: no variant runs it on "
-                                f"{DEVICES[target]}")
+                                f"{TARGET_DEVICE[target]}")
     for name in names:
         entry = find_entry(manifest, name)
         if entry is not None:

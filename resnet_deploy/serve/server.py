@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
+
 from resnet_deploy.runtime.errors import ResnetDeployError, printable, quote
+from resnet_deploy.serve.repository import MARKER, write_repository
 
 INSTALL_HINT = "pip install 'resnet-deploy[serve]'"
 SHM_DIR = "/dev/shm"
@@ -78,7 +81,6 @@ def find_triton() -> TritonInstall:
         if not path.is_file():
             raise ResnetDeployError(f"{path} is missing: nvidia-pytriton is incomplete or has no Python backend "
                                     f"stub for Python {version}; reinstall it with {INSTALL_HINT}")
-    import numpy
 
     if int(numpy.__version__.split(".")[0]) >= 2:
         raise ResnetDeployError(f"numpy {numpy.__version__} is installed, but the Python backend of "
@@ -449,7 +451,6 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
     Raises:
         ResnetDeployError: a bad bundle or option, the server failing to start, or the server ending by itself.
     """
-    from resnet_deploy.serve.repository import MARKER, write_repository
 
     main_thread = threading.current_thread() is threading.main_thread()
     # Both, explicitly: a shell that starts a program in the background has it ignore SIGINT, and Python then keeps

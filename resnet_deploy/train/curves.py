@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy import models
+from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
+from resnet_deploy.config import load_train_config
 from resnet_deploy.runtime.errors import ResnetDeployError, quote
-from resnet_deploy.runtime.manifest import atomic_write_text
+from resnet_deploy.runtime.files import atomic_write, atomic_write_text
 
 METRICS = "metrics.jsonl"
 MAX_METRICS_BYTES = 256 << 20  # 64k iterations logged every 10 are ~1.2 MB; anything near this is not a metrics file
@@ -124,7 +125,6 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[int], b
 def _config_facts(folder: Path) -> dict[str, Any]:
     """arch and schedule.iterations from the run's config.yaml (written by `train`), for logs without a start record;
     read as a recipe is (size limit, no YAML aliases), since run folders are shared like recipes."""
-    from resnet_deploy.config import load_train_config
 
     try:
         cfg = load_train_config(folder / "config.yaml")
@@ -194,8 +194,6 @@ def _parameters_from_checkpoint(folder: Path) -> int | None:
     """Logs written before the start record existed: count the parameters of the run's last.pt, when it has one."""
     if not (folder / "last.pt").is_file():
         return None
-    from resnet_deploy import models
-    from resnet_deploy.checkpoint import load_checkpoint, model_from_checkpoint
 
     try:
         return models.count_parameters(model_from_checkpoint(load_checkpoint(folder / "last.pt")))
@@ -219,7 +217,6 @@ def warnings(runs: list[RunCurves]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- the figure
 def _panels(runs: list[RunCurves]) -> list[tuple[str, list[RunCurves]]]:
     """Plain and residual nets in two panels, as Figure 6, when both are there; otherwise one."""
-    from resnet_deploy import models
 
     residual = {id(r): models.ARCHITECTURES[r.arch][2] if r.arch in models.ARCHITECTURES else None for r in runs}
     plain = [r for r in runs if residual[id(r)] is False]
@@ -289,19 +286,10 @@ def plot_curves(runs: list[RunCurves], path: str | Path, title: str | None = Non
     axes[0][0].set_ylabel("error (%)" + (f", axis cut at {top:g}%" if top < 100 else ""))
     fig.suptitle(_tex_safe(title or "Training error (dashed) and test error (bold) against iterations"))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------- the table

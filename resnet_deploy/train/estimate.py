@@ -22,6 +22,7 @@ from resnet_deploy.data.stats import make_preprocess, mean_std
 from resnet_deploy.system import torch_threads
 from resnet_deploy.train import distributed
 from resnet_deploy.train.distributed import DistEnv
+from resnet_deploy.train.loop import Trainer
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,6 @@ def estimate(cfg: TrainConfig, seconds: float = 5.0, warmup: int = 3, min_steps:
     One process (a torchrun job's ranks each train a share of the batch: its time is not this one). The run's
     precision line is printed as the run would print it.
     """
-    from resnet_deploy.train.loop import Trainer
 
     # the speed does not depend on the weights, and the file a recipe names may not exist yet
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))

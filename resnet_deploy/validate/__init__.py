@@ -5,7 +5,8 @@ Torch is imported inside the functions that need it, so importing this package s
 """
 
 from resnet_deploy.validate.bench import BenchReport, BenchRow, bench_bundle
-from resnet_deploy.validate.latency import LatencySamples, LatencyStats, matmul_ceiling, measure_latency, summarize
+from resnet_deploy.validate.ceiling import matmul_ceiling
+from resnet_deploy.validate.latency import LatencySamples, LatencyStats, measure_latency, summarize
 from resnet_deploy.validate.parity import BackendParity, ParityReport, check_parity, check_parity_arrays
 from resnet_deploy.validate.report import write_reports
 

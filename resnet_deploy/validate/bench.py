@@ -15,11 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime import variants
+from resnet_deploy.runtime import Predictor, autotune, limits, variants
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.manifest import reports_path
+from resnet_deploy.system import torch_threads
 from resnet_deploy.validate import latency
+from resnet_deploy.validate.ceiling import achieved_gflops, matmul_ceiling, roof_for
+from resnet_deploy.validate.env import environment
 from resnet_deploy.validate.parity import open_bundle, select_backends
 from resnet_deploy.validate.reference import architecture, reference_model
-from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
+from resnet_deploy.validate.report import SCHEMA_VERSION, VALIDATE_JSON, now_utc, read_report
 
 BENCH_SCHEMA = "resnet-deploy/bench"
 
@@ -112,9 +117,9 @@ def _workloads(model: Any, predictors: dict[str, Any], batches: Sequence[int], s
 def _row(backend: str, batch: int, samples: latency.LatencySamples, macs: int, ceiling: dict[str, Any]) -> BenchRow:
     s = latency.summarize(samples.host_s, batch)
     dev = latency.summarize(samples.device_s, batch) if samples.device_s else None
-    gflops = latency.achieved_gflops(macs, s.throughput_ips)
+    gflops = achieved_gflops(macs, s.throughput_ips)
     precision = "fp32" if backend == "pytorch" else variants.get(backend).precision
-    roof_precision, roof = latency.roof_for(ceiling, precision)
+    roof_precision, roof = roof_for(ceiling, precision)
     return BenchRow(backend, precision, batch, s.iterations, s.total_s, s.throughput_ips, s.stats_ms(),
                     dev.stats_ms() if dev else None, gflops, gflops / roof, roof_precision=roof_precision)
 
@@ -154,10 +159,6 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         ResnetDeployError: a changed bundle, unknown backend names, or a batch size out of 1..MAX_BATCH.
     """
     from resnet_deploy import models
-    from resnet_deploy.runtime import Predictor, limits
-    from resnet_deploy.runtime.errors import ResnetDeployError
-    from resnet_deploy.system import torch_threads
-    from resnet_deploy.validate.env import environment
 
     if not batches:
         raise ResnetDeployError("give at least one batch size")
@@ -179,7 +180,7 @@ def bench_bundle(bundle: str | Path, *, backends: list[str] | None = None, batch
         f"{_minutes(per_batch * len(sizes) + 2)} (--duration-s, --warmup-s, --batch and --backends shorten it)")
     with torch_threads(threads):
         try:
-            ceiling = latency.matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
+            ceiling = matmul_ceiling(ceiling_n, duration_s=min(2.0, max(duration_s, 0.2)), threads=threads,
                                              device=device)
             for name in run:
                 predictors[name] = Predictor.from_bundle(bundle, backend=name, device=device, threads=threads,
@@ -221,9 +222,6 @@ def record_fastest(bundle: str | Path, bench: dict[str, Any]) -> tuple[Path, lis
     Returns:
         (the file written, the order), or None when nothing was recorded (a GPU run, no backend row).
     """
-    from resnet_deploy.runtime import autotune
-    from resnet_deploy.runtime.manifest import reports_path
-    from resnet_deploy.validate.report import VALIDATE_JSON, read_report
 
     if bench["settings"]["device"] != "cpu":
         return None

@@ -29,6 +29,11 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line
+from resnet_deploy.runtime.machine import cpu_has_bf16
+from resnet_deploy.runtime.onnx_backend import ort_session
+from resnet_deploy.runtime.openvino_backend import ov_installed
+from resnet_deploy.system import torch_threads
+from resnet_deploy.validate.latency import measure_latency, summarize, torch_cuda_timed
 
 # Variables that slow numpy's GEMM on these machines; removed in the measuring process only.
 UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -36,7 +41,6 @@ SIZES = (512, 1024, 2048)
 
 
 def _ort_matmul(n: int, int8: bool, threads: int | None) -> Callable[[], Any]:
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     a_type, b_type, c_type, op = ((TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger") if int8
@@ -46,10 +50,7 @@ def _ort_matmul(n: int, int8: bool, threads: int | None) -> Callable[[], Any]:
                                helper.make_tensor_value_info("b", b_type, [n, n])],
                               [helper.make_tensor_value_info("c", c_type, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(model.SerializeToString(), name="the GEMM", threads=threads or None)
     rng = np.random.default_rng(0)
     if int8:
         feed = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
@@ -74,12 +75,9 @@ def _ov_matmul(n: int, precision: str, threads: int | None) -> Callable[[], Any]
     return lambda: request.infer([x])
 
 
-def _candidates(n: int, threads: int | None) -> dict[str, dict[str, Callable[[], Any]]]:
+def _gemms(n: int, threads: int | None) -> dict[str, dict[str, Callable[[], Any]]]:
     """{precision: {library: one n x n x n multiply}} for this machine."""
     import torch
-
-    from resnet_deploy.runtime.machine import cpu_has_bf16
-    from resnet_deploy.runtime.openvino_backend import ov_installed
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
@@ -106,13 +104,11 @@ def measure_here(sizes: tuple[int, ...] = SIZES, threads: int | None = None, dur
     """
     import torch
 
-    from resnet_deploy.validate.latency import measure_latency, summarize
-
     if threads:
         torch.set_num_threads(threads)
     best: dict[str, dict[str, Any]] = {}
     for n in sizes:
-        for precision, libs in _candidates(n, threads).items():
+        for precision, libs in _gemms(n, threads).items():
             for lib, fn in libs.items():
                 samples = measure_latency(fn, warmup_s=min(0.2, duration_s), duration_s=duration_s, min_iters=2)
                 # The fastest call, not the median: a roof is what the cores do undisturbed, and on a shared
@@ -149,6 +145,55 @@ def measure_clean(sizes: tuple[int, ...] = SIZES, threads: int | None = None, du
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise ResnetDeployError(f"the GEMM ceiling measurement failed: {first_line(e)[:200]}") from None
 
+
+def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | None = None,
+                   device: str = "cpu") -> dict[str, Any]:
+    """The machine's attainable rate per precision, the roof of the roofline ratio (2 n^3 operations per n^3 GEMM).
+
+    On the CPU: the best of several GEMM sizes up to `n` and of several libraries, per precision (fp32, int8, bf16
+    where the CPU has it), measured in a clean subprocess (`measure_clean`). On CUDA: torch.mm at
+    n x n x n, timed with CUDA events.
+
+    Returns:
+        The fp32 roof as {"gflops", "n", "dtype", "threads", "device", "call_ms", "library"} ("call_ms": the
+        fastest call on the CPU, the median one on CUDA), plus "precisions"
+        ({precision: {"gflops", "n", "library", ...}}, fp32 included) and "method" (how it was measured).
+    """
+    import torch
+
+    if device == "cpu":
+        sizes = tuple(s for s in SIZES if s < n) + (n,)
+        per = measure_clean(sizes, threads, duration_s=max(0.05, duration_s / (2 * len(sizes))))
+        fp32 = per["fp32"]
+        return {"gflops": fp32["gflops"], "n": fp32["n"], "dtype": "float32", "threads": threads, "device": device,
+                "call_ms": fp32["min_ms"], "library": fp32["library"], "precisions": per,
+                "method": f"fastest call of GEMM sizes {', '.join(map(str, sizes))} and libraries per precision, in "
+                          f"a subprocess without {' and '.join(UNSET_ENV)}"}
+    with torch_threads(threads):
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=gen).to(device)
+        b = torch.randn(n, n, generator=gen).to(device)
+        samples = measure_latency(torch_cuda_timed(lambda x: torch.mm(x, b), a, device), warmup_s=min(0.5, duration_s),
+                                  duration_s=duration_s, min_iters=3)
+        seconds = summarize(samples.device_s or samples.host_s).p50_ms / 1e3
+        gflops = 2 * n**3 / seconds / 1e9
+        return {"gflops": gflops, "n": n, "dtype": "float32", "threads": torch.get_num_threads(), "device": device,
+                "call_ms": seconds * 1e3, "library": "torch",
+                "precisions": {"fp32": {"gflops": gflops, "n": n, "library": "torch"}},
+                "method": f"torch.mm {n}^3 on {device}, CUDA events"}
+
+
+def roof_for(ceiling: dict[str, Any], precision: str) -> tuple[str, float]:
+    """(the roof's precision, its GOP/s) for a row of `precision`: its own roof where measured, else fp32's."""
+    per = ceiling.get("precisions") or {}
+    if precision in per:
+        return precision, float(per[precision]["gflops"])
+    return "fp32", float(ceiling["gflops"])
+
+
+def achieved_gflops(macs_per_image: int, images_per_s: float) -> float:
+    """FLOP rate of a model run: two FLOPs per multiply-add, times images per second, in GFLOP/s."""
+    return 2 * macs_per_image * images_per_s / 1e9
 
 def main() -> None:
     """Entry of the measuring subprocess: JSON arguments in argv[1], the result as one JSON line on stdout."""

@@ -10,8 +10,9 @@ import os
 import platform
 from typing import Any
 
+from resnet_deploy import __version__
 from resnet_deploy.runtime.machine import cpu_model, native_precisions
-from resnet_deploy.system import installed_version, torch_cuda_devices
+from resnet_deploy.system import installed_versions, torch_cuda_devices
 
 # Variables that cap the instruction set libraries use, as an emulation of an older CPU does: a figure taken under
 # them is that emulation's, and the report says so.
@@ -19,11 +20,6 @@ ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV
             "MKL_ENABLE_INSTRUCTIONS")
 LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
              "cuda-python")
-
-
-def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
-    """Installed version of each distribution; None when it is not installed."""
-    return {name: installed_version(name) for name in names}
 
 
 def gpu_name() -> str | None:
@@ -41,7 +37,6 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     Args:
         threads: the intra-op thread count the measurement used (None: the libraries' default).
     """
-    from resnet_deploy import __version__
 
     return {
         "cpu": cpu_model(),
@@ -53,5 +48,5 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "resnet_deploy": __version__,
-        "versions": library_versions(),
+        "versions": installed_versions(LIBRARIES),
     }

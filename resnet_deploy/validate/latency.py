@@ -1,4 +1,4 @@
-"""The one timing routine of the project, its statistics, and the machine's ceilings (for the roofline ratio).
+"""The one timing routine of the project and its statistics (the roof they are set against: `ceiling.py`).
 
 `measure_latency` times a callable the way `trtexec` does: warm up for a fixed *time* (so caches, allocators and
 JIT/kernel selection settle whatever the model's speed), then run for a fixed time with a floor on the number of
@@ -150,57 +150,3 @@ def torch_cuda_timed(forward: Callable[[Any], Any], x_host: Any, device: str = "
         return start.elapsed_time(end) / 1e3  # elapsed_time is in milliseconds
 
     return timed
-
-
-def matmul_ceiling(n: int = 2048, *, duration_s: float = 1.0, threads: int | None = None,
-                   device: str = "cpu") -> dict[str, Any]:
-    """The machine's attainable rate per precision, the roof of the roofline ratio (2 n^3 operations per n^3 GEMM).
-
-    On the CPU: the best of several GEMM sizes up to `n` and of several libraries, per precision (fp32, int8, bf16
-    where the CPU has it), measured in a clean subprocess (`ceiling.py` says why and how). On CUDA: torch.mm at
-    n x n x n, timed with CUDA events.
-
-    Returns:
-        The fp32 roof as {"gflops", "n", "dtype", "threads", "device", "call_ms", "library"} ("call_ms": the
-        fastest call on the CPU, the median one on CUDA), plus "precisions"
-        ({precision: {"gflops", "n", "library", ...}}, fp32 included) and "method" (how it was measured).
-    """
-    import torch
-
-    from resnet_deploy.system import torch_threads
-
-    if device == "cpu":
-        from resnet_deploy.validate import ceiling
-
-        sizes = tuple(s for s in ceiling.SIZES if s < n) + (n,)
-        per = ceiling.measure_clean(sizes, threads, duration_s=max(0.05, duration_s / (2 * len(sizes))))
-        fp32 = per["fp32"]
-        return {"gflops": fp32["gflops"], "n": fp32["n"], "dtype": "float32", "threads": threads, "device": device,
-                "call_ms": fp32["min_ms"], "library": fp32["library"], "precisions": per,
-                "method": f"fastest call of GEMM sizes {', '.join(map(str, sizes))} and libraries per precision, in "
-                          f"a subprocess without {' and '.join(ceiling.UNSET_ENV)}"}
-    with torch_threads(threads):
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(n, n, generator=gen).to(device)
-        b = torch.randn(n, n, generator=gen).to(device)
-        samples = measure_latency(torch_cuda_timed(lambda x: torch.mm(x, b), a, device), warmup_s=min(0.5, duration_s),
-                                  duration_s=duration_s, min_iters=3)
-        seconds = summarize(samples.device_s or samples.host_s).p50_ms / 1e3
-        gflops = 2 * n**3 / seconds / 1e9
-        return {"gflops": gflops, "n": n, "dtype": "float32", "threads": torch.get_num_threads(), "device": device,
-                "call_ms": seconds * 1e3, "library": "torch",
-                "precisions": {"fp32": {"gflops": gflops, "n": n, "library": "torch"}},
-                "method": f"torch.mm {n}^3 on {device}, CUDA events"}
-
-
-def roof_for(ceiling: dict[str, Any], precision: str) -> tuple[str, float]:
-    """(the roof's precision, its GOP/s) for a row of `precision`: its own roof where measured, else fp32's."""
-    per = ceiling.get("precisions") or {}
-    if precision in per:
-        return precision, float(per[precision]["gflops"])
-    return "fp32", float(ceiling["gflops"])
-
-
-def achieved_gflops(macs_per_image: int, images_per_s: float) -> float:
-    """FLOP rate of a model run: two FLOPs per multiply-add, times images per second, in GFLOP/s."""
-    return 2 * macs_per_image * images_per_s / 1e9

@@ -19,16 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import VerifiedFile, read_manifest, reports_path
+from resnet_deploy.runtime.manifest import VerifiedFile, reports_path
+from resnet_deploy.runtime.onnx_backend import ort_session
+from resnet_deploy.runtime.predictor import find_entry
+from resnet_deploy.runtime.signature import open_manifest
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"
 DEFAULT_LIMIT = 64  # images: every intermediate tensor of every image is held per batch
 BATCH = 8
-# Range-relative error a layer may reach before it is named: fp16 rounds at ~1e-3, 8-bit formats at a few 1e-2.
-TOLERANCES = {"fp16": 0.01, "int8": 0.1, "fp8": 0.2}
 _SKIP_OPS = ("QuantizeLinear", "DequantizeLinear", "Cast")  # the variant's own bookkeeping, not a layer
 
 
@@ -100,16 +102,6 @@ def _all_outputs(data: bytes) -> tuple[bytes, list[str], dict[str, str]]:
     return model.SerializeToString(), tensors, ops
 
 
-def _session(model: bytes, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # see the module docstring
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolerance: float,
                    threads: int | None = None) -> list[LayerError]:
     """Per-tensor errors of the model `other` against `ref` on images `x`, in `ref`'s order (both read as checked
@@ -119,7 +111,8 @@ def compare_layers(ref: VerifiedFile, other: VerifiedFile, x: np.ndarray, tolera
     common = [t for t in ref_tensors if their_ops.get(t) == ops[t] and ops[t] not in _SKIP_OPS]
     if not common:
         raise ResnetDeployError(f"{other.name} and {ref.name} share no tensor names to compare")
-    ref_sess, sess = _session(ref_model, threads), _session(model, threads)
+    basic = {"threads": threads, "graph_optimization": "basic"}  # see the module docstring
+    ref_sess, sess = ort_session(ref_model, name=ref.name, **basic), ort_session(model, name=other.name, **basic)
     stats = {t: [0.0, 0.0, 0.0, 0] for t in common}  # max abs diff, sum abs diff, max |ref|, count
     shapes: dict[str, list[int]] = {}
     for start in range(0, len(x), BATCH):
@@ -156,29 +149,28 @@ def compare_bundle(bundle: str | Path, variant: str, data_spec: str, limit: int 
         data_spec: images to run, preprocessed with the bundle's preprocessing.
         limit: this many images (a seeded subset; default DEFAULT_LIMIT): every intermediate tensor of a batch is
             held at once.
-        tolerance: range-relative error a layer may reach (default by precision, `TOLERANCES`).
+        tolerance: range-relative error a layer may reach (default: the precision's `layer_tolerance` in the
+            registry).
         threads: ONNX Runtime intra-op threads.
         trusted_keys: publishers' public keys (PEM files): the bundle must be signed by one of them.
 
     Raises:
         ResnetDeployError: an unknown variant, or one whose ONNX file the bundle lacks.
     """
-    from resnet_deploy.data import load_eval_arrays
-    from resnet_deploy.runtime.predictor import find_entry
 
-    onnx_variants = [v.name for v in variants.variants() if v.format == "onnx" and v.runs is None and v.name != "onnx"]
+    onnx_variants = [v.name for v in variants.onnx_files()[1:]]
     if variant not in onnx_variants:
         raise ResnetDeployError(f"--layerwise takes an ONNX variant of the bundle: {', '.join(onnx_variants)}; "
                                 f"found {variant!r}")
     bundle = Path(bundle)
-    manifest = read_manifest(bundle, trusted_keys)
-    ref, entry = find_entry(manifest, "onnx"), find_entry(manifest, variant)
+    manifest = open_manifest(bundle, trusted_keys)
+    ref, entry = find_entry(manifest, variants.reference().name), find_entry(manifest, variant)
     if ref is None or entry is None:
         flags = " ".join(variants.get(variant).flags)
         raise ResnetDeployError(f"{bundle} has no {variants.get(variant).file}; export it with `resnet-deploy export "
                                 f"... {flags}`")
     x, _, _ = load_eval_arrays(data_spec, manifest.preprocess, limit or DEFAULT_LIMIT)
-    tol = TOLERANCES.get(entry.precision, 0.1) if tolerance is None else float(tolerance)
+    tol = (variants.PRECISIONS[entry.precision].layer_tolerance or 0.1) if tolerance is None else float(tolerance)
     layers = compare_layers(VerifiedFile(bundle, ref), VerifiedFile(bundle, entry), x, tol, threads)
     first = next((e.tensor for e in layers if e.exceeds), None)
     return LayerwiseReport(str(bundle), variant, entry.path, data_spec, int(len(x)), tol, first, layers)

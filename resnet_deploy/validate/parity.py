@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.runtime import variants
+from resnet_deploy.data import load_eval_arrays
+from resnet_deploy.runtime import Predictor, available_backends, variants
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.manifest import Manifest, read_manifest, unlisted_files, verify_files
+from resnet_deploy.runtime.predictor import present
+from resnet_deploy.runtime.signature import open_manifest
 from resnet_deploy.runtime.variants import Gate
+from resnet_deploy.validate.env import environment
 from resnet_deploy.validate.reference import reference_model, torch_logits
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
 
@@ -86,7 +90,7 @@ def tolerance_values(gates: dict[str, Gate]) -> dict[str, float]:
 def open_bundle(bundle: str | Path, trusted_keys: Sequence[str | Path] | None = None) -> Manifest:
     """Read the manifest and check every file's size and checksums; a changed bundle is refused (BundleError). With
     `trusted_keys`, the bundle's signature is checked first (`runtime/signature.py`)."""
-    manifest = read_manifest(bundle, trusted_keys)
+    manifest = open_manifest(bundle, trusted_keys)
     verify_files(bundle, manifest)
     return manifest
 
@@ -101,8 +105,6 @@ def select_backends(bundle: str | Path, requested: list[str] | None, device: str
     Raises:
         ResnetDeployError: a requested name is not a variant name.
     """
-    from resnet_deploy.runtime import available_backends
-    from resnet_deploy.runtime.predictor import present
 
     if requested:
         unknown = [n for n in requested if n not in variants.names()]
@@ -163,8 +165,6 @@ def _check_parity(bundle: str | Path, manifest: Manifest, x: np.ndarray, labels:
                   trusted_keys: Sequence[str | Path] | None = None) -> ParityReport:
     """`check_parity_arrays` on a bundle whose files `open_bundle` has just checked (`manifest`); each backend is
     loaded with the same `trusted_keys`."""
-    from resnet_deploy.runtime import Predictor
-    from resnet_deploy.validate.env import environment
 
     gates = tolerances or dict(variants.GATES)
     _check_data(manifest, x, labels, classes)
@@ -234,7 +234,6 @@ def check_parity(bundle: str | Path, data_spec: str, limit: int | None = None, b
         ResnetDeployError: a changed bundle, unknown backend names, missing data, or data whose number of classes
             differs from the bundle's.
     """
-    from resnet_deploy.data import load_eval_arrays
 
     manifest = open_bundle(bundle, trusted_keys)
     x, labels, classes = load_eval_arrays(data_spec, manifest.preprocess, limit)

@@ -14,6 +14,7 @@ import numpy as np
 from resnet_deploy.runtime.checksum import sha256_file
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.manifest import Manifest
+from resnet_deploy.system import torch_threads
 
 
 def reference_model(bundle: str | Path, manifest: Manifest, checkpoint: str | Path | None = None
@@ -64,8 +65,6 @@ def architecture(manifest: Manifest) -> Any:
 def torch_logits(model: Any, x: np.ndarray, batch_size: int = 64, threads: int | None = None) -> np.ndarray:
     """Logits of a PyTorch model on float32 NCHW arrays, in batches, without gradients."""
     import torch
-
-    from resnet_deploy.system import torch_threads
 
     with torch_threads(threads), torch.inference_mode():
         return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).numpy()

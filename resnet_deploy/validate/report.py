@@ -19,8 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.manifest import atomic_write_text, check_writable, reports_path
-from resnet_deploy.validate.latency import STAT_KEYS  # noqa: F401 - part of the report schema
+from resnet_deploy.console import print_table
+from resnet_deploy.runtime import variants
+from resnet_deploy.runtime.errors import ResnetDeployError
+from resnet_deploy.runtime.files import atomic_write_text
+from resnet_deploy.runtime.manifest import check_writable, reports_path
 
 VALIDATE_JSON, BENCH_JSON, REPORT_MD = "validate.json", "bench.json", "report.md"
 LATENCY_PNG, ACCURACY_PNG = "latency_vs_batch.png", "accuracy_vs_latency.png"
@@ -169,8 +172,6 @@ def _smallest_batch_p50(bench: dict[str, Any]) -> dict[str, float]:
 def backend_colour(name: str) -> str:
     """One colour per backend in every plot: its place in the registry (pytorch first) picks it from a fixed
     palette, whatever else a report holds."""
-    from resnet_deploy.runtime import variants
-
     order = ["pytorch", *variants.names()]
     base = name.split(" (")[0]  # "pytorch (checkpoint)"
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -366,7 +367,6 @@ def summary_data(bundle: str | Path) -> tuple[list[tuple[str, ...]], list[Path]]
     Raises:
         ResnetDeployError: no bundle there, or no report to summarise yet.
     """
-    from resnet_deploy.runtime.errors import ResnetDeployError
 
     if not Path(bundle).is_dir():
         raise ResnetDeployError(f"bundle directory not found: {bundle}")
@@ -384,8 +384,6 @@ def print_summary(bundle: str | Path) -> list[Path]:
     Raises:
         ResnetDeployError: no bundle there, or no report to summarise yet.
     """
-    from resnet_deploy.console import print_table
-
     rows, written = summary_data(bundle)
     d = reports_path(bundle)
     v, b = read_report(d / VALIDATE_JSON), read_report(d / BENCH_JSON)
