@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line, quote
+from resnet_deploy.runtime.files import atomic_write_text
 from resnet_deploy.runtime.manifest import (
     SIGNATURE_NAME,
-    atomic_write_text,
     read_manifest,
     unlisted_files,
     verify_files,
