@@ -196,7 +196,7 @@ def predict(bundle: str, images: tuple[str, ...], topk: int, backend: str, devic
         if as_json:
             echo_json([{"image": im, **(results[i].to_dict() if i in results else {"error": failed[i]})}
                        for i, im in enumerate(images)])
-        else:
+        elif results:  # nothing on stdout when no image could be read
             echo(*prediction_lines([images[i] for i in results], results.values()))
     if failed:
         echo(f"{len(failed)} of {len(images)} image(s) could not be read", err=True)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from resnet_deploy.console import print_table
-from resnet_deploy.runtime import machine
+from resnet_deploy.runtime import backend, machine, variants
 from resnet_deploy.runtime.errors import ResnetDeployError, first_line
 from resnet_deploy.runtime.predictor import auto_order
 from resnet_deploy.serve.server import find_triton
@@ -82,14 +82,20 @@ def _inference_auto_check() -> Check:
                  "`predict --backend auto`, Predictor.from_bundle(backend='auto')")
 
 
-def _ort_check() -> Check:
-    try:
-        import onnxruntime as ort
-    except Exception as e:
-        return Check("onnxruntime", "missing", str(e)[:80], "ONNX inference, INT8 quantization",
-                     "pip install onnxruntime")
-    providers = ", ".join(p.replace("ExecutionProvider", "") for p in ort.get_available_providers())
-    return Check("onnxruntime", "ok", f"{ort.__version__} ({providers})", "ONNX fp32/fp16/int8 inference")
+def _backend_checks() -> list[Check]:
+    """One row per runtime of the variant registry (`backend.LOADERS`), naming the variants it runs."""
+    rows = []
+    for name, loader in backend.LOADERS.items():
+        runs = [v.name for v in variants.variants() if v.loader == name]
+        row = _module_check(loader.title, loader.module, "|".join(loader.dists), "backends " + ", ".join(runs),
+                            loader.install)
+        if name == variants.ORT and row.status == "ok":  # which providers: CUDA needs onnxruntime-gpu
+            import onnxruntime as ort
+
+            providers = ", ".join(p.replace("ExecutionProvider", "") for p in ort.get_available_providers())
+            row = Check(row.component, row.status, f"{row.detail} ({providers})", row.enables)
+        rows.append(row)
+    return rows
 
 
 def _module_check(component: str, module: str, dist: str, enables: str, install: str) -> Check:
@@ -110,19 +116,15 @@ def run_checks() -> list[Check]:
     rows.append(_module_check("torchvision", "torchvision", "torchvision", "torchvision weights and transforms",
                               "make install"))
     rows.append(_module_check("onnx", "onnx", "onnx", "ONNX export", "pip install onnx"))
-    rows.append(_ort_check())
+    rows += _backend_checks()
     ort_gpu = installed_version("onnxruntime-gpu")
     rows.append(Check("onnxruntime-gpu", "ok" if ort_gpu else "missing", ort_gpu or "not installed",
                       "ONNX Runtime's CUDA provider", "" if ort_gpu else "pip install 'resnet-deploy[gpu]'"))
-    rows.append(_module_check("TensorRT", "tensorrt", "tensorrt", "`export --trt` engines and the trt backend",
-                              "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"))
     rows.append(_module_check("TensorRT lean runtime", "tensorrt_lean", "tensorrt-lean|tensorrt-lean-cu13|"
                               "tensorrt-lean-cu12", "running engines exported with --trt-compat version (no builder)",
                               "pip install 'resnet-deploy[trt-lean]' (~44 MB; needs an NVIDIA GPU)"))
     rows.append(_module_check("cuda-python", "cuda.bindings.runtime", "cuda-python|cuda-bindings",
                               "device buffers for the TensorRT backend", "pip install 'resnet-deploy[trt]'"))
-    rows.append(_module_check("OpenVINO", "openvino", "openvino", "the ov-fp32, ov-bf16 and ov-int8 CPU backends",
-                              "pip install 'resnet-deploy[openvino]'"))
     rows.append(_inference_auto_check())
     rows.append(_serve_check())
     return rows

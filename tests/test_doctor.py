@@ -14,13 +14,33 @@ def test_doctor_json_lists_every_component_and_exits_0():
     assert r.exit_code == 0, r.output
     rows = {row["component"]: row for row in json.loads(r.output)}
     assert list(rows) == ["Python", "CPU", "torch", "CUDA GPUs", "training precision", "torchvision", "onnx",
-                          "onnxruntime", "onnxruntime-gpu", "TensorRT", "TensorRT lean runtime", "cuda-python",
-                          "OpenVINO", "inference auto", "serve (tritonserver)"]
+                          "onnxruntime", "OpenVINO", "TensorRT", "onnxruntime-gpu", "TensorRT lean runtime",
+                          "cuda-python", "inference auto", "serve (tritonserver)"]
     assert rows["onnxruntime"]["status"] == "ok" and "CPU" in rows["onnxruntime"]["detail"]
     for row in rows.values():
         assert row["status"] in ("ok", "missing", "unusable")
         if row["status"] != "ok":
             assert row["install"], row  # every missing piece says how to get it
+
+
+def test_every_variant_of_the_registry_has_its_runtime_row(monkeypatch):
+    # a backend added to the registry (a variant and its loader) appears in doctor without an edit of doctor.py
+    from resnet_deploy.runtime import backend, variants
+
+    class FakeLoader:
+        title, module, dists, install = "FakeRT", "no_such_module_here", ("fakert",), "pip install fakert"
+
+    monkeypatch.setitem(backend.LOADERS, "fakert", FakeLoader())
+    variants.register(variants.Variant(name="fake-fp32", file="model.onnx", format="onnx", precision="fp32",
+                                       target="any", loader="fakert", step="onnx", runs="onnx"))
+    try:
+        rows = {row.component: row for row in doctor._backend_checks()}
+    finally:
+        variants.unregister("fake-fp32")
+    assert (rows["FakeRT"].status, rows["FakeRT"].enables, rows["FakeRT"].install) == (
+        "missing", "backends fake-fp32", "pip install fakert")
+    listed = {n for row in rows.values() for n in row.enables.removeprefix("backends ").split(", ")}
+    assert listed == {*variants.names(), "fake-fp32"}
 
 
 def test_missing_and_broken_modules_are_reported_not_raised(monkeypatch):

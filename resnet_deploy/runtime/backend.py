@@ -52,7 +52,14 @@ class Backend(Protocol):
 
 
 class Loader(Protocol):
-    """Loads one runtime's files; `refuse` says why it cannot here, before loading."""
+    """Loads one runtime's files; `refuse` says why it cannot here, before loading. `title`, `module`, `dists` and
+    `install`: the runtime as `doctor` lists it, the module that must import, its distributions (the first installed
+    gives the version) and how to get it."""
+
+    title: str
+    module: str
+    dists: tuple[str, ...]
+    install: str
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild,
@@ -67,9 +74,12 @@ class Loader(Protocol):
 class OrtLoader:
     """ONNX files on ONNX Runtime: the CPU provider, or CUDA with onnxruntime-gpu."""
 
+    title, module, dists, install = "onnxruntime", "onnxruntime", ("onnxruntime", "onnxruntime-gpu"), \
+        "pip install onnxruntime"
+
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if not onnx_backend.ort_installed():
-            return "onnxruntime is not installed (pip install onnxruntime)"
+            return f"onnxruntime is not installed ({self.install})"
         if device == "cuda" and not onnx_backend.ort_has_cuda():
             return "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)"
         return None
@@ -86,6 +96,9 @@ class OrtLoader:
 class TrtLoader:
     """TensorRT engines (full or lean runtime), refused unless built for this machine's TensorRT and GPU (or compatible
     with them)."""
+
+    title, module, dists, install = "TensorRT", "tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"), \
+        "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if device != "cuda":
@@ -107,11 +120,13 @@ class TrtLoader:
 class OvLoader:
     """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
 
+    title, module, dists, install = "OpenVINO", "openvino", ("openvino",), "pip install 'resnet-deploy[openvino]'"
+
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if device != "cpu":
             return "the OpenVINO backend runs on the CPU only"
         if not openvino_backend.ov_installed():
-            return "openvino is not installed (pip install 'resnet-deploy[openvino]')"
+            return f"openvino is not installed ({self.install})"
         if options.get("inference_precision") == "bf16":
             native, why = cpu_has_bf16()
             return None if native else why
