@@ -321,3 +321,41 @@ def test_a_request_outliving_its_backend_still_reads_the_imported_model(bundle: 
     r = subprocess.run([sys.executable, "-c", OUTLIVE, str(bundle)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(cache)})
     assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]
+
+
+TWO_AT_ONCE = """
+import gc, sys
+import numpy as np
+from resnet_deploy.runtime import Predictor
+from resnet_deploy.runtime import openvino_backend as ovb
+
+class Racing(dict):
+    def get(self, key, default=None):  # each load looks before the other has stored its mapping
+        return default
+
+ovb._IMPORTED = Racing()
+x = np.random.default_rng().standard_normal((2, 3, 32, 32), dtype=np.float32)
+with Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1) as p:  # compiled, then kept in the cache
+    want = p.run(x)
+first = Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1)  # its mapping is the one stored
+second = Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1)  # finds the first's stored: its own lives on
+request = second._backend().compiled.create_infer_request()
+del second
+gc.collect()
+for _ in range(3):
+    request.infer({0: x})
+    assert np.abs(request.get_output_tensor(0).data - want).max() <= 1e-5
+print("right")
+"""
+
+
+@needs_ov
+def test_two_loads_of_one_content_at_once_each_keep_the_mapping_their_model_reads(bundle: Path, cache: Path) -> None:
+    # in a process of its own: the failure this guards against is a segmentation fault
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", TWO_AT_ONCE, str(bundle)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(cache)})
+    assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]

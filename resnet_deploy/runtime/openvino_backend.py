@@ -42,6 +42,9 @@ PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 # entry's mapping stays for the life of the process, one per content (by digest), however often it is loaded. Its
 # pages are the cache file's, clean and shared with the page cache, which the kernel reclaims under memory pressure.
 _IMPORTED: dict[str, memoryview] = {}
+# Mappings that two loads of one content made at the same time (both found no earlier one): the second is what its
+# compiled model points into, so it too stays for the life of the process.
+_ALSO_IMPORTED: list[memoryview] = []
 
 
 def _import_ov() -> Any:
@@ -153,7 +156,9 @@ class OvBackend:
                 # the checked bytes, shared (not copied) with OpenVINO, which keeps pointing into them (_IMPORTED)
                 self.compiled = core.import_model(ov.Tensor(np.frombuffer(kept, np.uint8), shared_memory=True),
                                                   "CPU", config)
-                self._blob = _IMPORTED.setdefault(digest, kept)
+                if _IMPORTED.setdefault(digest, kept) is not kept:
+                    _ALSO_IMPORTED.append(kept)
+                self._blob = kept
                 if kept is not view:
                     view.release()
             except Exception as e:  # a blob OpenVINO refuses is compiled again and replaced
