@@ -197,3 +197,37 @@ def test_registry_rows_run_the_bundles_onnx_files() -> None:
     assert "bf16" not in variants.precisions()  # nothing to export: OpenVINO converts model.onnx when it compiles
     assert [v.name for v in variants.ranked("cpu")][:4] == ["int8", "ov-int8", "onnx", "ov-bf16"]
     assert not any(v.loader == "openvino" for v in variants.ranked("cuda"))
+
+
+SIGNAL_AFTER_TWO = """
+import gc, os, signal, sys
+import numpy as np
+from resnet_deploy.runtime import Predictor
+
+x = np.zeros((1, 3, 32, 32), np.float32)
+first = Predictor.from_bundle(sys.argv[1], backend="ov-fp32", threads=1)
+second = Predictor.from_bundle(sys.argv[1], backend="ov-int8", threads=1)
+for p in (first, second):  # closed in the order they were made, not the reverse
+    p.run(x)
+    p.close()
+del first, second, p
+gc.collect()
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))  # Python's handlers run on the alternate signal stack
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled" if got else "not handled")
+"""
+
+
+@needs_ov
+def test_a_signal_after_two_models_closed_out_of_order_is_handled(bundle: Path, tmp_path: Path) -> None:
+    # in a process of its own: the failure this guards against is a segmentation fault (a freed signal stack)
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", SIGNAL_AFTER_TWO, str(bundle)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(tmp_path / "cache")})
+    assert (r.returncode, r.stdout.strip()) == (0, "handled"), r.stderr[-2000:]

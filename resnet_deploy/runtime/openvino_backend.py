@@ -20,8 +20,11 @@ entry only after the file it compiled from was found unchanged through the read.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -45,6 +48,35 @@ _IMPORTED: dict[str, memoryview] = {}
 # Mappings that two loads of one content made at the same time (both found no earlier one): the second is what its
 # compiled model points into, so it too stays for the life of the process.
 _ALSO_IMPORTED: list[memoryview] = []
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+@contextlib.contextmanager
+def _keeping_signal_stack() -> Any:
+    """Give the calling thread back its alternate signal stack after OpenVINO has run.
+
+    OpenVINO's CPU plugin (2026.4) installs a signal stack of its own on the thread that compiles a model and puts
+    back the one it found when that model is destroyed. Two models destroyed in another order than they were made
+    (or on another thread) leave the thread on a freed stack, and the next signal with a handler (every Python
+    handler runs on the alternate stack: Ctrl-C, SIGTERM, a child's exit) kills the process with SIGSEGV. Python has
+    no call for sigaltstack, hence ctypes."""
+    if _LIBC is None:
+        yield
+        return
+    saved = _SignalStack()
+    known = _LIBC.sigaltstack(None, ctypes.byref(saved)) == 0
+    try:
+        yield
+    finally:
+        if known:
+            saved.ss_flags &= ~1  # SS_ONSTACK is a state, not a flag sigaltstack takes
+            _LIBC.sigaltstack(ctypes.byref(saved), None)
 
 
 def _import_ov() -> Any:
@@ -154,8 +186,9 @@ class OvBackend:
             kept = _IMPORTED.get(digest, view)  # the same bytes, checked and mapped by an earlier load
             try:
                 # the checked bytes, shared (not copied) with OpenVINO, which keeps pointing into them (_IMPORTED)
-                self.compiled = core.import_model(ov.Tensor(np.frombuffer(kept, np.uint8), shared_memory=True),
-                                                  "CPU", config)
+                with _keeping_signal_stack():
+                    self.compiled = core.import_model(ov.Tensor(np.frombuffer(kept, np.uint8),
+                                                                shared_memory=True), "CPU", config)
                 if _IMPORTED.setdefault(digest, kept) is not kept:
                     _ALSO_IMPORTED.append(kept)
                 self._blob = kept
@@ -167,7 +200,8 @@ class OvBackend:
         self._fresh = self.compiled is None
         if self.compiled is None:
             try:
-                self.compiled = core.compile_model(_read_model(core, path), "CPU", config)
+                with _keeping_signal_stack():
+                    self.compiled = core.compile_model(_read_model(core, path), "CPU", config)
             except Exception as e:  # OpenVINO raises RuntimeError subclasses with pages of text
                 raise BundleError(f"OpenVINO could not compile {name}: {first_line(e)}") from None
         names = {n for port in self.compiled.inputs for n in port.get_names()}
@@ -245,5 +279,6 @@ class OvBackend:
         self._start_write()
         if self._writing is not None:
             self._writing.join()
-        self.compiled = None
-        self._local = threading.local()
+        with _keeping_signal_stack():
+            self.compiled = None
+            self._local = threading.local()
