@@ -166,10 +166,11 @@ cpp-test: cpp-build
 	RD_FIXTURES=$(abspath $(CPP_FIXTURES)) ctest --test-dir $(CPP_BUILD) --output-on-failure
 	@echo "== the same tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 	RD_FIXTURES=$(abspath $(CPP_FIXTURES)) ctest --test-dir $(CPP_ASAN) --output-on-failure
-	@echo "== pixels and damaged images from Python (tests/test_cpp_sdk.py) through the sanitized library"
+	@echo "== pixels, damaged images, planted cache entries and a racing renamer from Python through the sanitized library"
 	LD_PRELOAD="$$(c++ -print-file-name=libasan.so) $$(c++ -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  TBB_ENABLE_SANITIZERS=1 RESNET_DEPLOY_CPP_LIB=$(abspath $(CPP_ASAN))/libresnet_deploy.so $(PY) -m pytest -q \
-	  -p no:cacheprovider tests/test_cpp_sdk.py -k "pngs or jpegs or camera or raw or bad or cut or damaged or limits"
+	  -p no:cacheprovider tests/test_cpp_sdk.py tests/test_cpp_cache.py \
+	  -k "pngs or jpegs or camera or raw or bad or cut or damaged or limits or test_cpp_cache.py"
 	@echo "== cmake --install, then an app that does find_package(resnet_deploy) (cpp/examples/embed)"
 	cmake --install $(CPP_BUILD) --prefix $(abspath build/cpp-install) >/dev/null
 	cmake -S cpp/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(abspath build/cpp-install) >/dev/null

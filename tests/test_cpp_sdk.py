@@ -486,7 +486,7 @@ def test_a_tampered_model_file_is_refused_before_openvino_reads_it(lib: CLib, ha
     checked, and drops it when the file does not match."""
     b = _copy(bundle, tmp_path)
     lib.predictor(b, "ov-fp32").close()  # compiled once: the SDK's cache now holds a blob of this content
-    assert list((tmp_path / "cache" / "openvino").glob("sha256-*/fp32-*.blob"))
+    assert list((tmp_path / "cache" / "openvino").glob("sha256-*/*.blob"))
     with open(b / "model.onnx", "r+b") as f:
         f.seek(200)
         byte = f.read(1)

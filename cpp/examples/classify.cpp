@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
   try {
     resnet_deploy::Predictor predictor(args[0], options);
     const double load_ms = ms_since(start);
+    // a cache folder or entry someone else could have written is not used: said once, and the model runs all the same
+    if (std::string warning = predictor.describe("cache_warning"); !warning.empty())
+      std::fprintf(stderr, "warning: %s\n", warning.c_str());
     std::vector<double> latencies;
     int failures = 0;
     for (std::size_t i = 1; i < args.size(); ++i) {
@@ -79,10 +82,11 @@ int main(int argc, char** argv) {
     const rd_info& info = predictor.info();
     if (json)
       std::fprintf(stderr,
-                   "{\"variant\": %s, \"why\": %s, \"images\": %zu, \"failures\": %d, \"load_ms\": %.3f, "
-                   "\"cold_start_ms\": %.3f, \"latency_ms_p50\": %.4f, \"latency_ms_p99\": %.4f}\n",
+                   "{\"variant\": %s, \"why\": %s, \"cache\": %s, \"images\": %zu, \"failures\": %d, "
+                   "\"load_ms\": %.3f, \"cold_start_ms\": %.3f, \"latency_ms_p50\": %.4f, \"latency_ms_p99\": %.4f}\n",
                    resnet_deploy::json_string(info.variant).c_str(), resnet_deploy::json_string(info.why).c_str(),
-                   latencies.size(), failures, load_ms, cold, p50, p99);
+                   resnet_deploy::json_string(predictor.describe("cache_use")).c_str(), latencies.size(), failures,
+                   load_ms, cold, p50, p99);
     else
       std::printf(
           "%zu images, variant %s (%s)\ncold start %.1f ms (load %.1f + first image %.2f); per image p50 %.3f "

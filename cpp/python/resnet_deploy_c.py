@@ -76,6 +76,7 @@ class CLib:
             "rd_predictor_info": (ctypes.c_int, [_P, ctypes.POINTER(_Info)]),
             "rd_predictor_label": (ctypes.c_char_p, [_P, ctypes.c_int32]),
             "rd_predictor_preprocessor": (_P, [_P]),
+            "rd_predictor_describe": (ctypes.c_char_p, [_P, ctypes.c_char_p]),
             "rd_predictor_run": (ctypes.c_int, [_P, _F, ctypes.c_size_t, ctypes.c_size_t, _F, ctypes.c_size_t]),
             "rd_classify_encoded": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Score),
                                                    ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t), _F,
@@ -181,6 +182,11 @@ class CPredictor:
     def label(self, class_id: int) -> str | None:
         out = self.lib.rd_predictor_label(self.handle, class_id)
         return None if out is None else out.decode()
+
+    def describe(self) -> dict[str, str]:
+        """What runs the model (rd_predictor_describe): runtime, version, inference precision, and the model cache:
+        its folder, whether it was used (and why not), and a warning when a folder or entry was refused."""
+        return json.loads(self.lib.rd_predictor_describe(self.handle, None).decode())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) -> logits (N, K)."""

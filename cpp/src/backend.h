@@ -1,5 +1,5 @@
 // The backend interface, as runtime/backend.py's: a Loader says why a variant's file cannot run here (before anything
-// is loaded) or loads it from a verified path into a Backend; a Backend runs float32 (N, C, H, W) -> logits (N, K)
+// is loaded) or loads a verified file into a Backend; a Backend runs float32 (N, C, H, W) -> logits (N, K)
 // and is safe to call from several threads. OpenVINO is the one loader built here; a TensorRT loader plugs in the
 // same way (a class implementing Loader and Backend, registered under "tensorrt" in backend.cpp).
 #pragma once
@@ -38,8 +38,9 @@ class Loader {
   // Why `entry` cannot run on this machine's CPU with the variant's `options` (nothing: it can).
   virtual std::optional<std::string> refuse(const FileEntry& entry,
                                             const std::map<std::string, std::string>& options) const = 0;
-  // The running backend for `file`, got at only through `file.path()` (the check, then the path), never another
-  // way, which would skip the manifest's check.
+  // The running backend for `file`, got at only through `file.opened()` (the checked file's own descriptor) or
+  // `file.read()` (the checked bytes), never through its path, which could name another file by the time a library
+  // opened it.
   virtual std::unique_ptr<Backend> load(const VerifiedFile& file, const LoadOptions& options) const = 0;
 };
 

@@ -1,4 +1,5 @@
 // The C API: every function catches everything and turns it into a status and a thread-local message.
+#include <map>
 #include <new>
 #include <string>
 #include <vector>
@@ -14,6 +15,8 @@ struct rd_preprocessor {
 struct rd_predictor {
   std::unique_ptr<rd::Predictor> predictor;
   rd_preprocessor pre;
+  std::map<std::string, std::string> facts;  // describe(), fixed once loaded
+  std::string facts_json;
 };
 
 namespace {
@@ -150,7 +153,9 @@ rd_status rd_predictor_create(const char* bundle_dir, const rd_options* options,
     if (options && options->cache_dir) cache = rd::fs::path(options->cache_dir);
     auto predictor = rd::Predictor::open(bundle_dir, variant, threads, cache);
     rd::Preprocess pre = predictor->manifest().preprocess;
-    *out = new rd_predictor{std::move(predictor), rd_preprocessor{std::move(pre)}};
+    auto facts = predictor->describe();
+    std::string json = rd::Json(facts).dump();
+    *out = new rd_predictor{std::move(predictor), rd_preprocessor{std::move(pre)}, std::move(facts), std::move(json)};
   });
 }
 
@@ -174,6 +179,17 @@ rd_status rd_predictor_info(const rd_predictor* p, rd_info* out) {
 const char* rd_predictor_label(const rd_predictor* p, int32_t class_id) {
   if (p == nullptr || class_id < 0 || static_cast<std::size_t>(class_id) >= p->predictor->num_classes()) return nullptr;
   return p->predictor->manifest().classes[static_cast<std::size_t>(class_id)].c_str();
+}
+
+const char* rd_predictor_describe(const rd_predictor* p, const char* key) {
+  if (p == nullptr) return nullptr;
+  if (key == nullptr) return p->facts_json.c_str();
+  try {
+    auto it = p->facts.find(key);
+    return it == p->facts.end() ? nullptr : it->second.c_str();
+  } catch (...) {  // no memory for the key's string
+    return nullptr;
+  }
 }
 
 const rd_preprocessor* rd_predictor_preprocessor(const rd_predictor* p) { return p ? &p->pre : nullptr; }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <tuple>
 
 #include "checksum.h"
+#include "fd.h"
 #include "registry.h"
 
 namespace rd {
@@ -327,30 +329,86 @@ Manifest read_manifest(const fs::path& bundle) {
   return m;
 }
 
-fs::path verified_path(const fs::path& bundle, const FileEntry& entry) {
-  fs::path path = bundle_path(bundle, entry.path);
+namespace {
+
+// A descriptor of the listed file and its stat (see VerifiedFile).
+Fd open_listed(const fs::path& bundle, const FileEntry& entry, struct stat& st) {
+  const fs::path path = bundle_path(bundle, entry.path);
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) bundle_error("bundle file " + entry.path + " is missing from " + bundle.string());
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bundle_error("bundle file " + entry.path + " could not be opened: " + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) bundle_error("bundle file " + entry.path + " could not be read");
-  auto found = static_cast<std::uint64_t>(st.st_size);
-  bool same = false;
-  if (st.st_size == entry.size) {
-    std::uint64_t read = 0;
-    same = sha256_fd(fd, read) == entry.sha256;
-    found = read;  // a file that grew or shrank since fstat shows here
+  if (!fs::exists(path, ec)) bundle_error("bundle file " + entry.path + " is missing from " + bundle.string());
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    const int err = errno;
+    bundle_error("bundle file " + quote_str(entry.path) + " cannot be opened (" + std::strerror(err) + ")");
   }
-  if (!same || found != static_cast<std::uint64_t>(entry.size))
+  if (::fstat(fd.get(), &st) != 0) bundle_error("bundle file " + entry.path + " could not be read");
+  if (!S_ISREG(st.st_mode)) bundle_error("bundle file " + quote_str(entry.path) + " is not a regular file; refused");
+  // the kernel's own name for what was opened: a folder swapped for a link after the path was resolved shows here
+  std::array<char, 4096> name{};
+  const std::string link = std::string(kFdDir) + "/" + std::to_string(fd.get());
+  ssize_t n = ::readlink(link.c_str(), name.data(), name.size());
+  std::string opened(name.data(), n > 0 ? static_cast<std::size_t>(n) : 0);
+  const std::string deleted = " (deleted)";  // what the kernel adds once something was renamed over it
+  if (opened.size() > deleted.size() && opened.compare(opened.size() - deleted.size(), deleted.size(), deleted) == 0)
+    opened.resize(opened.size() - deleted.size());
+  if (n > 0 && opened != path.string())
+    bundle_error("bundle file " + quote_str(entry.path) + " moved while it was opened; refused");
+  return fd;
+}
+
+void check_size_and_digest(const FileEntry& entry, std::uint64_t found, const std::string& digest) {
+  if (found != static_cast<std::uint64_t>(entry.size) || digest != entry.sha256)
     bundle_error("bundle file " + entry.path + " does not match the manifest's sha256/size (expected " +
                  std::to_string(entry.size) + " bytes, found " + std::to_string(found) +
                  "); it was changed after export");
-  return path;
+}
+
+bool same_file(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+}  // namespace
+
+CheckedFile::CheckedFile(Fd fd, const struct stat& st, std::string name)
+    : fd_(std::move(fd)), st_(st), name_(std::move(name)) {
+  path_ = std::string(kFdDir) + "/" + std::to_string(fd_.get());
+}
+
+void CheckedFile::unchanged() const {
+  struct stat now {};
+  if (::fstat(fd_.get(), &now) != 0 || !same_file(now, st_))
+    bundle_error("bundle file " + name_ + " was changed while it was loaded; refused");
+}
+
+std::string VerifiedFile::read() const {
+  struct stat st {};
+  Fd fd = open_listed(bundle, entry, st);
+  // one byte more than listed shows a file that grew since its size was read
+  std::string data(st.st_size == entry.size ? static_cast<std::size_t>(entry.size) + 1 : 0, '\0');
+  std::size_t found = 0;
+  while (found < data.size()) {
+    ssize_t got = ::read(fd.get(), &data[found], data.size() - found);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) bundle_error("bundle file " + entry.path + " could not be read");
+    if (got == 0) break;
+    found += static_cast<std::size_t>(got);
+  }
+  data.resize(found);
+  const std::uint64_t size = st.st_size == entry.size ? found : static_cast<std::uint64_t>(st.st_size);
+  check_size_and_digest(entry, size, size == static_cast<std::uint64_t>(entry.size) ? sha256_hex(data) : "");
+  return data;
+}
+
+CheckedFile VerifiedFile::opened() const {
+  struct stat st {};
+  Fd fd = open_listed(bundle, entry, st);
+  auto found = static_cast<std::uint64_t>(st.st_size);
+  std::string digest;
+  if (st.st_size == entry.size) digest = sha256_fd(fd.get(), found);  // a file that grew or shrank since shows here
+  check_size_and_digest(entry, found, digest);
+  return CheckedFile(std::move(fd), st, entry.path);
 }
 
 const FileEntry* find_entry(const Manifest& m, const std::string& name) {

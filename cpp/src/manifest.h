@@ -3,6 +3,8 @@
 // verified before a library opens it. Refusals are Error(Status::bundle) with Python's words.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fd.h"
 #include "json_fields.h"
 #include "preprocess.h"
 
@@ -23,6 +26,7 @@ constexpr std::size_t kMaxClasses = 100000, kMaxFiles = 64;
 constexpr std::int64_t kMaxBatch = 4096;
 inline const char* kManifestName = "manifest.json";
 inline const char* kReportsDir = "reports";
+inline const char* kFdDir = "/proc/self/fd";  // Linux: opening kFdDir/N opens the very file descriptor N has open
 
 struct FileEntry {
   std::string path, sha256, precision, format, target;
@@ -51,15 +55,34 @@ fs::path bundle_path(const fs::path& bundle, const std::string& rel);
 Manifest read_manifest(const fs::path& bundle);
 // Parse manifest text (the JSON rules of read_manifest: no byte-order mark, bounded nesting).
 Json parse_manifest_text(const std::string& text, const std::string& where);
-// VerifiedFile.path(): the file's real path once its size and sha256 match the entry (BundleError otherwise).
-fs::path verified_path(const fs::path& bundle, const FileEntry& entry);
+// A bundle file opened once and checked through that descriptor (VerifiedFile::opened). `path()` opens that same file
+// (/proc/self/fd/N) whatever is renamed over the bundle's path; `unchanged()` refuses (BundleError) a file whose size,
+// inode or change times moved since it was opened: written in place while a library read it. What it cannot see is a
+// process allowed to write the file storing into it through a shared mapping made earlier (no timestamp moves); a
+// bundle should be writable only by whoever installs it.
+class CheckedFile {
+ public:
+  CheckedFile(Fd fd, const struct stat& st, std::string name);
+  const std::string& path() const noexcept { return path_; }
+  void unchanged() const;
 
-// A bundle file handed to a loader, which gets at it only through the check (runtime/manifest.py's VerifiedFile).
+ private:
+  Fd fd_;
+  struct stat st_;
+  std::string name_, path_;
+};
+
+// A bundle file handed to a loader, which gets at it only through the check (runtime/manifest.py's VerifiedFile),
+// never by its path, which could name another file by the time a library opened it. The file is opened without
+// following a link in its last component (the path is already resolved inside the bundle), must be a regular file,
+// and the file that path named.
 struct VerifiedFile {
   fs::path bundle;
   FileEntry entry;
-  // The file's real path, once its size and sha256 match the manifest (checked at each call).
-  fs::path path() const { return verified_path(bundle, entry); }
+  // The file's bytes, once their size and sha256 match the manifest (BundleError otherwise).
+  std::string read() const;
+  // The file opened once and its size and sha256 checked through that descriptor (BundleError otherwise).
+  CheckedFile opened() const;
   // "sha256-<digest>": names the content, e.g. for compiled-model caches.
   std::string content_id() const { return "sha256-" + entry.sha256; }
 };

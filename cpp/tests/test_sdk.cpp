@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -16,7 +17,10 @@
 #include <random>
 #include <thread>
 
+#include "cache.h"
+#include "checksum.h"
 #include "decode.h"
+#include "error.h"
 #include "json_fields.h"
 #include "manifest.h"
 #include "registry.h"
@@ -207,6 +211,40 @@ TEST(BadBundles, ATamperedFileIsRefusedBeforeOpenVinoReadsIt) {
   EXPECT_NE(refused(b.dir).second.find("found " + std::to_string(size + 1) + ")"), std::string::npos);
 }
 
+// OpenVINO is given the checked file's own descriptor (/proc/self/fd/N): a file renamed over the path afterwards is
+// not what it reads, and a rename over it or a write to it during the load is seen (runtime/manifest.py's rule).
+TEST(BadBundles, TheCheckedFileIsTheOneOpenedNotOneRenamedOverItOrWrittenInPlace) {
+  NEED_FIXTURES();
+  BundleCopy b("renamed");
+  rd::Manifest m = rd::read_manifest(b.dir);
+  auto entry = std::find_if(m.files.begin(), m.files.end(), [](const auto& f) { return f.path == "model.onnx"; });
+  ASSERT_NE(entry, m.files.end());
+  rd::VerifiedFile file{b.dir, *entry};
+  const auto original = bytes(b.dir / "model.onnx");
+  auto changed = [](const rd::CheckedFile& f) {
+    try {
+      f.unchanged();
+      return std::string("unchanged");
+    } catch (const rd::Error& e) {
+      return std::string(e.what());
+    }
+  };
+  const std::string refusal = "bundle file model.onnx was changed while it was loaded; refused";
+  rd::CheckedFile checked = file.opened();
+  EXPECT_EQ(changed(checked), "unchanged");
+  std::ofstream(b.dir / "other.onnx") << "not the model";
+  fs::rename(b.dir / "other.onnx", b.dir / "model.onnx");
+  EXPECT_EQ(bytes(checked.path()), original);
+  EXPECT_EQ(changed(checked), refusal);    // its link count and change time moved
+  EXPECT_THROW(file.opened(), rd::Error);  // a new check sees the other file
+  fs::remove(b.dir / "model.onnx");
+  std::ofstream(b.dir / "model.onnx", std::ios::binary)
+      .write(reinterpret_cast<const char*>(original.data()), static_cast<std::streamsize>(original.size()));
+  rd::CheckedFile again = file.opened();
+  std::ofstream(b.dir / "model.onnx", std::ios::binary | std::ios::app).write("x", 1);  // the same file, written
+  EXPECT_EQ(changed(again), refusal);
+}
+
 TEST(BadBundles, PathsOutOfTheBundleAreRefused) {
   NEED_FIXTURES();
   BundleCopy b("escape");
@@ -384,6 +422,147 @@ TEST(CApi, RunChecksItsBuffersAndRefusesNaN) {
   }
   EXPECT_THROW(p.run(x, 3), resnet_deploy::Error);  // 3 images need more input than given
   EXPECT_THROW(p.classify(std::vector<std::uint8_t>{1, 2, 3}, 0), resnet_deploy::Error);
+}
+
+// ----------------------------------------------------------------------------------------------------- the cache
+namespace {
+
+// A folder of its own under the temporary folder, removed when it goes.
+struct TempDir {
+  fs::path dir;
+  explicit TempDir(const std::string& name) {
+    dir = fs::temp_directory_path() / ("rd-test-" + name + "-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+std::string text_of(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::unique_ptr<rd::PrivateDir> private_dir(const fs::path& root, std::string& why) {
+  bool warn = false;
+  return rd::PrivateDir::open(root, {"openvino", "sha256-0"}, why, warn);
+}
+
+bool put(const rd::PrivateDir& d, const std::string& name, const std::string& binding, const std::string& data) {
+  std::string why;
+  return d.write(
+      name, binding, [&](std::ostream& out) { out << data; }, why);
+}
+
+std::string got(const rd::PrivateDir& d, const std::string& name, const std::string& binding, std::string& why) {
+  auto m = d.read(name, binding, why);
+  return m ? std::string(reinterpret_cast<const char*>(m->data()), m->size()) : "<none>";
+}
+
+}  // namespace
+
+TEST(Cache, FoldersAreMadePrivateAndAnEntryReadsBackOnlyForItsBinding) {
+  TempDir t("cache-roundtrip");
+  std::string why;
+  auto d = private_dir(t.dir / "root", why);
+  ASSERT_TRUE(d) << why;
+  for (const fs::path& p : {t.dir / "root", t.dir / "root/openvino", t.dir / "root/openvino/sha256-0"})
+    EXPECT_EQ(fs::status(p).permissions() & fs::perms::all, fs::perms::owner_all) << p;
+  std::string data(3 << 20, '\0');  // over the writer's buffer, with every byte value
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 4096);
+  ASSERT_TRUE(put(*d, "e.blob", "binding one", data));
+  EXPECT_EQ(fs::status(d->path() / "e.blob").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(got(*d, "e.blob", "binding one", why), data);
+  EXPECT_EQ(why, "");
+  // runtime/cache.py's format: the header line, then the bytes; its digest covers the binding's length and text
+  std::string file = text_of(d->path() / "e.blob");
+  std::string binding = "binding one", length(8, '\0');
+  length[0] = static_cast<char>(binding.size());
+  EXPECT_EQ(file, "resnet-deploy cache entry 1 sha256 " + rd::sha256_hex(length + binding + data) + "\n" + data);
+  EXPECT_EQ(got(*d, "e.blob", "binding two", why), "<none>");
+  EXPECT_EQ(why, "cache entry " + (d->path() / "e.blob").string() +
+                     " not used (its digest does not match its bytes or what it was made from)");
+  EXPECT_EQ(got(*d, "absent.blob", "binding one", why), "<none>");
+  EXPECT_EQ(why, "");  // nothing there: nothing to warn about
+  EXPECT_TRUE(std::none_of(fs::directory_iterator(d->path()), fs::directory_iterator(),
+                           [](const fs::directory_entry& e) { return e.path().extension() == ".tmp"; }));
+}
+
+TEST(Cache, AFlippedByteIsRefused) {
+  TempDir t("cache-flip");
+  std::string why;
+  auto d = private_dir(t.dir / "root", why);
+  ASSERT_TRUE(d) << why;
+  std::random_device rd;
+  for (std::size_t at : {std::size_t{40}, std::size_t{100} + rd() % 5000}) {  // in the header's digest, in the bytes
+    ASSERT_TRUE(put(*d, "e.blob", "b", std::string(5000, 'x')));
+    {
+      std::fstream f(d->path() / "e.blob", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(static_cast<std::streamoff>(at));
+      char c = 0;
+      f.read(&c, 1);
+      f.seekp(static_cast<std::streamoff>(at));
+      c = static_cast<char>(c ^ 1);
+      f.write(&c, 1);
+    }
+    EXPECT_EQ(got(*d, "e.blob", "b", why), "<none>") << at;
+    EXPECT_NE(why.find("its digest does not match"), std::string::npos) << why;
+  }
+}
+
+TEST(Cache, ALinkAtAnEntrysNameIsNotFollowedAndIsReplaced) {
+  TempDir t("cache-link");
+  std::string why;
+  auto d = private_dir(t.dir / "root", why);
+  ASSERT_TRUE(d) << why;
+  // a well-formed entry elsewhere, which a followed link would hand over
+  auto other = private_dir(t.dir / "other", why);
+  ASSERT_TRUE(other && put(*other, "e.blob", "b", "planted"));
+  const fs::path target = other->path() / "e.blob";
+  const std::string before = text_of(target);
+  fs::create_symlink(target, d->path() / "e.blob");
+  EXPECT_EQ(got(*d, "e.blob", "b", why), "<none>");
+  EXPECT_EQ(why, "cache entry " + (d->path() / "e.blob").string() + " not used (a symbolic link)");
+  ASSERT_TRUE(put(*d, "e.blob", "b", "mine"));
+  EXPECT_FALSE(fs::is_symlink(d->path() / "e.blob"));
+  EXPECT_EQ(text_of(target), before);  // written through nothing
+  EXPECT_EQ(got(*d, "e.blob", "b", why), "mine");
+}
+
+TEST(Cache, FoldersOpenToOthersOrLinkedAreRefused) {
+  TempDir t("cache-open");
+  std::string why;
+  fs::create_directories(t.dir / "root/openvino/sha256-0");
+  fs::permissions(t.dir / "root/openvino/sha256-0", fs::perms::all);  // made beforehand by someone, mode 0777
+  EXPECT_FALSE(private_dir(t.dir / "root", why));
+  EXPECT_EQ(why, (t.dir / "root/openvino/sha256-0").string() + " is writable by group or others (mode 0777)");
+  fs::permissions(t.dir / "root/openvino/sha256-0", fs::perms::owner_all);
+  fs::permissions(t.dir / "root", fs::perms::owner_all | fs::perms::group_all);
+  EXPECT_FALSE(private_dir(t.dir / "root", why));
+  EXPECT_EQ(why, (t.dir / "root").string() + " is writable by group or others (mode 0770)");
+  fs::permissions(t.dir / "root", fs::perms::owner_all);
+  EXPECT_TRUE(private_dir(t.dir / "root", why)) << why;
+  fs::create_directory_symlink(t.dir / "root", t.dir / "linked");  // the root, or a folder below it, as a link
+  EXPECT_FALSE(private_dir(t.dir / "linked", why));
+  EXPECT_EQ(why, "cannot use " + (t.dir / "linked").string() + " (a symbolic link)");
+  fs::create_directories(t.dir / "root2/elsewhere");
+  fs::create_directory_symlink(t.dir / "root2/elsewhere", t.dir / "root2/openvino");
+  EXPECT_FALSE(private_dir(t.dir / "root2", why));
+  EXPECT_EQ(why, "cannot use " + (t.dir / "root2/openvino").string() + " (a symbolic link)");
+}
+
+TEST(Cache, AFolderOfAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a folder to another user needs root (chown)";
+  TempDir t("cache-owner");
+  std::string why;
+  fs::create_directories(t.dir / "root/openvino/sha256-0");
+  ASSERT_EQ(::chown((t.dir / "root/openvino").c_str(), 4242, 4242), 0);
+  EXPECT_FALSE(private_dir(t.dir / "root", why));
+  EXPECT_EQ(why, (t.dir / "root/openvino").string() + " is owned by uid 4242, not by this user (uid 0)");
 }
 
 // ----------------------------------------------------------------------------------------------------- internals

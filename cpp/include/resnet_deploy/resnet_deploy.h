@@ -94,6 +94,16 @@ typedef struct rd_info {
 RD_API rd_status rd_predictor_info(const rd_predictor* predictor, rd_info* out);
 /* The label of class `class_id` (NULL when out of range); lives as long as the predictor. */
 RD_API const char* rd_predictor_label(const rd_predictor* predictor, int32_t class_id);
+/* What runs the model, one fact by `key` (NULL for an unknown key or a NULL predictor):
+ *   "runtime", "version", "inference_precision";
+ *   "cache": the compiled-model cache folder in use, or "off";
+ *   "cache_use": one line saying whether the cache was used and, when not, why: "imported", "compiled: no entry
+ *     yet; written", "compiled: cache entry ... not used (its digest does not match ...); written", "off: ... is
+ *     writable by group or others (mode 0777)", ...;
+ *   "cache_warning": one line when a cache folder or entry was refused (another user's, open to others, a link,
+ *     damaged), else "".
+ * `key` NULL: all of them as one JSON object. Lives as long as the predictor. */
+RD_API const char* rd_predictor_describe(const rd_predictor* predictor, const char* key);
 /* The predictor's preprocessing (borrowed: do not destroy; lives as long as the predictor). */
 RD_API const rd_preprocessor* rd_predictor_preprocessor(const rd_predictor* predictor);
 

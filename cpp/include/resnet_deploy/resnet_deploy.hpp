@@ -152,6 +152,13 @@ class Predictor {
     return l ? l : "";
   }
   Preprocessor preprocessor() const { return Preprocessor(rd_predictor_preprocessor(handle_.get())); }
+  // One fact about what runs the model (rd_predictor_describe: "cache_use", "cache_warning", ...; "" when unknown).
+  std::string describe(const std::string& key) const {
+    const char* v = rd_predictor_describe(handle_.get(), key.c_str());
+    return v ? v : "";
+  }
+  // All of them as one JSON object.
+  std::string describe() const { return rd_predictor_describe(handle_.get(), nullptr); }
 
   // An encoded PNG or JPEG image: the k best classes and the logits.
   Result classify(const std::vector<std::uint8_t>& data, std::size_t k = 5) const {
