@@ -633,3 +633,32 @@ def test_the_example_app_prints_pythons_predictions_as_json(lib: CLib, has_ov, b
                       "JPEG; it starts b'not an i'))")
     summary = json.loads(err[-1])
     assert summary["variant"] == "ov-fp32" and summary["images"] == 4 and summary["failures"] == 1
+
+
+SIGNAL_AFTER_TWO = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from resnet_deploy_c import CLib
+
+lib = CLib(sys.argv[3])
+x = np.zeros((1, 3, 32, 32), np.float32)
+first = lib.predictor(sys.argv[1], variant="ov-fp32")
+second = lib.predictor(sys.argv[1], variant="ov-int8")
+for p in (first, second):  # freed in the order they were made, not the reverse
+    p.run(x)
+    p.close()
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))  # Python's handlers run on the alternate signal stack
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled" if got else "not handled")
+"""
+
+
+def test_a_signal_after_two_predictors_freed_out_of_order_is_handled(lib: CLib, has_ov: None, bundle: Path) -> None:
+    # in a process of its own: the failure this guards against is a segmentation fault (a freed signal stack)
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", SIGNAL_AFTER_TWO, str(bundle),
+                        str(ROOT / "cpp" / "python"), str(LIB)], capture_output=True, text=True, timeout=300)
+    assert (r.returncode, r.stdout.strip()) == (0, "handled"), r.stderr[-2000:]

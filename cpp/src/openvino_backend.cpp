@@ -11,6 +11,7 @@
 // settings, OpenVINO's build and the CPU. A start with an entry reads, checks and imports it in a second thread while
 // this one checks the file, and keeps it only if the file matches; an entry that is missing, damaged or not this user's
 // own is compiled again and replaced.
+#include <csignal>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -69,6 +70,26 @@ std::shared_ptr<ov::Model> read_onnx(const std::string& path) {
   return onnx->convert(onnx->load(path));
 }
 
+// OpenVINO's CPU plugin (2026.4) installs a signal stack of its own on the thread that compiles or imports a model,
+// and puts back the one it found when that model is destroyed: models destroyed in another order than they were made
+// (or on another thread) leave the thread on a freed stack, and its next signal with a handler is a SIGSEGV. Every
+// call that may do either keeps the calling thread's own stack.
+class KeepSignalStack {
+ public:
+  KeepSignalStack() noexcept : known_(::sigaltstack(nullptr, &saved_) == 0) {}
+  ~KeepSignalStack() {
+    if (!known_) return;
+    saved_.ss_flags &= ~SS_ONSTACK;  // a state sigaltstack reports, not a flag it takes
+    ::sigaltstack(&saved_, nullptr);
+  }
+  KeepSignalStack(const KeepSignalStack&) = delete;
+  KeepSignalStack& operator=(const KeepSignalStack&) = delete;
+
+ private:
+  stack_t saved_{};
+  bool known_;
+};
+
 // A cache entry's checked bytes imported, or why not.
 struct Imported {
   std::unique_ptr<Mapping> blob;
@@ -83,6 +104,7 @@ Imported import_entry(ov::Core& core, const CacheEntry& entry, const ov::AnyMap&
   if (!got.blob) return got;
   try {
     got.data = ov::Tensor(ov::element::u8, ov::Shape{got.blob->size()}, got.blob->data());
+    KeepSignalStack keep;
     got.compiled = core.import_model(got.data, "CPU", config);
   } catch (const std::exception& e) {  // a blob OpenVINO refuses: compiled again and replaced
     got = Imported{};
@@ -143,6 +165,14 @@ class OvBackend : public Backend {
             {"cache_warning", cache_warning_}};
   }
 
+  ~OvBackend() override {
+    KeepSignalStack keep;  // the model goes here, before the bytes it may point into (blob_)
+    idle_.clear();
+    compiled_ = ov::CompiledModel();
+  }
+  OvBackend(const OvBackend&) = delete;
+  OvBackend& operator=(const OvBackend&) = delete;
+
  private:
   // The compiled model: the cache entry's, imported while this thread checks the file (and kept only if it matches),
   // else compiled from the checked file and written to the cache.
@@ -183,6 +213,7 @@ class OvBackend : public Backend {
   void compile(const std::function<std::shared_ptr<ov::Model>()>& read, const std::string& name,
                const ov::AnyMap& config) {
     try {
+      KeepSignalStack keep;
       compiled_ = core_.compile_model(read(), "CPU", config);
     } catch (const std::exception& e) {
       fail(Status::bundle, "OpenVINO could not compile " + name + ": " + first_line(e.what()));
