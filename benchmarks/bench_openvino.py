@@ -10,6 +10,11 @@ the full Fashion-MNIST test set and latency): every backend x batch {1, 32}, p50
 eager and to the best peer figure at the same batch, top-1 and its drop from fp32. Needs `nncf` (benchmark only).
 
     .venv/bin/python benchmarks/bench_openvino.py --r50 R50_BUNDLE --demo DEMO_BUNDLE [--threads 2] [--rounds 4]
+
+Another CPU class on this one: `ONEDNN_MAX_CPU_ISA=AVX2 ... --runtimes openvino` caps OpenVINO's oneDNN kernels at
+AVX2 (no VNNI, no AVX-512, no bf16: ov-bf16 is then refused and left out). ONNX Runtime has no such cap (its MLAS
+kernels pick the CPU's own instructions), so its rows are left out of such a run: they would be this CPU's, not the
+capped class's. `--profile` shows the kernels OpenVINO ran, which says whether the cap took.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from resnet_deploy.runtime import Predictor, read_manifest, variants
+from resnet_deploy.runtime import Predictor, available_backends, read_manifest, variants
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.runtime.openvino_backend import OvBackend
 from resnet_deploy.validate import latency
@@ -71,12 +77,22 @@ def nncf_models(bundle: Path, work: Path, spec: str | None = None) -> dict[str, 
     return {"nncf.xml": work / "nncf.xml", "nncf.onnx": work / "nncf.onnx"}
 
 
-def runners(bundle: Path, files: dict[str, Path], threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """name -> run(batch) for our backends (through Predictor) and the peer's files."""
+def runners(bundle: Path, files: dict[str, Path], threads: int,
+            runtimes: tuple[str, ...]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """name -> run(batch) for our backends (through Predictor) and the peer's files, on `runtimes` only; a variant
+    this machine refuses (ov-bf16 where bf16 would be emulated) is left out, with a line saying why."""
     out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    refused = available_backends(bundle)
     for name in OURS:
+        if variants.get(name).loader not in runtimes:
+            continue
+        if refused[name] is not None:
+            print(f"left out {name}: {refused[name]}", flush=True)
+            continue
         out[name] = Predictor.from_bundle(bundle, backend=name, threads=threads).run
     for name, (runtime, file) in NNCF.items():
+        if runtime not in runtimes:
+            continue
         # no model cache here: timing is warm anyway
         out[name] = (OvBackend(files[file], threads=threads) if runtime == "openvino"
                      else OrtBackend(files[file], threads=threads)).run
@@ -92,8 +108,11 @@ def layer_profile(bundle: Path, files: dict[str, Path], threads: int) -> str:
     x = np.random.default_rng(0).standard_normal((1, *read_manifest(bundle).input_shape), dtype=np.float32)
     rows: dict[tuple[str, str], dict[str, tuple[float, int]]] = {}
     for label, path in (("ov-int8", bundle / "model.int8.onnx"), ("nncf-ov int8 (IR)", files["nncf.xml"])):
+        # the runners' settings (f32 for the float parts: OpenVINO's own default is bf16 on CPUs with AMX, decided
+        # by its own CPU test, which an ONEDNN_MAX_CPU_ISA cap does not reach)
         request = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                                                              "INFERENCE_NUM_THREADS": str(threads),
+                                                             "INFERENCE_PRECISION_HINT": "f32",
                                                              "PERF_COUNT": "YES"}).create_infer_request()
         for _ in range(20):
             request.infer({0: x})
@@ -123,8 +142,9 @@ def accuracy(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]]) -
                         .mean() * 100) for name, fn in run.items()}
 
 
-# pooled statistics per (runner, batch); per batch, (ours / best peer, control / its twin) for each round
-Timed = tuple[dict[tuple[str, int], latency.LatencyStats], dict[int, list[tuple[float, float]]]]
+# pooled statistics per (runner, batch); per batch, (ours / best peer, control / its twin, our QDQ file on OpenVINO /
+# NNCF's IR) for each round
+Timed = tuple[dict[tuple[str, int], latency.LatencyStats], dict[int, list[tuple[float, float, float]]]]
 
 
 def timing(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]], batches: list[int],
@@ -149,8 +169,9 @@ def timing(bundle: Path, run: dict[str, Callable[[np.ndarray], np.ndarray]], bat
                                                   duration_s=args.duration_s / args.rounds,
                                                   min_iters=-(-args.min_iters // args.rounds))
             p50 = {n: float(np.median(s.host_s)) for n, s in samples.items()}
-            per_round[b].append((min(p50[n] for n in OURS) / min(p50[n] for n in PEER),
-                                 p50[CONTROL] / p50["nncf-ov int8 (IR)"]))
+            per_round[b].append((min(p50[n] for n in OURS if n in p50) / min(p50[n] for n in PEER if n in p50),
+                                 p50[CONTROL] / p50["nncf-ov int8 (IR)"],
+                                 p50["ov-int8"] / p50["nncf-ov int8 (IR)"]))
             for n, s in samples.items():
                 pooled[n] += s.host_s
         out |= {(n, b): latency.summarize(s, b) for n, s in pooled.items()}
@@ -175,8 +196,9 @@ def table(title: str, timed: Timed, top1: dict[str, float] | None) -> str:
                          f"{'-' if acc is None else f'{acc:.2f}'} | "
                          f"{'-' if acc is None or ref is None else f'{ref - acc:+.2f}'} |")
         lines.append(f"| **our fastest / best peer, batch {b}** | | | | | | **{ours / peer:.3f}** | | |")
-        for what, r in (("our fastest / best peer", sorted(o for o, _ in per_round[b])),
-                        ("control: NNCF's IR compiled again / first", sorted(c for _, c in per_round[b]))):
+        for what, r in (("our fastest / best peer", sorted(o for o, _, _ in per_round[b])),
+                        ("control: NNCF's IR compiled again / first", sorted(c for _, c, _ in per_round[b])),
+                        ("ov-int8 (our QDQ) / nncf-ov int8 (IR)", sorted(q for _, _, q in per_round[b]))):
             lines.append(f"| {what}, per round (paired in time), batch {b}: median {np.median(r):.3f}, range "
                          f"{r[0]:.3f}-{r[-1]:.3f} over {len(r)} rounds | | | | | | | | |")
     return "\n".join(lines) + "\n"
@@ -201,7 +223,6 @@ def cold_start(bundle: Path, names: tuple[str, ...], threads: int, repeats: int)
     imports, which are timed apart), without the model cache (its folder unwritable, so the backend runs without one)
     and with it warm (filled by an earlier process)."""
     import json
-    import os
     import subprocess
     import sys
 
@@ -269,8 +290,14 @@ def main() -> None:
     ap.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy (timing only)")
     ap.add_argument("--cold-repeats", type=int, default=5, help="fresh processes per cold-start figure (0: skip)")
     ap.add_argument("--profile", action="store_true", help="also OpenVINO's per-layer profile, ours against NNCF's")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino",
+                    help="runtimes to time (openvino alone under ONEDNN_MAX_CPU_ISA, which ONNX Runtime ignores)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    from resnet_deploy.runtime import machine
+
+    print(f"CPU {machine.cpu_model()}; native {machine.native_precisions()}; instruction-set caps "
+          f"{machine.caps_text(machine.isa_caps()) or 'none'}; load average {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-ov-") as tmp:
         for label, bundle, with_acc in (("demo ResNet-20, Fashion-MNIST 1x28x28", args.demo, True),
                                         ("ResNet-50 224x224, random weights", args.r50, False)):
@@ -279,12 +306,13 @@ def main() -> None:
             work = Path(tmp) / bundle.name
             work.mkdir()
             files = nncf_models(bundle, work, args.calib_data)
-            run = runners(bundle, files, args.threads)
+            run = runners(bundle, files, args.threads, tuple(args.runtimes.split(",")))
             top1 = accuracy(bundle, run) if with_acc and not args.no_accuracy else None
             print(table(label, timing(bundle, run, batches, args), top1), flush=True)
+            print(f"load average after timing: {os.getloadavg()[0]:.2f}", flush=True)
             if args.profile:
                 print(layer_profile(bundle, files, args.threads), flush=True)
-            if args.cold_repeats:
+            if args.cold_repeats and "openvino" in args.runtimes:
                 print(cold_start(bundle, ("ov-fp32", "ov-int8"), args.threads, args.cold_repeats), flush=True)
             if with_acc:
                 print(auto_check(bundle, args), flush=True)

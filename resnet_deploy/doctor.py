@@ -55,9 +55,12 @@ NAMES = {"int8": "int8 dot product"}  # precision names as doctor lists them
 def _cpu_check() -> Check:
     native = machine.native_precisions()
     emulated = [p for p in machine.PRECISIONS if p not in native]
+    caps = machine.isa_caps()
     detail = (f"{machine.cpu_model()}; native: " + ", ".join(f"{NAMES.get(p, p)} ({', '.join(f)})" if f else p
                                                              for p, f in native.items())
-              + (f"; emulated or slow: {', '.join(emulated)}" if emulated else ""))
+              + (f"; emulated or slow: {', '.join(emulated)}" if emulated else "")
+              + (f"; instruction set capped ({machine.caps_text(caps)}): the libraries run as on an older CPU, and "
+                 "these are that CPU's" if caps else ""))
     return Check("CPU", "ok", detail, "the precisions train and auto pick on the CPU")
 
 

@@ -41,9 +41,14 @@ def cpuinfo(tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture
 def cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Make this process see another CPU: `cpu("zen2")` points every cpuinfo read at that CPU's file."""
-    def use(name: str) -> None:
+    """Make this process see another CPU: `cpu("zen2")` points every cpuinfo read at that CPU's file (with no
+    instruction-set cap in the environment; `cpu("sapphirerapids", ONEDNN_MAX_CPU_ISA="AVX2")` sets one)."""
+    def use(name: str, **caps: str) -> None:
         monkeypatch.setattr(machine, "CPUINFO", str(cpuinfo(tmp_path, name)))
+        for k in machine.ISA_CAPS:
+            monkeypatch.delenv(k, raising=False)
+        for k, v in caps.items():
+            monkeypatch.setenv(k, v)
     return use
 
 
@@ -70,6 +75,40 @@ def test_native_precisions_per_cpu(tmp_path: Path, name: str, native: dict) -> N
     if "bf16" not in native:
         assert machine.cpu_has_bf16(flags)[1] == ("CPU lacks bf16 instructions (avx512_bf16, amx_bf16); bf16 would "
                                                   "be emulated, slower than fp32")
+
+
+@pytest.mark.parametrize("caps, native", [
+    ({}, {"fp32": (), "bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"fp32": ()}),
+    ({"DNNL_MAX_CPU_ISA": "avx2_vnni"}, {"fp32": (), "int8": ("avx_vnni",)}),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, {"fp32": (), "int8": ("avx512_vnni",)}),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, {"fp32": (), "bf16": ("avx512_bf16",), "int8": ("avx512_vnni",)}),
+    ({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, {"fp32": ()}),  # the lowest cap wins
+    ({"ATEN_CPU_CAPABILITY": "avx512"}, None),  # torch's highest level caps nothing
+    ({"ONEDNN_MAX_CPU_ISA": "ALL"}, None),
+])
+def test_an_instruction_set_cap_is_the_capped_cpu_class(cpu, caps: dict, native: dict | None) -> None:
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (an emulation of an AVX2-only CPU) the libraries emulate what lies above AVX2,
+    so the precisions that decide train and auto are the capped class's, and its key is another machine's."""
+    cpu("sapphirerapids")
+    uncapped = machine.native_precisions(), autotune.machine_key()
+    cpu("sapphirerapids", **caps)
+    assert machine.native_precisions() == (native or uncapped[0])
+    assert machine.cpu_flags() >= {"avx512_bf16", "amx_int8"}  # the CPU's own flags are unchanged
+    key = autotune.machine_key()
+    assert (key == uncapped[1]) == (not caps)
+    assert key.get("isa_caps") == (machine.caps_text(caps) if caps else None)
+    assert (key["flags"] == uncapped[1]["flags"]) == (not caps or native is None)  # the usable flags, digested
+
+
+def test_a_cap_says_what_it_hides(cpu) -> None:
+    cpu("sapphirerapids", ONEDNN_MAX_CPU_ISA="AVX2")
+    assert machine.cpu_has_bf16() == (False, "ONEDNN_MAX_CPU_ISA=AVX2 hides the CPU's bf16 instructions (avx512_bf16, "
+                                              "amx_bf16); bf16 would be emulated, slower than fp32")
+    assert machine.cpu_int8_is_fast()[1] == ("ONEDNN_MAX_CPU_ISA=AVX2 hides the CPU's int8 dot-product instructions "
+                                             "(avx512_vnni, avx_vnni, amx_int8); int8 is expected slower than fp32")
+    # flags given are taken as they are: the question is about that CPU, not this process
+    assert machine.cpu_has_bf16(machine.cpu_flags())[0]
 
 
 # ---------------------------------------------------------------------------------------------- training, on CPUs
@@ -184,6 +223,71 @@ def test_auto_never_runs_an_emulated_precision_unless_bench_measured_it_faster(c
     cpu("cascadelake")  # another machine: the record is not its own, and int8 comes first by the static order
     p = Predictor.from_bundle(bundle)
     assert p.backend == "int8" and p.why == f"{UNMEASURED}CPU has int8 dot-product instructions (avx512_vnni)"
+
+
+def test_a_measurement_is_never_reused_on_another_cpu_class(cpu, tmp_path: Path) -> None:
+    """bench's record from the uncapped CPU is not used under ONEDNN_MAX_CPU_ISA=AVX2 (where int8 has no VNNI and
+    bf16 is refused), nor the capped record without the cap; each class keeps its own."""
+    from test_runtime import _build_bundle
+
+    bundle = _build_bundle(tmp_path / "bundle")
+    cpu("sapphirerapids")
+    autotune.record_order(bundle, ["int8", "onnx"], p50_ms={"int8": 1.0, "onnx": 2.0})
+    assert Predictor.from_bundle(bundle).backend == "int8"
+    cpu("sapphirerapids", ONEDNN_MAX_CPU_ISA="AVX2")
+    p = Predictor.from_bundle(bundle)
+    assert p.backend == "onnx" and p.why == (f"{UNMEASURED}ONEDNN_MAX_CPU_ISA=AVX2 hides the CPU's int8 dot-product "
+                                             "instructions (avx512_vnni, avx_vnni, amx_int8); int8 is expected "
+                                             "slower than fp32")
+    if ov_installed():
+        assert available_backends(bundle)["ov-bf16"].startswith("ONEDNN_MAX_CPU_ISA=AVX2 hides the CPU's bf16")
+    autotune.record_order(bundle, ["ov-fp32", "onnx", "int8"], p50_ms={"ov-fp32": 1.0, "onnx": 2.0, "int8": 3.0})
+    assert predictor.auto_order("cpu", bundle)[0][:3] == ("ov-fp32", "onnx", "int8")
+    cpu("sapphirerapids")
+    assert predictor.auto_order("cpu", bundle)[0][:2] == ("int8", "onnx")
+    records = json.loads((bundle / "reports" / "auto.json").read_text())["machines"]
+    assert [r["machine"].get("isa_caps") for r in records] == [None, "ONEDNN_MAX_CPU_ISA=AVX2"]
+
+
+def test_variants_bench_did_not_time_keep_the_expected_order(cpu, tmp_path: Path) -> None:
+    """A record that times only some variants leaves the others in the expected order: on a CPU without int8 dot
+    products, int8 stays behind fp32 unless measured ahead of it."""
+    cpu("zen2")
+    autotune.record_order(tmp_path, ["ov-fp32"], p50_ms={"ov-fp32": 1.0})
+    order, why = predictor.auto_order("cpu", tmp_path)
+    assert order[0] == "ov-fp32" and why.startswith("fastest measured on this machine by bench")
+    assert order.index("onnx") < order.index("int8") and order.index("onnx") < order.index("ov-int8")
+
+
+@pytest.mark.skipif(not ov_installed(), reason="openvino is not installed (the compile cache is OpenVINO's)")
+def test_openvino_compile_cache_is_keyed_by_the_cpu_class(cpu, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnet_deploy.runtime import openvino_backend
+
+    monkeypatch.setenv("RESNET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    names = {}
+    for label, caps in (("native", {}), ("avx2", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+                        ("avx512 core", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})):
+        cpu("sapphirerapids", **caps)
+        entry = openvino_backend.cache_entry("sha256-" + "0" * 64, 2, "fp32")
+        names[label] = (entry.name, json.loads(entry.binding))
+        entry.folder.close()
+    assert len({n for n, _ in names.values()}) == 3
+    assert names["avx2"][1]["isa_caps"] == "ONEDNN_MAX_CPU_ISA=AVX2" and "isa_caps" not in names["native"][1]
+    cpu("cascadelake")  # another CPU, no cap: another entry again
+    entry = openvino_backend.cache_entry("sha256-" + "0" * 64, 2, "fp32")
+    entry.folder.close()
+    assert entry.name not in {n for n, _ in names.values()}
+
+
+def test_doctor_shows_a_cap_and_the_capped_choices(cpu) -> None:
+    cpu("sapphirerapids", ONEDNN_MAX_CPU_ISA="AVX2")
+    rows = {row["component"]: row for row in json.loads(CliRunner().invoke(main, ["doctor", "--json"]).output)}
+    assert rows["CPU"]["detail"] == ("Intel(R) Xeon(R) Platinum 8488C; native: fp32; emulated or slow: bf16, int8; "
+                                     "instruction set capped (ONEDNN_MAX_CPU_ISA=AVX2): the libraries run as on an "
+                                     "older CPU, and these are that CPU's")
+    assert rows["training precision"]["detail"].startswith("run.amp=auto on cpu: fp32 (ONEDNN_MAX_CPU_ISA=AVX2 hides")
+    assert rows["inference auto"]["detail"].startswith("cpu: onnx, int8, ov-int8, ")
 
 
 def test_reports_name_the_cpus_precisions_and_any_instruction_set_cap(cpu, monkeypatch: pytest.MonkeyPatch) -> None:

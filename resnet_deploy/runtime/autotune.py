@@ -1,8 +1,9 @@
 """`auto` by measurement: which variant `bench` found fastest on which CPU, kept in the bundle for the runtime to read.
 
 `resnet-deploy bench` times every variant side by side; `record_order` stores the variants that passed `validate`'s
-gates, fastest first, in `BUNDLE/reports/auto.json`, one entry per machine. A machine is its CPU model and a digest of
-its feature flags: the same model name with other flags (a VM that hides AVX-512 or AMX) is another machine.
+gates, fastest first, in `BUNDLE/reports/auto.json`, one entry per machine. A machine is its CPU model and its
+instruction-set key (`machine.isa_key`: a digest of the flags the libraries may use, and any cap on them): the same
+model name with other flags (a VM that hides AVX-512 or AMX) or under ONEDNN_MAX_CPU_ISA=AVX2 is another machine.
 `Predictor.from_bundle(backend="auto")` uses the entry of the machine it runs on and the registry's static order
 otherwise (a bundle copied to another kind of box does not inherit a foreign ranking).
 
@@ -12,7 +13,6 @@ is ignored; what `auto` loads is still checked against the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 from resnet_deploy.runtime.errors import BundleError
 from resnet_deploy.runtime.files import atomic_write_text
-from resnet_deploy.runtime.machine import cpu_flags, cpu_model
+from resnet_deploy.runtime.machine import cpu_model, isa_key
 from resnet_deploy.runtime.manifest import reports_path
 
 AUTO_JSON = "auto.json"
@@ -30,10 +30,9 @@ UNMEASURED = "expected, not measured (run `resnet-deploy bench` on the bundle to
 
 
 def machine_key(flags: set[str] | None = None, model: str | None = None) -> dict[str, str]:
-    """{"cpu": model name, "flags": sha256 of the sorted flags, 16 hex digits} of this machine (or of those given)."""
-    flags = cpu_flags() if flags is None else flags
-    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
-    return {"cpu": cpu_model() if model is None else model, "flags": digest}
+    """{"cpu": model name, "flags": sha256 of the sorted usable flags, 16 hex digits, "isa_caps" where the
+    environment caps the instruction set} of this machine (or of those given; `machine.isa_key`)."""
+    return {"cpu": cpu_model() if model is None else model, **isa_key(flags)}
 
 
 def record_path(bundle: str | Path) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 
 from resnet_deploy.runtime.cache import PrivateDir, cache_root, private_dir
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
-from resnet_deploy.runtime.machine import cpu_flags, cpu_model
+from resnet_deploy.runtime.machine import cpu_model, isa_key
 from resnet_deploy.runtime.manifest import FD_DIR
 
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
@@ -129,9 +129,10 @@ def cache_entry(content_id: str, threads: int | None, precision: str) -> CacheEn
     folder = private_dir("openvino", content_id, purpose="OpenVINO model cache")
     if folder is None:
         return None
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()
+    # the CPU class as the libraries see it (`machine.isa_key`): a model compiled under ONEDNN_MAX_CPU_ISA=AVX2 is
+    # laid out for AVX2 kernels, and one compiled without the cap for the CPU's own
     binding = json.dumps({"content": content_id, "openvino": _import_ov().get_version(), "device": "CPU",
-                          "config": _config(threads, precision), "cpu": cpu_model(), "cpu_flags": flags},
+                          "config": _config(threads, precision), "cpu": cpu_model(), **isa_key()},
                          sort_keys=True).encode()
     return CacheEntry(folder, f"{hashlib.sha256(binding).hexdigest()[:32]}.blob", binding)
 

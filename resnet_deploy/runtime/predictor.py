@@ -124,21 +124,29 @@ def _backend_order(backend: str, device: str, bundle: Path | None = None) -> tup
         return tuple(v.name for v in variants.engines()), "best TensorRT engine present"
     if backend != "auto":
         return (variants.get(backend).name,), "asked for"
-    order = [v.name for v in variants.ranked(device)]
+    order, expected = _expected_order(device)
     if bundle is not None and (measured := autotune.measured_order(bundle, device)) is not None:
         names, entry = measured
         first = [n for n in names if n in order]
+        # variants bench did not time follow in the expected order: an emulated precision stays behind fp32
         return (*first, *(n for n in order if n not in first)), (
             f"fastest measured on this machine by bench ({autotune.AUTO_JSON}, {entry.get('created', '?')})")
+    return tuple(order), f"{autotune.UNMEASURED}: {expected}"
+
+
+def _expected_order(device: str) -> tuple[list[str], str]:
+    """The registry's order for `device`, with int8 behind fp32 on a CPU whose usable flags have no int8 dot product
+    (bf16 is refused outright there, `backend.OvLoader`); and why."""
+    order = [v.name for v in variants.ranked(device)]
     if device == "cuda":
-        return tuple(order), f"{autotune.UNMEASURED}: the registry's order for GPUs"
+        return order, "the registry's order for GPUs"
     fast, why = cpu_int8_is_fast()
     if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
         first_fp32 = next((i for i, n in enumerate(order) if variants.get(n).precision == "fp32"), len(order) - 1)
         slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
-    return tuple(order), f"{autotune.UNMEASURED}: {why}"
+    return order, why
 
 
 def auto_order(device: str = "cpu", bundle: str | Path | None = None) -> tuple[tuple[str, ...], str]:

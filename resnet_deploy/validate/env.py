@@ -11,13 +11,9 @@ import platform
 from typing import Any
 
 from resnet_deploy import __version__
-from resnet_deploy.runtime.machine import cpu_model, native_precisions
+from resnet_deploy.runtime.machine import cpu_model, isa_caps, native_precisions
 from resnet_deploy.system import installed_versions, torch_cuda_devices
 
-# Variables that cap the instruction set libraries use, as an emulation of an older CPU does: a figure taken under
-# them is that emulation's, and the report says so.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV_CPU_MAX_ISA",
-            "MKL_ENABLE_INSTRUCTIONS")
 LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
              "cuda-python")
 
@@ -41,7 +37,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cpu_native": {p: list(f) for p, f in native_precisions().items()},
-        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)},
+        "isa_caps": isa_caps(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "gpu": gpu_name(),
