@@ -178,6 +178,64 @@ def test_answers_match_the_in_process_predictor(served: SimpleNamespace) -> None
     assert len(set(top1.tolist())) == len(CLASSES)  # every class answered at least once: top-1 equality means something
 
 
+def test_a_requests_pixels_arrive_intact_not_zeros(served: SimpleNamespace) -> None:
+    """The stub of nvidia-pytriton's tritonserver reads request tensors as zeros under numpy 2: the served logits of
+    random pixels must be the in-process logits of those pixels, which are far from those of zeros."""
+    x = np.random.default_rng(11).standard_normal((3, *served.predictor.manifest.input_shape), dtype=np.float32)
+    logits = _client(served.address).infer("tiny", _request("tensor", x)).as_numpy("logits")
+    expected, of_zeros = served.predictor.run(x), served.predictor.run(np.zeros_like(x))
+    assert np.abs(logits - expected).max() <= 1e-5
+    assert np.abs(logits - of_zeros).max() > 0.5  # zeros read in the server could not pass the line above
+    assert len({tuple(np.round(row, 3)) for row in logits}) == 3
+
+
+ECHO = """
+import os, sys
+for p in reversed(os.environ["RESNET_DEPLOY_SYS_PATH"].split(os.pathsep)):
+    sys.path.insert(0, p)
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "input").as_numpy()
+            version = np.full((len(x), 1), np.__version__.encode(), np.object_)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("echo", x), pb_utils.Tensor("numpy", version)]))
+        return out
+"""
+
+
+def test_the_server_sees_the_very_bytes_sent_with_the_server_environments_numpy(tmp_path: Path) -> None:
+    """What the Python backend hands a model is the request's float32 array, bit for bit (a model that echoes it),
+    read with the server environment's numpy 1.x while this process may run numpy 2."""
+    import tritonclient.http as th
+
+    from resnet_deploy.serve.environment import probe
+
+    model = tmp_path / "repo" / "echo"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(ECHO)
+    (model / "config.pbtxt").write_text(
+        'name: "echo"\nbackend: "python"\nmax_batch_size: 8\n'
+        'input [ { name: "input" data_type: TYPE_FP32 dims: [ 1, 16, 16 ] } ]\n'
+        'output [ { name: "echo" data_type: TYPE_FP32 dims: [ 1, 16, 16 ] }, '
+        '{ name: "numpy" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    x = np.random.default_rng(5).standard_normal((4, 1, 16, 16), dtype=np.float32) * 100
+    server = _start(tmp_path / "repo")
+    try:
+        client = th.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=TIMEOUT_S)
+        inp = th.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        r = client.infer("echo", [inp])
+    finally:
+        server.stop()
+    assert r.as_numpy("echo").tobytes() == x.tobytes()
+    assert {v.decode() for v in r.as_numpy("numpy").reshape(-1)} == {probe().numpy}
+    assert probe().numpy.startswith("1.")
+
+
 def test_dynamic_batching_forms_batches_under_concurrency(served: SimpleNamespace) -> None:
     client = _client(served.address)
 

@@ -1,4 +1,4 @@
-"""The serving commands, `triton`, `serve` and `loadtest`, registered on the main group by `register`.
+"""The serving commands, `triton`, `server-env`, `serve` and `loadtest`, registered on the main group by `register`.
 
 Thin, like every command: parse, call `resnet_deploy.serve`, print. Library errors (`ResnetDeployError`) become the
 group's one-line `Error: ...` with exit code 2.
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from resnet_deploy.serve.server import TritonServer
 
 PORT = bounded("port")
+SERVER_ENV = click.option("--server-env", type=click.Path(file_okay=False, path_type=str),
+                          help="The server environment tritonserver's Python backend runs (`resnet-deploy server-env` "
+                               "makes it) [default: $RESNET_DEPLOY_SERVER_ENV, else resnet-deploy-server inside this "
+                               "environment's prefix].")
 
 
 def _model_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -77,6 +81,21 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
                    "--model-repository=/models")
 
 
+@click.command("server-env")
+@click.option("--path", type=click.Path(file_okay=False, path_type=str),
+              help="Where to make it [default: $RESNET_DEPLOY_SERVER_ENV, else resnet-deploy-server inside this "
+                   "environment's prefix].")
+@click.option("--force", is_flag=True, help="Make it again even when it is up to date.")
+def server_env(path: str | None, force: bool) -> None:
+    """Make (or reuse) the server environment: nvidia-pytriton's tritonserver, numpy<2 for its Python backend, and
+    what resnet_deploy.runtime needs, apart from this environment (which keeps its numpy)."""
+    from resnet_deploy.serve.environment import make_server_env
+
+    env = make_server_env(path, force=force, log=lambda line: echo(line, err=True))
+    echo(f"server environment ready: {env.path} (Python {env.python}, numpy {env.numpy}, resnet-deploy "
+         f"{env.resnet_deploy})")
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -87,8 +106,9 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
 @_model_options
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Keep tritonserver's log here [default: a temporary file, removed on exit].")
+@SERVER_ENV
 def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
-          **options: object) -> None:
+          server_env: str | None, **options: object) -> None:
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
 
     from resnet_deploy.runtime.manifest import check_writable
@@ -105,7 +125,7 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     if log_file:
         check_writable(log_file, "--log-file")
     code = serve_bundle(bundle, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port,
-                        log_file=log_file, on_ready=ready, **options)
+                        log_file=log_file, on_ready=ready, server_env=server_env, **options)
     echo(f"stopped (tritonserver exit code {code})", err=True)
 
 
@@ -158,5 +178,5 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
 
 def register(group: click.Group) -> None:
     """Add the serving commands to the `resnet-deploy` group."""
-    for command in (triton, serve, loadtest):
+    for command in (triton, server_env, serve, loadtest):
         group.add_command(command)
