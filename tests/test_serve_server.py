@@ -8,6 +8,7 @@ Every answer is compared with the in-process `Predictor`; dynamic batching, malf
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import signal
@@ -350,6 +351,31 @@ def test_loadtest_against_the_server(served: SimpleNamespace, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert "concurrency   2  min " in r.output and "12 requests" in r.output
     assert '"payload": "images"' in out.read_text()
+
+
+def test_loadtest_over_grpc_closed_and_open_loop_with_the_clients_cpu(served: SimpleNamespace, tmp_path: Path) -> None:
+    url = f"grpc://{served.server.grpc_address}"
+    result = run_loadtest(url, "tiny", concurrency=[2], duration_s=30, warmup_s=0, max_requests=30)
+    row = result["results"][0]
+    assert (result["protocol"], result["mode"], row["concurrency"], row["requests"], row["errors"]) == (
+        "grpc", "concurrency", 2, 30, 0)
+    assert row["client_cpu_s"] > 0 and row["client_cpu_ms_per_request"] == row["client_cpu_s"] * 1e3 / 30
+    out = tmp_path / "rate.json"
+    r = CliRunner().invoke(main, ["loadtest", url, "--model", "tiny", "--rate", "20/s,40", "--duration-s", "1",
+                                  "--warmup-s", "0", "--max-threads", "4", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["mode"] == "rate"
+    assert [(x["rate"], x["max_threads"], x["requests"], x["errors"]) for x in result["results"]] == [
+        (20.0, 4, 20, 0), (40.0, 4, 40, 0)]
+    for x, line in zip(result["results"], r.output.splitlines()[1:], strict=True):
+        n = x["requests"]
+        # n requests, the last due (n - 1) / rate after the first: the achieved rate cannot be above n / that
+        assert 0 < x["achieved_rate_rps"] <= x["rate"] * n / (n - 1)
+        assert x["achieved_rate_rps"] == x["throughput_ips"]
+        assert x["client_cpu_ms_per_request"] > 0 and x["client_cpu_cores"] > 0
+        assert 0 <= x["send_lag_ms"]["p50"] <= x["send_lag_ms"]["p99"] <= x["send_lag_ms"]["max"]
+        assert line.startswith(f"rate {x['rate']:>7g}/s  min ") and "achieved" in line and "client CPU" in line
 
 
 def test_sigterm_under_load_answers_or_refuses_every_request(served: SimpleNamespace) -> None:
