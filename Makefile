@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the wheels this project's machines hold on disk (see README, "Installing").
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 RD := $(VENV)/bin/resnet-deploy
+# Where `serve` finds tritonserver and the numpy<2 its Python backend runs with (`resnet-deploy server-env`).
+SERVER_ENV ?= $(VENV)/resnet-deploy-server
 RECIPE ?= recipes/fashion_mnist_quick.yaml
 RUN ?= runs/demo
 BUNDLE ?= bundles/demo
@@ -34,8 +36,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# Optional extras the tests exercise when present: a platform without their wheels still tests the rest.
 	$(PY) -m pip install -q -e '.[openvino]' || echo "the openvino extra did not install: its tests will skip"
-	$(PY) -m pip install -q -e '.[serve]' || echo "the serve extra (Triton) did not install: its tests will skip"
+	$(PY) -m pip install -q -e '.[serve]' || echo "the serve extra (Triton's client) did not install: its tests will skip"
 	$(PY) -m pip install -q -e '.[signing]' || echo "the signing extra did not install: its tests will skip"
+	# tritonserver's own environment (numpy<2 for its Python backend), beside this one's numpy 2: $(SERVER_ENV)
+	$(RD) server-env --path $(SERVER_ENV) || echo "the server environment did not install: the served tests will skip"
 	touch $(STAMP)
 
 # The C++ SDK's tests first (built twice: as shipped, and with AddressSanitizer + UBSan), then the Python suite, whose
@@ -44,7 +48,7 @@ test: install cpp-deps
 	@missing=$$(cpp/toolchain.sh); \
 	if [ -n "$$missing" ]; then echo "C++ tests skipped: this machine lacks$$missing (apt-get install $(CPP_APT))"; \
 	else $(MAKE) --no-print-directory cpp-test || exit 1; fi
-	$(PY) -m pytest -q
+	RESNET_DEPLOY_SERVER_ENV=$(abspath $(SERVER_ENV)) $(PY) -m pytest -q
 
 # The tests marked slow, which `make test` deselects: export and training killed 20 times each (several minutes).
 test-slow: install

@@ -134,10 +134,10 @@ def run_checks() -> list[Check]:
 
 
 def _serve_check() -> Check:
-    """The `serve` extra: tritonserver (nvidia-pytriton's wheel, usable with this Python and numpy) and tritonclient;
-    find_triton's own reason when the server cannot run."""
+    """The server environment (tritonserver from nvidia-pytriton's wheel, with the numpy<2 its Python backend needs)
+    and the `serve` extra (tritonclient); find_triton's own reason when the server cannot run."""
     enables = "resnet-deploy serve, loadtest"
-    install = "pip install 'resnet-deploy[serve]'"
+    install = "pip install 'resnet-deploy[serve]' && resnet-deploy server-env"
     try:
         binary = find_triton().binary
     except ResnetDeployError as e:

@@ -411,6 +411,37 @@ def test_loadtest_checks_its_json_first_and_keeps_results_it_cannot_write(tmp_pa
     assert json.loads(kept.read_text())["results"][0]["requests"] == 3
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--rate", "fast"], "Error: --rate must be comma-separated requests per second like 100/s or 50,100/s, found "
+                         "'fast'"),
+    (["--rate", "0/s"], "Error: --rate must be a number from 0.01 to 100000, found 0.0"),
+    (["--rate", "1e9"], "Error: --rate must be a number from 0.01 to 100000, found 1000000000.0"),
+    (["--rate", "nan"], "Error: --rate must be a number from 0.01 to 100000, found nan"),
+    (["--rate", "10", "--concurrency", "4"], "Error: give --concurrency (closed loop) or --rate (open loop), not both"),
+    (["--rate", "10", "--max-threads", "0"], "Error: Invalid value for '--max-threads': 0 is not in the range "
+                                             "1<=x<=1024."),
+])
+def test_bad_rates_are_one_line_before_anything_is_sent(args: list[str], line: str) -> None:
+    assert one_line(cli("loadtest", "http://127.0.0.1:9", "--model", "m", *args)) == line
+
+
+def test_an_open_loop_counts_latency_from_when_a_request_was_due() -> None:
+    """One sending thread and answers slower than the rate: requests wait for it, and their latency says so (a closed
+    loop would report each answer's 20 ms and hide the queue: coordinated omission)."""
+    from resnet_deploy.serve.loadtest import _run_rate
+
+    class Client:
+        def close(self) -> None:
+            pass
+
+    latencies, errors, wall, lags = _run_rate(lambda: (Client(), lambda i: time.sleep(0.02)), rate=100,
+                                              max_threads=1, duration_s=0.2, max_requests=1000)
+    assert len(latencies) == 20 and errors == []
+    # request k is due at k * 10 ms and answered no earlier than (k + 1) * 20 ms: at least 10 k + 20 ms late
+    assert all(lat >= 0.010 * k + 0.020 for k, lat in enumerate(latencies))
+    assert all(lag >= 0.010 * k for k, lag in enumerate(lags))
+
+
 # ------------------------------------------------------------------- 9. malformed URLs and image folders
 @pytest.mark.parametrize("url, why", [("http://[::1", "Invalid IPv6 URL"), ("http://127.0.0.1:99999",
                                                                             "Port out of range 0-65535"),

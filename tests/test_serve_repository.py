@@ -1,5 +1,5 @@
 """`resnet-deploy triton`: model repositories and their config.pbtxt, checked against Triton's own ModelConfig schema;
-the command-line errors of `triton` and `loadtest`, and the server's preflight checks.
+the command-line errors of `triton` and `loadtest` (the server's preflight: tests/test_serve_environment.py).
 
 The bundles here are stand-ins (manifest + files of random bytes): writing a repository only copies files and reads the
 manifest, so no export is needed. Serving a repository for real is tests/test_serve_server.py.
@@ -219,32 +219,6 @@ def test_loadtest_bad_input_is_one_line() -> None:
     assert r.exit_code == 2 and r.output.strip() == "Error: --concurrency must be comma-separated numbers, found '1,x'"
     r = CliRunner().invoke(main, ["loadtest", "http://127.0.0.1:8000", "--model", "m", "--concurrency", "0"])
     assert r.exit_code == 2 and r.output.strip() == "Error: --concurrency must be an integer from 1 to 1024, found 0"
-
-
-def test_server_preflight_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    from resnet_deploy.serve import server
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
-    with pytest.raises(ResnetDeployError) as e:
-        server.find_triton()
-    assert str(e.value) == ("tritonserver is not installed; install it with pip install 'resnet-deploy[serve]' "
-                            "(nvidia-pytriton's wheel carries the server)")
-
-
-def test_server_preflight_refuses_numpy_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    from resnet_deploy.serve import server
-
-    if importlib.util.find_spec("pytriton") is None:
-        pytest.skip("nvidia-pytriton (the serve extra) is not installed")
-    monkeypatch.setattr(np, "__version__", "2.1.0")
-    with pytest.raises(ResnetDeployError, match=r"^numpy 2\.1\.0 is installed, but the Python backend of "
-                                                r"nvidia-pytriton's tritonserver reads tensors as zeros with numpy 2"):
-        server.find_triton()
 
 
 def test_python_repository_refuses_a_precision_the_bundle_lacks(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Every answer is compared with the in-process `Predictor`; dynamic batching, malf
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import signal
@@ -178,6 +179,64 @@ def test_answers_match_the_in_process_predictor(served: SimpleNamespace) -> None
     assert len(set(top1.tolist())) == len(CLASSES)  # every class answered at least once: top-1 equality means something
 
 
+def test_a_requests_pixels_arrive_intact_not_zeros(served: SimpleNamespace) -> None:
+    """The stub of nvidia-pytriton's tritonserver reads request tensors as zeros under numpy 2: the served logits of
+    random pixels must be the in-process logits of those pixels, which are far from those of zeros."""
+    x = np.random.default_rng(11).standard_normal((3, *served.predictor.manifest.input_shape), dtype=np.float32)
+    logits = _client(served.address).infer("tiny", _request("tensor", x)).as_numpy("logits")
+    expected, of_zeros = served.predictor.run(x), served.predictor.run(np.zeros_like(x))
+    assert np.abs(logits - expected).max() <= 1e-5
+    assert np.abs(logits - of_zeros).max() > 0.5  # zeros read in the server could not pass the line above
+    assert len({tuple(np.round(row, 3)) for row in logits}) == 3
+
+
+ECHO = """
+import os, sys
+for p in reversed(os.environ["RESNET_DEPLOY_SYS_PATH"].split(os.pathsep)):
+    sys.path.insert(0, p)
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "input").as_numpy()
+            version = np.full((len(x), 1), np.__version__.encode(), np.object_)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("echo", x), pb_utils.Tensor("numpy", version)]))
+        return out
+"""
+
+
+def test_the_server_sees_the_very_bytes_sent_with_the_server_environments_numpy(tmp_path: Path) -> None:
+    """What the Python backend hands a model is the request's float32 array, bit for bit (a model that echoes it),
+    read with the server environment's numpy 1.x while this process may run numpy 2."""
+    import tritonclient.http as th
+
+    from resnet_deploy.serve.environment import probe
+
+    model = tmp_path / "repo" / "echo"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(ECHO)
+    (model / "config.pbtxt").write_text(
+        'name: "echo"\nbackend: "python"\nmax_batch_size: 8\n'
+        'input [ { name: "input" data_type: TYPE_FP32 dims: [ 1, 16, 16 ] } ]\n'
+        'output [ { name: "echo" data_type: TYPE_FP32 dims: [ 1, 16, 16 ] }, '
+        '{ name: "numpy" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+    x = np.random.default_rng(5).standard_normal((4, 1, 16, 16), dtype=np.float32) * 100
+    server = _start(tmp_path / "repo")
+    try:
+        client = th.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=TIMEOUT_S)
+        inp = th.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        r = client.infer("echo", [inp])
+    finally:
+        server.stop()
+    assert r.as_numpy("echo").tobytes() == x.tobytes()
+    assert {v.decode() for v in r.as_numpy("numpy").reshape(-1)} == {probe().numpy}
+    assert probe().numpy.startswith("1.")
+
+
 def test_dynamic_batching_forms_batches_under_concurrency(served: SimpleNamespace) -> None:
     client = _client(served.address)
 
@@ -292,6 +351,31 @@ def test_loadtest_against_the_server(served: SimpleNamespace, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert "concurrency   2  min " in r.output and "12 requests" in r.output
     assert '"payload": "images"' in out.read_text()
+
+
+def test_loadtest_over_grpc_closed_and_open_loop_with_the_clients_cpu(served: SimpleNamespace, tmp_path: Path) -> None:
+    url = f"grpc://{served.server.grpc_address}"
+    result = run_loadtest(url, "tiny", concurrency=[2], duration_s=30, warmup_s=0, max_requests=30)
+    row = result["results"][0]
+    assert (result["protocol"], result["mode"], row["concurrency"], row["requests"], row["errors"]) == (
+        "grpc", "concurrency", 2, 30, 0)
+    assert row["client_cpu_s"] > 0 and row["client_cpu_ms_per_request"] == row["client_cpu_s"] * 1e3 / 30
+    out = tmp_path / "rate.json"
+    r = CliRunner().invoke(main, ["loadtest", url, "--model", "tiny", "--rate", "20/s,40", "--duration-s", "1",
+                                  "--warmup-s", "0", "--max-threads", "4", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["mode"] == "rate"
+    assert [(x["rate"], x["max_threads"], x["requests"], x["errors"]) for x in result["results"]] == [
+        (20.0, 4, 20, 0), (40.0, 4, 40, 0)]
+    for x, line in zip(result["results"], r.output.splitlines()[1:], strict=True):
+        n = x["requests"]
+        # n requests, the last due (n - 1) / rate after the first: the achieved rate cannot be above n / that
+        assert 0 < x["achieved_rate_rps"] <= x["rate"] * n / (n - 1)
+        assert x["achieved_rate_rps"] == x["throughput_ips"]
+        assert x["client_cpu_ms_per_request"] > 0 and x["client_cpu_cores"] > 0
+        assert 0 <= x["send_lag_ms"]["p50"] <= x["send_lag_ms"]["p99"] <= x["send_lag_ms"]["max"]
+        assert line.startswith(f"rate {x['rate']:>7g}/s  min ") and "achieved" in line and "client CPU" in line
 
 
 def test_sigterm_under_load_answers_or_refuses_every_request(served: SimpleNamespace) -> None:

@@ -26,6 +26,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "instances": (1, 64),  # Triton model instances: each holds a copy of the model
     "queue_delay_us": (0, 10_000_000),  # Triton's dynamic batcher may hold a request up to 10 s
     "concurrency": (1, 1024),  # loadtest clients: a thread and a connection each
+    "rate": (0.01, 100_000),  # loadtest --rate, requests per second: far above what one Python client sends
     "requests": (1, 100_000_000),
     "seconds": (0, 86_400),  # durations, warm-ups and timeouts: at most a day
     "images": (1, 100_000_000),  # --limit, --calib-size

@@ -1,4 +1,4 @@
-"""The serving commands, `triton`, `serve` and `loadtest`, registered on the main group by `register`.
+"""The serving commands, `triton`, `server-env`, `serve` and `loadtest`, registered on the main group by `register`.
 
 Thin, like every command: parse, call `resnet_deploy.serve`, print. Library errors (`ResnetDeployError`) become the
 group's one-line `Error: ...` with exit code 2.
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from resnet_deploy.serve.server import TritonServer
 
 PORT = bounded("port")
+SERVER_ENV = click.option("--server-env", type=click.Path(file_okay=False, path_type=str),
+                          help="The server environment tritonserver's Python backend runs (`resnet-deploy server-env` "
+                               "makes it) [default: $RESNET_DEPLOY_SERVER_ENV, else resnet-deploy-server inside this "
+                               "environment's prefix].")
 
 
 def _model_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -77,6 +81,21 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
                    "--model-repository=/models")
 
 
+@click.command("server-env")
+@click.option("--path", type=click.Path(file_okay=False, path_type=str),
+              help="Where to make it [default: $RESNET_DEPLOY_SERVER_ENV, else resnet-deploy-server inside this "
+                   "environment's prefix].")
+@click.option("--force", is_flag=True, help="Make it again even when it is up to date.")
+def server_env(path: str | None, force: bool) -> None:
+    """Make (or reuse) the server environment: nvidia-pytriton's tritonserver, numpy<2 for its Python backend, and
+    what resnet_deploy.runtime needs, apart from this environment (which keeps its numpy)."""
+    from resnet_deploy.serve.environment import make_server_env
+
+    env = make_server_env(path, force=force, log=lambda line: echo(line, err=True))
+    echo(f"server environment ready: {env.path} (Python {env.python}, numpy {env.numpy}, resnet-deploy "
+         f"{env.resnet_deploy})")
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -87,8 +106,9 @@ def triton(bundle: str, out: str, target: str, force: bool, **options: object) -
 @_model_options
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=str),
               help="Keep tritonserver's log here [default: a temporary file, removed on exit].")
+@SERVER_ENV
 def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, log_file: str | None,
-          **options: object) -> None:
+          server_env: str | None, **options: object) -> None:
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
 
     from resnet_deploy.runtime.manifest import check_writable
@@ -105,16 +125,21 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     if log_file:
         check_writable(log_file, "--log-file")
     code = serve_bundle(bundle, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port,
-                        log_file=log_file, on_ready=ready, **options)
+                        log_file=log_file, on_ready=ready, server_env=server_env, **options)
     echo(f"stopped (tritonserver exit code {code})", err=True)
 
 
 @click.command()
 @click.argument("url")
 @click.option("--model", required=True, help="Model name on the server.")
-@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated numbers of clients.")
+@click.option("--concurrency", default="1,4,16", show_default=True,
+              help="Comma-separated numbers of clients sending back to back (closed loop).")
+@click.option("--rate", help="Comma-separated request rates, e.g. 100/s or 50,100/s: requests sent when due, answered "
+                             "or not (open loop); the latency counts from when each was due. Replaces --concurrency.")
+@click.option("--max-threads", type=bounded("concurrency"), default=16, show_default=True,
+              help="With --rate: client threads sending (at most this many requests in flight).")
 @click.option("--duration-s", type=bounded("seconds", positive=True), default=10.0, show_default=True,
-              help="Timed seconds per concurrency level.")
+              help="Timed seconds per level.")
 @click.option("--warmup-s", type=bounded("seconds"), default=1.0, show_default=True,
               help="Untimed seconds per level first.")
 @click.option("--max-requests", type=bounded("requests"), default=100_000, show_default=True,
@@ -124,21 +149,27 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
 @click.option("--timeout-s", type=bounded("seconds", positive=True), default=30.0, show_default=True,
               help="Per-request timeout.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=str),
-              help="Also write the JSON result here.")
-def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s: float, max_requests: int,
-             images: str | None, outputs: tuple[str, ...], timeout_s: float, json_file: str | None) -> None:
-    """Send concurrent requests to MODEL at URL (http://host:port or grpc://host:port): throughput and latency
-    percentiles per concurrency level."""
+              help="Also write the JSON result here (with this client's CPU per request, to tell client-bound runs).")
+@click.pass_context
+def loadtest(ctx: click.Context, url: str, model: str, concurrency: str, rate: str | None, max_threads: int,
+             duration_s: float, warmup_s: float, max_requests: int, images: str | None, outputs: tuple[str, ...],
+             timeout_s: float, json_file: str | None) -> None:
+    """Send requests to MODEL at URL (http://host:port or grpc://host:port) at each concurrency level or request
+    rate: throughput, latency percentiles and this client's CPU per request."""
     from resnet_deploy.runtime.errors import ResnetDeployError
     from resnet_deploy.runtime.files import atomic_write_text
     from resnet_deploy.runtime.manifest import check_writable
-    from resnet_deploy.serve.loadtest import loadtest_summary, run_loadtest
+    from resnet_deploy.serve.loadtest import level_name, loadtest_summary, parse_rates, run_loadtest
 
-    levels = parse_numbers(concurrency, "--concurrency", "concurrency")
+    if rate is not None and ctx.get_parameter_source("concurrency") is click.core.ParameterSource.COMMANDLINE:
+        raise ResnetDeployError("give --concurrency (closed loop) or --rate (open loop), not both")
+    levels = parse_numbers(concurrency, "--concurrency", "concurrency") if rate is None else []
+    rates = parse_rates(rate) if rate is not None else []
     if json_file:
         check_writable(json_file, "--json file")  # before the run, which may take minutes
-    result = run_loadtest(url, model, concurrency=levels, duration_s=duration_s, warmup_s=warmup_s,
-                          max_requests=max_requests, images=images, outputs=outputs, timeout_s=timeout_s)
+    result = run_loadtest(url, model, concurrency=levels, rate=rates, max_threads=max_threads, duration_s=duration_s,
+                          warmup_s=warmup_s, max_requests=max_requests, images=images, outputs=outputs,
+                          timeout_s=timeout_s)
     echo(*loadtest_summary(result))
     text = json.dumps(result, indent=2) + "\n"
     if json_file:
@@ -150,13 +181,15 @@ def loadtest(url: str, model: str, concurrency: str, duration_s: float, warmup_s
                 f.write(text)
             raise ResnetDeployError(f"cannot write --json {json_file} ({e.strerror}); the results are in "
                                     f"{kept}") from None
-    silent = [r["concurrency"] for r in result["results"] if r["latency_ms"] is None]
+    silent = [r for r in result["results"] if r["latency_ms"] is None]
     if silent:
-        echo(f"FAIL: no answers at concurrency {', '.join(map(str, silent))} (see the errors above)", err=True)
+        kind = "rate" if "rate" in silent[0] else "concurrency"
+        which = ", ".join(level_name(r).removeprefix(kind + " ") for r in silent)
+        echo(f"FAIL: no answers at {kind} {which} (see the errors above)", err=True)
         raise SystemExit(1)
 
 
 def register(group: click.Group) -> None:
     """Add the serving commands to the `resnet-deploy` group."""
-    for command in (triton, serve, loadtest):
+    for command in (triton, server_env, serve, loadtest):
         group.add_command(command)

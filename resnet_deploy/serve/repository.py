@@ -42,10 +42,12 @@ from resnet_deploy.runtime.manifest import (
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
 from resnet_deploy.runtime.signature import load_trusted_keys, open_manifest
 from resnet_deploy.serve import TARGETS, precisions
+from resnet_deploy.serve.environment import probe
 
 IMAGE_INPUT = "image"
 MARKER = "resnet-deploy.json"  # what wrote the repository, and from which bundle
 SYS_PATH_FILE = "sys_path.txt"  # read by model.py before its imports (see triton_model.py)
+SYS_PATH_ENV = "RESNET_DEPLOY_SYS_PATH"  # set by `serve`'s server: its environment's paths, taken before the file
 MODEL_PY = Path(__file__).with_name("triton_model.py")
 KEYS_DIR = "trusted_keys"  # a signed bundle's python model: the publishers' keys it checks the bundle with
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
@@ -66,15 +68,18 @@ def pbtxt_string(value: str) -> str:
 
 
 def environment_paths() -> list[str]:
-    """Where this interpreter finds resnet_deploy and its dependencies, for the Python backend's stub.
+    """Where the Python backend's stub finds resnet_deploy and its dependencies: the server environment's paths
+    (`environment.py`: numpy<2, as the stub needs) when there is one, else this interpreter's.
 
     The stub embeds the base interpreter and ignores PYTHONPATH and virtual environments, so model.py puts these
-    first on sys.path itself: the directory holding this resnet_deploy package, then this environment's
-    site-packages.
+    first on sys.path itself: the directory holding the resnet_deploy package, then the environment's site-packages.
     """
-    paths = [str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["purelib"],
-             sysconfig.get_paths()["platlib"]]
-    return list(dict.fromkeys(p for p in paths if p))
+    try:
+        return list(probe().paths)
+    except ResnetDeployError:
+        paths = [str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["purelib"],
+                 sysconfig.get_paths()["platlib"]]
+        return list(dict.fromkeys(p for p in paths if p))
 
 
 def write_repository(bundle: str | Path, out: str | Path, *, name: str | None = None, target: str = "python",

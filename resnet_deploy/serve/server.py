@@ -1,11 +1,12 @@
 """Run NVIDIA's `tritonserver` binary on a model repository: find it, start it, wait until ready, stop it cleanly.
 
 The binary, its Python backend and the backend's stubs per Python version come from PyPI's `nvidia-pytriton` wheel
-(server 2.51; the `serve` extra). PyTriton's own Python API is not used: the binary is driven directly. What it takes
-on a machine like this one (see README, "Serving"): a backend directory holding `python/libtriton_python.so`,
-`python/triton_python_backend_utils.py` and the stub for the running Python; the wheel's bundled libraries and this
-interpreter's libpython on LD_LIBRARY_PATH; and numpy < 2, because that stub (built for numpy 1.x) reads tensors as
-zeros under numpy 2.
+(server 2.51), installed in the server environment (`environment.py`: its own numpy<2, because that stub, built for
+numpy 1.x, reads tensors as zeros under numpy 2). PyTriton's own Python API is not used: the binary is driven directly.
+What it takes (see README, "Serving"): a backend directory holding `python/libtriton_python.so`,
+`python/triton_python_backend_utils.py` and the stub for the server environment's Python; the wheel's bundled
+libraries and that Python's libpython on LD_LIBRARY_PATH; and the server environment's paths first on the stub's
+sys.path (RESNET_DEPLOY_SYS_PATH, read by model.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import importlib.util
 import json
 import os
 import secrets
@@ -23,7 +23,6 @@ import socket
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -34,12 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy
-
 from resnet_deploy.runtime.errors import ResnetDeployError, printable, quote
-from resnet_deploy.serve.repository import MARKER, write_repository
+from resnet_deploy.serve.environment import MAKE_HINT, check, probe
+from resnet_deploy.serve.repository import MARKER, SYS_PATH_ENV, write_repository
 
-INSTALL_HINT = "pip install 'resnet-deploy[serve]'"
 SHM_DIR = "/dev/shm"
 # Triton's APIs that no client of a classifier needs and that reach past it: registering shared-memory regions (a
 # client could name the Python backend's own region and have an answer written into it, which kills the server),
@@ -54,47 +51,34 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 @dataclass(frozen=True)
 class TritonInstall:
-    """Where the tritonserver binary and its Python backend are."""
+    """Where the tritonserver binary and its Python backend are, and the environment its Python backend runs."""
 
     binary: Path
     python_backend: Path  # libtriton_python.so and triton_python_backend_utils.py
-    stub: Path  # triton_python_backend_stub for this interpreter's Python version
+    stub: Path  # triton_python_backend_stub for the server environment's Python version
     libraries: tuple[Path, ...]  # for LD_LIBRARY_PATH
+    sys_path: tuple[str, ...] = ()  # the server environment's paths, first on the stub's sys.path
 
 
-def find_triton() -> TritonInstall:
-    """The tritonserver that nvidia-pytriton's wheel installed, for this Python version.
+def find_triton(server_env: str | Path | None = None) -> TritonInstall:
+    """The tritonserver that nvidia-pytriton's wheel installed in the server environment (`environment.py`).
 
     Raises:
-        ResnetDeployError: the wheel is not installed, lacks a stub for this Python, or numpy is 2.x.
+        ResnetDeployError: no server environment (the message names the command that makes it), or one without
+            nvidia-pytriton, with numpy 2, with another resnet-deploy, or lacking a stub for its Python.
     """
-    spec = importlib.util.find_spec("pytriton")  # finds the package without importing PyTriton's Python API
-    if spec is None or not spec.submodule_search_locations:
-        raise ResnetDeployError(f"tritonserver is not installed; install it with {INSTALL_HINT} "
-                                "(nvidia-pytriton's wheel carries the server)")
-    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env = check(probe(server_env))
+    root = env.pytriton / "tritonserver"
     install = TritonInstall(root / "bin" / "tritonserver", root / "backends" / "python",
-                            root / "python_backend_stubs" / version / "triton_python_backend_stub",
-                            tuple(p for p in (_libpython_dir(), root.parents[1] / "nvidia_pytriton.libs") if p))
+                            root / "python_backend_stubs" / env.python / "triton_python_backend_stub",
+                            tuple(p for p in (env.libdir, root.parents[1] / "nvidia_pytriton.libs") if p),
+                            env.paths)
     for path in (install.binary, install.python_backend / "libtriton_python.so", install.stub):
         if not path.is_file():
             raise ResnetDeployError(f"{path} is missing: nvidia-pytriton is incomplete or has no Python backend "
-                                    f"stub for Python {version}; reinstall it with {INSTALL_HINT}")
-
-    if int(numpy.__version__.split(".")[0]) >= 2:
-        raise ResnetDeployError(f"numpy {numpy.__version__} is installed, but the Python backend of "
-                                "nvidia-pytriton's tritonserver reads tensors as zeros with numpy 2; install numpy<2 "
-                                f"({INSTALL_HINT} resolves it)")
+                                    f"stub for Python {env.python}; make the server environment again with "
+                                    f"`{MAKE_HINT} --force`")
     return install
-
-
-def _libpython_dir() -> Path | None:
-    # The stub links libpython3.X.so: this interpreter's own, so that the stub runs the same Python build.
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        libdir = sysconfig.get_config_var("LIBDIR")
-        return Path(libdir) if libdir else None
-    return None
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -240,9 +224,11 @@ class TritonServer:
 
     def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
                  grpc_port: int = 8001, metrics_port: int = 8002, log_file: str | Path | None = None,
-                 exit_timeout_s: int = 10, models: list[str] | None = None) -> None:
+                 exit_timeout_s: int = 10, models: list[str] | None = None,
+                 server_env: str | Path | None = None) -> None:
         self.repository = Path(repository).resolve()
         self.models = models
+        self.server_env = server_env
         # The Python backend's shared-memory regions in /dev/shm outlive a server that exits by its timeout: a prefix
         # of our own lets `stop` remove them.
         self.shm_prefix = f"resnet-deploy-{secrets.token_hex(6)}"
@@ -305,7 +291,7 @@ class TritonServer:
         """
         if self.process is not None:
             raise ResnetDeployError("this tritonserver is already running")
-        install = find_triton()
+        install = find_triton(self.server_env)
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             check_port(self.address, port)
         remove_leftovers()
@@ -320,6 +306,8 @@ class TritonServer:
                 shutil.copy2(src, backend / src.name)
             env = dict(os.environ)
             env["LD_LIBRARY_PATH"] = os.pathsep.join([*map(str, install.libraries), env.get("LD_LIBRARY_PATH", "")])
+            # the stub inherits this: model.py puts the server environment first, whatever sys_path.txt says
+            env[SYS_PATH_ENV] = os.pathsep.join(install.sys_path)
             with open(self.log_file, "wb") as log:
                 self.process = subprocess.Popen(self.command(install, backend.parent), stdin=subprocess.DEVNULL,
                                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -434,7 +422,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int = 8002, log_file: str | Path | None = None,
-                 on_ready: Callable[[TritonServer, str], None] | None = None, **repository: Any) -> int | None:
+                 on_ready: Callable[[TritonServer, str], None] | None = None, server_env: str | Path | None = None,
+                 **repository: Any) -> int | None:
     """Serve `bundle` with tritonserver until Ctrl-C or SIGTERM, from a Python-backend repository in a temporary
     directory; the server, its stubs and every temporary file are gone when this returns.
 
@@ -443,6 +432,7 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
         host, http_port, grpc_port, metrics_port: where to listen (loopback by default).
         log_file: keep tritonserver's log here (default: a temporary file, removed).
         on_ready: called with the server and the model's name once every model is ready.
+        server_env: the server environment (default: `environment.server_env_path()`).
         **repository: options of `write_repository` (name, precision, max_batch, instances, max_queue_delay_us, ...).
 
     Returns:
@@ -452,6 +442,7 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
         ResnetDeployError: a bad bundle or option, the server failing to start, or the server ending by itself.
     """
 
+    install = find_triton(server_env)  # before anything is written: a missing environment is one line
     main_thread = threading.current_thread() is threading.main_thread()
     # Both, explicitly: a shell that starts a program in the background has it ignore SIGINT, and Python then keeps
     # ignoring it; `kill -INT` or Ctrl-C must stop the server all the same.
@@ -460,10 +451,11 @@ def serve_bundle(bundle: str | Path, *, host: str = "127.0.0.1", http_port: int 
     server = None
     try:
         claim_workdir(workdir)
-        repo = write_repository(bundle, workdir / "repository", target="python", **repository)
+        repo = write_repository(bundle, workdir / "repository", target="python", sys_path=list(install.sys_path),
+                                **repository)
         name = json.loads((repo / MARKER).read_text())["model"]
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
-                              metrics_port=metrics_port, log_file=log_file)
+                              metrics_port=metrics_port, log_file=log_file, server_env=server_env)
         server.start()
         if on_ready is not None:
             on_ready(server, name)

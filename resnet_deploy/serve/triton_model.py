@@ -25,11 +25,14 @@ from typing import Any
 
 
 def _extend_sys_path() -> None:
-    # Triton's Python stub embeds the base interpreter and ignores PYTHONPATH and virtual environments: put the
-    # environment that wrote the repository (sys_path.txt beside config.pbtxt) first, before anything imports numpy.
-    # Paths that do not exist here (another machine, NVIDIA's container) are skipped.
+    # Triton's Python stub embeds the base interpreter and ignores PYTHONPATH and virtual environments: put the server
+    # environment first, before anything imports numpy: the one `serve` started this server with (its paths in
+    # RESNET_DEPLOY_SYS_PATH, which the stub inherits), else the one the repository was written for (sys_path.txt
+    # beside config.pbtxt). Paths that do not exist here (another machine, NVIDIA's container) are skipped.
     listing = Path(__file__).resolve().parents[1] / "sys_path.txt"
-    for p in reversed(listing.read_text().splitlines() if listing.is_file() else []):
+    given = os.environ.get("RESNET_DEPLOY_SYS_PATH")
+    paths = given.split(os.pathsep) if given else listing.read_text().splitlines() if listing.is_file() else []
+    for p in reversed(paths):
         if p and os.path.isdir(p):
             sys.path.insert(0, p)
 
