@@ -544,6 +544,7 @@ def test_the_registry_is_pythons(lib: CLib) -> None:
                               "precision": list(rt_manifest.allowed("precision", "none")),
                               "target": list(rt_manifest.allowed("target", "any"))}
     assert reg["int8_dot_flags"] == list(INT8_DOT_FLAGS) and reg["bf16_flags"] == list(BF16_FLAGS)
+    assert reg["int8_needs_dot_product"] == [n for n, ld in rt_backend.LOADERS.items() if ld.int8_needs_dot_product]
     assert reg["machine_key"] == machine_key() and reg["cpu_flags"] == sorted(cpu_flags())
 
 

@@ -56,7 +56,7 @@ std::pair<std::vector<std::string>, std::string> auto_candidates(const fs::path&
     return {out, "fastest measured on this machine by bench (auto.json, " + measured->second + ")"};
   }
   auto [fast, why] = cpu_int8_is_fast(cpu_facts().flags);
-  if (!fast) {  // without int8 dot-product instructions int8 is slower than fp32: try it after the first fp32
+  if (!fast) {  // int8 of a runtime that needs int8 dot products for its speed: tried after the first fp32
     std::size_t first_fp32 = order.size() - 1;
     for (std::size_t i = 0; i < order.size(); ++i)
       if (variant(order[i]).precision == "fp32") {
@@ -65,7 +65,10 @@ std::pair<std::vector<std::string>, std::string> auto_candidates(const fs::path&
       }
     std::vector<std::string> slow, rest;
     for (std::size_t i = 0; i < order.size(); ++i)
-      (i < first_fp32 && variant(order[i]).precision == "int8" ? slow : rest).push_back(order[i]);
+      (i < first_fp32 && variant(order[i]).precision == "int8" && int8_needs_dot_product(variant(order[i]).loader)
+           ? slow
+           : rest)
+          .push_back(order[i]);
     std::size_t at = first_fp32 - slow.size() + 1;
     rest.insert(rest.begin() + static_cast<std::ptrdiff_t>(std::min(at, rest.size())), slow.begin(), slow.end());
     order = rest;

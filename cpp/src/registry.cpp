@@ -12,6 +12,7 @@
 
 namespace rd {
 
+const std::vector<std::string> kInt8NeedsDotProduct{"onnxruntime"};
 const std::vector<std::string> kInt8DotFlags{"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"};
 const std::vector<std::string> kBf16Flags{"avx512_bf16", "amx_bf16"};
 
@@ -157,6 +158,10 @@ std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& fl
   return {false, "CPU lacks int8 dot-product instructions (" + join(kInt8DotFlags) + "); int8 is expected slower than fp32"};
 }
 
+bool int8_needs_dot_product(const std::string& loader) {
+  return std::find(kInt8NeedsDotProduct.begin(), kInt8NeedsDotProduct.end(), loader) != kInt8NeedsDotProduct.end();
+}
+
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags) {
   auto found = present(flags, kBf16Flags);
   if (!found.empty()) return {true, "CPU has bf16 instructions (" + join(found) + ")"};
@@ -189,6 +194,7 @@ std::string registry_json() {
                      {"openvino", openvino},
                      {"ranked_cpu", ranked_cpu()},
                      {"int8_dot_flags", kInt8DotFlags},
+                     {"int8_needs_dot_product", kInt8NeedsDotProduct},
                      {"bf16_flags", kBf16Flags},
                      {"machine_key", machine_key(facts)},
                      {"cpu_flags", facts.flags},

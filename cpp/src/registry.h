@@ -39,6 +39,9 @@ const CpuFacts& cpu_facts();
 extern const std::vector<std::string> kInt8DotFlags;  // machine.INT8_DOT_FLAGS
 extern const std::vector<std::string> kBf16Flags;     // machine.BF16_FLAGS
 std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& flags);
+// backend.LOADERS[loader].int8_needs_dot_product: whether that runtime's int8 is tried after fp32 on a CPU without
+// int8 dot-product instructions (ONNX Runtime's; OpenVINO's int8 measured faster than its fp32 without them).
+bool int8_needs_dot_product(const std::string& loader);
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags);
 // autotune.machine_key: {"cpu": model, "flags": first 16 hex digits of sha256(" ".join(sorted(flags)))}.
 std::map<std::string, std::string> machine_key(const CpuFacts& facts);

@@ -60,6 +60,9 @@ class Loader(Protocol):
     module: str
     dists: tuple[str, ...]
     install: str
+    # whether this runtime's int8 kernels need an int8 dot-product instruction (VNNI, AMX) to beat its fp32 ones:
+    # `auto` tries its int8 variants after fp32 on CPUs without one, until `bench` measures otherwise
+    int8_needs_dot_product: bool
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         """Why `entry` cannot run on `device` on this machine (None: it can); `rebuild` is the command to rebuild,
@@ -76,6 +79,7 @@ class OrtLoader:
 
     title, module, dists, install = "onnxruntime", "onnxruntime", ("onnxruntime", "onnxruntime-gpu"), \
         "pip install onnxruntime"
+    int8_needs_dot_product = True  # MLAS's int8 kernels gain over fp32 with VNNI or AMX only
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if not onnx_backend.ort_installed():
@@ -99,6 +103,7 @@ class TrtLoader:
 
     title, module, dists, install = "TensorRT", "tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"), \
         "pip install 'resnet-deploy[trt]' (needs an NVIDIA GPU)"
+    int8_needs_dot_product = False  # GPUs only
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if device != "cuda":
@@ -121,6 +126,9 @@ class OvLoader:
     """ONNX files on OpenVINO's CPU plugin; option `inference_precision` ("fp32" default, or "bf16")."""
 
     title, module, dists, install = "OpenVINO", "openvino", ("openvino",), "pip install 'resnet-deploy[openvino]'"
+    # ResNet-50 batch 1 under ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO's int8 1.95x as fast as its fp32 (benchmarks/RESULTS.md,
+    # "The machine the user has"); an emulated AVX2 class, not verified on a real AVX2-only CPU
+    int8_needs_dot_product = False
 
     def refuse(self, entry: FileEntry, device: str, rebuild: str, options: dict[str, str]) -> str | None:
         if device != "cpu":

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from resnet_deploy.runtime import autotune, limits, variants
-from resnet_deploy.runtime.backend import Backend, LoadOptions, loader
+from resnet_deploy.runtime.backend import LOADERS, Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.machine import cpu_int8_is_fast
 from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
@@ -141,11 +141,14 @@ def _expected_order(device: str) -> tuple[list[str], str]:
     if device == "cuda":
         return order, "the registry's order for GPUs"
     fast, why = cpu_int8_is_fast()
-    if not fast:  # without int8 dot-product instructions the CPU int8 model is slower than fp32: try it after
+    if not fast:  # int8 of a runtime that needs int8 dot products for its speed is tried after fp32
         first_fp32 = next((i for i, n in enumerate(order) if variants.get(n).precision == "fp32"), len(order) - 1)
-        slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"]
+        slow = [n for n in order[:first_fp32] if variants.get(n).precision == "int8"
+                and loader(variants.get(n).loader).int8_needs_dot_product]
         order = [n for n in order if n not in slow]
         order[first_fp32 - len(slow) + 1:first_fp32 - len(slow) + 1] = slow
+        runtimes = [ld.title for ld in LOADERS.values() if ld.int8_needs_dot_product]
+        why += f" on {', '.join(runtimes)}"
     return order, why
 
 
