@@ -268,3 +268,15 @@ def test_the_order_bench_measured_travels_into_the_repository(tmp_path: Path) ->
     gpu = write_repository(bundle, tmp_path / "gpu", target="onnxruntime")  # the measured one
     assert json.loads((gpu / "resnet-deploy.json").read_text())["backend"] == "onnx"
     assert sha256_file(gpu / "cifar_resnet20" / "1" / "model.onnx") == sha256_file(bundle / "model.onnx")
+
+
+def test_the_triton_targets_are_the_registrys_runtimes() -> None:
+    # a Triton backend is named by the registry's loader whose files it runs, and serves that loader's variants
+    from resnet_deploy.runtime import backend, variants
+    from resnet_deploy.serve import TARGETS, TRITON_BACKENDS
+    from resnet_deploy.serve.repository import candidates
+
+    assert TARGETS == ("python", *TRITON_BACKENDS)
+    for name in TRITON_BACKENDS:
+        assert name in backend.LOADERS
+        assert candidates(name, "auto") and all(variants.get(v).loader == name for v in candidates(name, "auto"))

@@ -12,9 +12,24 @@
 Nothing heavy is imported here (the variant registry is torch-free), so the command line stays quick to start.
 """
 
+from dataclasses import dataclass
+
 from resnet_deploy.runtime import variants
 
-TARGETS = ("python", "onnxruntime", "tensorrt")
+
+@dataclass(frozen=True)
+class TritonBackend:
+    """Triton's own backend for the files of one of the registry's runtimes (a variant's `loader`)."""
+
+    platform: str  # config.pbtxt's `platform`
+    model_file: str  # the name Triton loads from <name>/1/
+    device: str  # the device `auto` ranks the variants for (NVIDIA's containers run these on GPUs)
+
+
+TRITON_BACKENDS = {variants.ORT: TritonBackend("onnxruntime_onnx", "model.onnx", "cuda"),
+                   variants.TRT: TritonBackend("tensorrt_plan", "model.plan", "cuda")}
+# "python": the bundle itself, run by resnet_deploy.runtime inside Triton's Python backend (any runtime, CPU or GPU)
+TARGETS = ("python", *TRITON_BACKENDS)
 
 
 def precisions() -> tuple[str, ...]:

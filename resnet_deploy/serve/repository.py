@@ -41,7 +41,7 @@ from resnet_deploy.runtime.manifest import (
 )
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
 from resnet_deploy.runtime.signature import load_trusted_keys, open_manifest
-from resnet_deploy.serve import TARGETS, precisions
+from resnet_deploy.serve import TARGETS, TRITON_BACKENDS, precisions
 from resnet_deploy.serve.environment import probe
 
 IMAGE_INPUT = "image"
@@ -52,7 +52,7 @@ MODEL_PY = Path(__file__).with_name("triton_model.py")
 KEYS_DIR = "trusted_keys"  # a signed bundle's python model: the publishers' keys it checks the bundle with
 # Which runtime serves each target: the Python backend runs the runtime's own backends on the CPU; NVIDIA's
 # containers run a file of the bundle with their ONNX Runtime or TensorRT backend on a GPU.
-TARGET_DEVICE = {"python": "cpu", "onnxruntime": "cuda", "tensorrt": "cuda"}
+TARGET_DEVICE = {"python": "cpu", **{name: b.device for name, b in TRITON_BACKENDS.items()}}
 MAX_IMAGE_BYTES = 32 << 20  # a larger encoded image is refused unread (pixels: the runtime's MAX_IMAGE_PIXELS)
 
 
@@ -194,7 +194,7 @@ def _check_options(target: str, precision: str, instances: int, delay_us: int, t
 
 def _max_batch(manifest: Manifest, target: str, max_batch: int | None) -> int:
     low, _, high = manifest.batch
-    if target == "tensorrt" and low > 1:
+    if target == variants.TRT and low > 1:
         raise ResnetDeployError(f"the bundle's engines take batches of {low} to {high}, but Triton sends batches "
                                 "from 1; export again with --batch 1:OPT:MAX")
     if max_batch is None:
@@ -327,9 +327,9 @@ def _file_model(model_dir: Path, bundle: Path, manifest: Manifest, target: str, 
     version = model_dir / "1"
     version.mkdir(parents=True)
     # the checked bytes themselves: a plan may carry host code, and Triton loads this copy with no check of its own
-    (version / ("model.plan" if target == "tensorrt" else "model.onnx")).write_bytes(VerifiedFile(bundle, entry).read())
-    platform = "tensorrt_plan" if target == "tensorrt" else "onnxruntime_onnx"
-    text = (f"name: {pbtxt_string(model_dir.name)}\nplatform: {pbtxt_string(platform)}\n"
+    triton = TRITON_BACKENDS[target]
+    (version / triton.model_file).write_bytes(VerifiedFile(bundle, entry).read())
+    text = (f"name: {pbtxt_string(model_dir.name)}\nplatform: {pbtxt_string(triton.platform)}\n"
             + _batching(batch, instances, "KIND_GPU", delay_us)
             + _section("input", [_tensor(manifest.input_name, "TYPE_FP32", list(manifest.input_shape))])
             + _section("output", [_tensor(manifest.output_name, "TYPE_FP32", [len(manifest.classes)],
