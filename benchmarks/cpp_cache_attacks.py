@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_cpp_cache import _swap_rows  # noqa: E402
+from test_cpp_cache import swapped_pair  # noqa: E402
 
 from resnet_deploy.runtime.cache import MAGIC, _digest  # noqa: E402
 
@@ -159,20 +159,9 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=ROOT / "build" / "cpp" / "libresnet_deploy.so")
     parser.add_argument("--loads", type=int, default=100)
     args = parser.parse_args()
-    from test_runtime import _build_bundle
-
     with tempfile.TemporaryDirectory(prefix="cpp-attacks-") as t:
         tmp = Path(t)
-        good = _build_bundle(tmp / "bundle")
-        bad = Path(shutil.copytree(good, tmp / "swapped"))
-        _swap_rows(bad / "model.onnx")
-        doc = json.loads((bad / "manifest.json").read_text())
-        for f in doc["files"]:
-            if f["path"] == "model.onnx":
-                data = (bad / "model.onnx").read_bytes()
-                f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-                f.pop("blake3", None)
-        (bad / "manifest.json").write_text(json.dumps(doc))
+        good, bad = swapped_pair(tmp)
         x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
         print("| case | BEFORE | AFTER |\n| --- | --- | --- |")
         libs = {"before": Lib(args.before), "after": Lib(args.after)}

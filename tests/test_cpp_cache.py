@@ -48,11 +48,14 @@ def lib() -> CLib:
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return swapped_pair(tmp_path_factory.mktemp("cpp-cache"))
+
+
+def swapped_pair(tmp: Path) -> tuple[Path, Path]:
     """The tiny bundle, and a copy whose model.onnx has the classifier's first two rows swapped (its manifest lists
     the new file, so it loads: the content an attacker would compile and plant)."""
     from test_runtime import _build_bundle
 
-    tmp = tmp_path_factory.mktemp("cpp-cache")
     good = _build_bundle(tmp / "bundle")
     bad = Path(shutil.copytree(good, tmp / "swapped"))
     _swap_rows(bad / "model.onnx")

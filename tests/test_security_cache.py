@@ -311,16 +311,20 @@ print("right")
 """
 
 
-@needs_ov
-def test_a_request_outliving_its_backend_still_reads_the_imported_model(bundle: Path, cache: Path) -> None:
-    # in a process of its own: the failure this guards against is a segmentation fault
+def _in_a_process_of_its_own(script: str, bundle: Path, cache: Path) -> None:
+    """Run `script` on the bundle in a fresh interpreter: the failures these guard against are segmentation faults."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-c", OUTLIVE, str(bundle)], capture_output=True, text=True, timeout=300,
+    r = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(cache)})
     assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]
+
+
+@needs_ov
+def test_a_request_outliving_its_backend_still_reads_the_imported_model(bundle: Path, cache: Path) -> None:
+    _in_a_process_of_its_own(OUTLIVE, bundle, cache)
 
 
 TWO_AT_ONCE = """
@@ -351,11 +355,4 @@ print("right")
 
 @needs_ov
 def test_two_loads_of_one_content_at_once_each_keep_the_mapping_their_model_reads(bundle: Path, cache: Path) -> None:
-    # in a process of its own: the failure this guards against is a segmentation fault
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-c", TWO_AT_ONCE, str(bundle)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(root), CACHE_ENV: str(cache)})
-    assert (r.returncode, r.stdout.strip()) == (0, "right"), r.stderr[-2000:]
+    _in_a_process_of_its_own(TWO_AT_ONCE, bundle, cache)
