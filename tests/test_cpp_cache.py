@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 
 from resnet_deploy.runtime.cache import MAGIC, _digest
+from resnet_deploy.runtime.machine import caps_text, isa_caps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cpp" / "python"))
@@ -117,7 +119,7 @@ def _binding(lib: CLib, content_id: str, version: str) -> bytes:
               "PERFORMANCE_HINT": "LATENCY"}
     doc = {"config": config, "content": content_id, "cpu": reg["machine_key"]["cpu"],
            "cpu_flags": hashlib.sha256(" ".join(reg["cpu_flags"]).encode()).hexdigest(), "device": "CPU",
-           "openvino": version}
+           "isa_caps": caps_text(isa_caps()), "openvino": version}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -232,6 +234,34 @@ def test_the_cache_is_private_and_a_flipped_byte_is_compiled_again(lib, bundles,
     assert described["cache_warning"] == why
     assert entry.read_bytes() != bytes(data)  # replaced
     assert _load(lib, good, cache, batch)[1]["cache_use"] == "imported"
+
+
+CAPPED_LOAD = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from resnet_deploy_c import CLib
+
+with CLib(sys.argv[2]).predictor(sys.argv[3], "ov-fp32", 1, cache_dir=sys.argv[4]) as p:
+    print(json.dumps({"logits": p.run(np.load(sys.argv[5])).tolist(), "cache_use": p.describe()["cache_use"]}))
+"""
+
+
+def test_a_model_compiled_under_an_isa_cap_has_an_entry_of_its_own(lib, bundles, batch, right, tmp_path):
+    """The same CPU capped to AVX2 is another class of machine: its compiled model is not the uncapped one's."""
+    good, cache = bundles[0], tmp_path / "cache"
+    assert _load(lib, good, cache, batch)[1]["cache_use"] == "compiled: no entry yet; written"
+    np.save(tmp_path / "batch.npy", batch)
+    argv = [sys.executable, "-c", CAPPED_LOAD, str(ROOT / "cpp" / "python"), str(LIB), str(good), str(cache),
+            str(tmp_path / "batch.npy")]
+    for use in ("compiled: no entry yet; written", "imported"):
+        r = subprocess.run(argv, env=os.environ | {"ONEDNN_MAX_CPU_ISA": "AVX2"}, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = json.loads(r.stdout)
+        assert got["cache_use"] == use
+        np.testing.assert_allclose(np.array(got["logits"], np.float32), right, atol=1e-4)
+    assert len(list((cache / "openvino" / _content_id(good)).iterdir())) == 2
 
 
 def test_a_racing_renamer_never_gets_the_swapped_model_run(lib, bundles, batch, right, tmp_path):

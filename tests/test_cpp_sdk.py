@@ -36,7 +36,7 @@ from resnet_deploy.runtime import backend as rt_backend
 from resnet_deploy.runtime import manifest as rt_manifest
 from resnet_deploy.runtime.autotune import machine_key, record_order
 from resnet_deploy.runtime.cache import CACHE_ENV
-from resnet_deploy.runtime.machine import BF16_FLAGS, INT8_DOT_FLAGS, cpu_flags, cpu_has_bf16
+from resnet_deploy.runtime.machine import BF16_FLAGS, INT8_DOT_FLAGS, ISA_CAPS, cpu_flags, cpu_has_bf16
 from resnet_deploy.runtime.openvino_backend import ov_installed
 from resnet_deploy.runtime.predictor import choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
@@ -546,6 +546,30 @@ def test_the_registry_is_pythons(lib: CLib) -> None:
     assert reg["int8_dot_flags"] == list(INT8_DOT_FLAGS) and reg["bf16_flags"] == list(BF16_FLAGS)
     assert reg["int8_needs_dot_product"] == [n for n, ld in rt_backend.LOADERS.items() if ld.int8_needs_dot_product]
     assert reg["machine_key"] == machine_key() and reg["cpu_flags"] == sorted(cpu_flags())
+    assert reg["isa_caps"] == list(ISA_CAPS)
+
+
+REGISTRY_KEY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from resnet_deploy_c import CLib
+
+print(json.dumps(CLib(sys.argv[2]).registry()["machine_key"]))
+"""
+
+
+def test_a_capped_process_is_another_machine_class(lib: CLib, monkeypatch: pytest.MonkeyPatch) -> None:
+    # in a process of its own: the SDK reads the caps once, as oneDNN does
+    env = os.environ | {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    r = subprocess.run([sys.executable, "-c", REGISTRY_KEY, str(ROOT / "cpp" / "python"), str(LIB)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    key = json.loads(r.stdout)
+    # the CPU's own key with the cap beside it: no record of the uncapped CPU matches, nor Python's capped records
+    # (keyed by the flags the cap leaves usable, which the SDK does not work out)
+    assert key == machine_key() | {"isa_caps": "ONEDNN_MAX_CPU_ISA=AVX2"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert key != machine_key()
 
 
 class _NoOrt:
@@ -658,8 +682,6 @@ print("handled" if got else "not handled")
 
 def test_a_signal_after_two_predictors_freed_out_of_order_is_handled(lib: CLib, has_ov: None, bundle: Path) -> None:
     # in a process of its own: the failure this guards against is a segmentation fault (a freed signal stack)
-    import subprocess
-
     r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", SIGNAL_AFTER_TWO, str(bundle),
                         str(ROOT / "cpp" / "python"), str(LIB)], capture_output=True, text=True, timeout=300)
     assert (r.returncode, r.stdout.strip()) == (0, "handled"), r.stderr[-2000:]

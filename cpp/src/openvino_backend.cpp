@@ -56,7 +56,7 @@ CacheEntry cache_entry(const VerifiedFile& file, const LoadOptions& opts,
   for (const auto& f : cpu_facts().flags) flags += (flags.empty() ? "" : " ") + f;
   entry.binding =
       Json{{"content", file.content_id()}, {"openvino", version},           {"device", "CPU"}, {"config", config},
-           {"cpu", cpu_facts().model},     {"cpu_flags", sha256_hex(flags)}}
+           {"cpu", cpu_facts().model},     {"cpu_flags", sha256_hex(flags)}, {"isa_caps", isa_caps_text()}}
           .dump();
   entry.name = sha256_hex(entry.binding).substr(0, 32) + ".blob";
   return entry;

@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -13,6 +14,9 @@
 namespace rd {
 
 const std::vector<std::string> kInt8NeedsDotProduct{"onnxruntime"};
+// machine.ISA_CAPS: environment variables that cap the instruction set the libraries use (OpenVINO's oneDNN here).
+const std::vector<std::string> kIsaCaps{"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                                        "OV_CPU_MAX_ISA", "MKL_ENABLE_INSTRUCTIONS"};
 const std::vector<std::string> kInt8DotFlags{"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"};
 const std::vector<std::string> kBf16Flags{"avx512_bf16", "amx_bf16"};
 
@@ -168,10 +172,21 @@ std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags)
   return {false, "CPU lacks bf16 instructions (" + join(kBf16Flags) + "); OpenVINO would emulate it, slower than fp32"};
 }
 
+std::string isa_caps_text() {
+  std::string text;
+  for (const auto& k : kIsaCaps)
+    if (const char* v = std::getenv(k.c_str()); v && *v) text += (text.empty() ? "" : ", ") + k + "=" + v;
+  return text;
+}
+
 std::map<std::string, std::string> machine_key(const CpuFacts& facts) {
   std::string text;
   for (const auto& f : facts.flags) text += (text.empty() ? "" : " ") + f;
-  return {{"cpu", facts.model}, {"flags", sha256_hex(text).substr(0, 16)}};
+  std::map<std::string, std::string> key{{"cpu", facts.model}, {"flags", sha256_hex(text).substr(0, 16)}};
+  // under a cap, a key no record matches: Python keys capped records by the flags the cap leaves usable, which the
+  // SDK does not work out, so it takes the expected order there rather than another class's measurement
+  if (auto caps = isa_caps_text(); !caps.empty()) key["isa_caps"] = caps;
+  return key;
 }
 
 std::string registry_json() {
@@ -195,6 +210,7 @@ std::string registry_json() {
                      {"ranked_cpu", ranked_cpu()},
                      {"int8_dot_flags", kInt8DotFlags},
                      {"int8_needs_dot_product", kInt8NeedsDotProduct},
+                     {"isa_caps", kIsaCaps},
                      {"bf16_flags", kBf16Flags},
                      {"machine_key", machine_key(facts)},
                      {"cpu_flags", facts.flags},
