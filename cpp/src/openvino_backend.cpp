@@ -52,12 +52,14 @@ CacheEntry cache_entry(const VerifiedFile& file, const LoadOptions& opts,
     if (warn) entry.refused = "OpenVINO model cache off: " + entry.why;
     return entry;
   }
-  std::string flags;
-  for (const auto& f : cpu_facts().flags) flags += (flags.empty() ? "" : " ") + f;
-  entry.binding =
-      Json{{"content", file.content_id()}, {"openvino", version},           {"device", "CPU"}, {"config", config},
-           {"cpu", cpu_facts().model},     {"cpu_flags", sha256_hex(flags)}, {"isa_caps", isa_caps_text()}}
-          .dump();
+  entry.binding = Json{{"content", file.content_id()},
+                       {"openvino", version},
+                       {"device", "CPU"},
+                       {"config", config},
+                       {"cpu", cpu_facts().model},
+                       {"cpu_flags", sha256_hex(join(cpu_facts().flags, " "))},
+                       {"isa_caps", isa_caps_text()}}
+                      .dump();
   entry.name = sha256_hex(entry.binding).substr(0, 32) + ".blob";
   return entry;
 }

@@ -9,12 +9,6 @@
 namespace rd {
 namespace {
 
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (const auto& x : items) out += (out.empty() ? "" : sep) + x;
-  return out;
-}
-
 // Why variant `name` cannot run here (nothing when it can): predictor._reason for device "cpu".
 std::optional<std::string> reason(const fs::path& bundle, const Manifest& m, const std::string& name) {
   const Variant& v = variant(name);

@@ -149,17 +149,19 @@ std::vector<std::string> present(const std::vector<std::string>& flags, const st
     if (std::binary_search(flags.begin(), flags.end(), w)) out.push_back(w);
   return out;
 }
-std::string join(const std::vector<std::string>& items) {
+}  // namespace
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
   std::string out;
-  for (const auto& x : items) out += (out.empty() ? "" : ", ") + x;
+  for (const auto& x : items) out += (out.empty() ? "" : sep) + x;
   return out;
 }
-}  // namespace
 
 std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& flags) {
   auto found = present(flags, kInt8DotFlags);
-  if (!found.empty()) return {true, "CPU has int8 dot-product instructions (" + join(found) + ")"};
-  return {false, "CPU lacks int8 dot-product instructions (" + join(kInt8DotFlags) + "); int8 is expected slower than fp32"};
+  if (!found.empty()) return {true, "CPU has int8 dot-product instructions (" + join(found, ", ") + ")"};
+  return {false, "CPU lacks int8 dot-product instructions (" + join(kInt8DotFlags, ", ") +
+                     "); int8 is expected slower than fp32"};
 }
 
 bool int8_needs_dot_product(const std::string& loader) {
@@ -168,8 +170,9 @@ bool int8_needs_dot_product(const std::string& loader) {
 
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags) {
   auto found = present(flags, kBf16Flags);
-  if (!found.empty()) return {true, "CPU has bf16 instructions (" + join(found) + ")"};
-  return {false, "CPU lacks bf16 instructions (" + join(kBf16Flags) + "); OpenVINO would emulate it, slower than fp32"};
+  if (!found.empty()) return {true, "CPU has bf16 instructions (" + join(found, ", ") + ")"};
+  return {false,
+          "CPU lacks bf16 instructions (" + join(kBf16Flags, ", ") + "); OpenVINO would emulate it, slower than fp32"};
 }
 
 std::string isa_caps_text() {
@@ -180,9 +183,8 @@ std::string isa_caps_text() {
 }
 
 std::map<std::string, std::string> machine_key(const CpuFacts& facts) {
-  std::string text;
-  for (const auto& f : facts.flags) text += (text.empty() ? "" : " ") + f;
-  std::map<std::string, std::string> key{{"cpu", facts.model}, {"flags", sha256_hex(text).substr(0, 16)}};
+  std::map<std::string, std::string> key{{"cpu", facts.model},
+                                         {"flags", sha256_hex(join(facts.flags, " ")).substr(0, 16)}};
   // under a cap, a key no record matches: Python keys capped records by the flags the cap leaves usable, which the
   // SDK does not work out, so it takes the expected order there rather than another class's measurement
   if (auto caps = isa_caps_text(); !caps.empty()) key["isa_caps"] = caps;

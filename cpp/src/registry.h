@@ -43,6 +43,8 @@ std::pair<bool, std::string> cpu_int8_is_fast(const std::vector<std::string>& fl
 // int8 dot-product instructions (ONNX Runtime's; OpenVINO's int8 measured faster than its fp32 without them).
 bool int8_needs_dot_product(const std::string& loader);
 std::pair<bool, std::string> cpu_has_bf16(const std::vector<std::string>& flags);
+// The items with `sep` between them.
+std::string join(const std::vector<std::string>& items, const std::string& sep);
 // machine.caps_text(machine.isa_caps()): "ONEDNN_MAX_CPU_ISA=AVX2, ..." for the caps set here, or "".
 std::string isa_caps_text();
 // autotune.machine_key: {"cpu": model, "flags": first 16 hex digits of sha256(" ".join(sorted(flags)))}.
