@@ -22,7 +22,7 @@ FT_BUNDLE ?= bundles/finetune-demo
 CPP_BUILD ?= build/cpp
 CPP_ASAN := build/cpp-asan
 CPP_FIXTURES := build/cpp-fixtures
-CPP_APT := cmake g++ nlohmann-json3-dev libpng-dev libjpeg-dev libssl-dev libgtest-dev
+CPP_APT := cmake g++ pkg-config nlohmann-json3-dev libpng-dev libjpeg-dev libssl-dev libxxhash-dev libgtest-dev
 
 .PHONY: install test test-slow lint demo finetune-demo depth-study data gpu-check clean FORCE cpp cpp-deps cpp-build \
 	cpp-test

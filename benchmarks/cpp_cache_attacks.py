@@ -31,9 +31,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_cpp_cache import swapped_pair  # noqa: E402
+from test_cpp_cache import sdk_entry, swapped_pair  # noqa: E402
 
-from resnet_deploy.runtime.cache import MAGIC, _digest  # noqa: E402
+from resnet_deploy.runtime.cache import MAGIC  # noqa: E402
+from resnet_deploy.runtime.machine import caps_text, isa_caps  # noqa: E402
 
 
 class _Options(ctypes.Structure):
@@ -95,10 +96,10 @@ def planted_entry(lib: Lib, good: Path, bad: Path, x: np.ndarray, tmp: Path) -> 
     doc = {"config": {"INFERENCE_NUM_THREADS": "1", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1",
                       "PERFORMANCE_HINT": "LATENCY"}, "content": content_id(good), "cpu": reg["machine_key"]["cpu"],
            "cpu_flags": hashlib.sha256(" ".join(reg["cpu_flags"]).encode()).hexdigest(), "device": "CPU",
-           "openvino": openvino.get_version()}
+           "isa_caps": caps_text(isa_caps()), "openvino": openvino.get_version()}
     binding = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     assert hashlib.sha256(binding).hexdigest()[:32] + ".blob" == name, "the binding is not the SDK's"
-    return name, b"%s sha256 %s\n" % (MAGIC, _digest(binding, data, "sha256")[1].encode()) + data
+    return name, sdk_entry(binding, data)
 
 
 def planted(lib: Lib, good: Path, bad: Path, x: np.ndarray, right: np.ndarray, tmp: Path) -> str:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpp_vs_python import CLASSIFY, fashion_images, machine, make_resnet20, photo_images, run_app, write_images  # noqa: E402
+
+
+def sdk_library(app: Path) -> str:
+    """The libresnet_deploy the dynamic loader gives `app`: a copied build folder still loads the original's."""
+    out = subprocess.run(["ldd", str(app)], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"libresnet_deploy\S*\s+=>\s+(\S+)", out)
+    return os.path.realpath(found.group(1)) if found else str(app)
 
 
 def start(app: Path, bundle: Path, image: Path, args: argparse.Namespace, cache: Path) -> tuple[float, dict]:
@@ -80,6 +89,9 @@ def main() -> None:
     for app in (args.before, args.after):
         if not app.exists():
             raise SystemExit(f"{app} is missing: build the C++ SDK first (make cpp)")
+    if sdk_library(args.before) == sdk_library(args.after):
+        raise SystemExit(f"both apps load {sdk_library(args.after)}: build BEFORE in a build folder of its own "
+                         "(a copied folder keeps the original's RUNPATH)")
     with tempfile.TemporaryDirectory(prefix="cpp-cold-") as t:
         tmp = Path(t)
         if args.bundle:

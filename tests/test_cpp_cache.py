@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
-from resnet_deploy.runtime.cache import MAGIC, _digest
+from resnet_deploy.runtime.cache import MAGIC
 from resnet_deploy.runtime.machine import caps_text, isa_caps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,12 @@ def _binding(lib: CLib, content_id: str, version: str) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def sdk_entry(binding: bytes, data: bytes) -> bytes:
+    """An entry in the SDK's format (cpp/src/cache.h): the header with the XXH3-128 of binding and bytes, then them."""
+    digest = xxhash.xxh3_128(len(binding).to_bytes(8, "little") + binding + data).hexdigest()
+    return b"%s xxh3-128 %s\n" % (MAGIC, digest.encode()) + data
+
+
 @pytest.fixture(scope="module")
 def forged(lib: CLib, bundles: tuple[Path, Path], batch: np.ndarray,
            tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
@@ -136,7 +143,7 @@ def forged(lib: CLib, bundles: tuple[Path, Path], batch: np.ndarray,
     _load(lib, bad, cache, batch)
     blob = (cache / "openvino" / _content_id(bad)).glob("*.blob").__next__().read_bytes()
     data = blob[blob.index(b"\n") + 1:]
-    return name, b"%s sha256 %s\n" % (MAGIC, _digest(binding, data, "sha256")[1].encode()) + data
+    return name, sdk_entry(binding, data)
 
 
 def _plant(folder: Path, forged: tuple[str, bytes]) -> Path:
@@ -219,7 +226,9 @@ def test_the_cache_is_private_and_a_flipped_byte_is_compiled_again(lib, bundles,
         assert stat.S_IMODE(f.stat().st_mode) == 0o700
     (entry,) = folder.iterdir()
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
-    assert entry.read_bytes().startswith(MAGIC + b" sha256 ")
+    written = entry.read_bytes()  # the header's digest is the XXH3-128 that xxhash computes of binding and bytes
+    binding = _binding(lib, _content_id(good), described["version"])
+    assert written == sdk_entry(binding, written[written.index(b"\n") + 1:])
     logits, described = _load(lib, good, cache, batch)
     assert described["cache_use"] == "imported"
     np.testing.assert_allclose(logits, right, atol=1e-5)

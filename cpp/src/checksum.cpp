@@ -17,17 +17,37 @@ void Sha256::update(const void* data, std::size_t size) {
   if (EVP_DigestUpdate(ctx_.get(), data, size) != 1) fail(Status::internal, "sha256 failed");
 }
 
-std::string Sha256::hex() {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_DigestFinal_ex(ctx_.get(), digest, &n) != 1) fail(Status::internal, "sha256 failed");
+namespace {
+std::string to_hex(const unsigned char* digest, std::size_t n) {
   static const char* digits = "0123456789abcdef";
   std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
+  for (std::size_t i = 0; i < n; ++i) {
     out += digits[digest[i] >> 4];
     out += digits[digest[i] & 15];
   }
   return out;
+}
+}  // namespace
+
+std::string Sha256::hex() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(ctx_.get(), digest, &n) != 1) fail(Status::internal, "sha256 failed");
+  return to_hex(digest, n);
+}
+
+Xxh3_128::Xxh3_128() {
+  if (!state_ || XXH3_128bits_reset(state_.get()) != XXH_OK) fail(Status::internal, "XXH3 unavailable");
+}
+
+void Xxh3_128::update(const void* data, std::size_t size) {
+  if (XXH3_128bits_update(state_.get(), data, size) != XXH_OK) fail(Status::internal, "XXH3 failed");
+}
+
+std::string Xxh3_128::hex() const {
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state_.get()));
+  return to_hex(canonical.digest, sizeof canonical.digest);
 }
 
 std::string sha256_hex(const std::string& bytes) {

@@ -478,11 +478,15 @@ TEST(Cache, FoldersAreMadePrivateAndAnEntryReadsBackOnlyForItsBinding) {
             fs::perms::owner_read | fs::perms::owner_write);
   EXPECT_EQ(got(*d, "e.blob", "binding one", why), data);
   EXPECT_EQ(why, "");
-  // runtime/cache.py's format: the header line, then the bytes; its digest covers the binding's length and text
+  // runtime/cache.py's format: the header line, then the bytes; its digest (XXH3-128, cache.h says why) covers the
+  // binding's length and text (tests/test_cpp_cache.py checks the digest against Python's xxhash)
   std::string file = text_of(d->path() / "e.blob");
   std::string binding = "binding one", length(8, '\0');
   length[0] = static_cast<char>(binding.size());
-  EXPECT_EQ(file, "resnet-deploy cache entry 1 sha256 " + rd::sha256_hex(length + binding + data) + "\n" + data);
+  rd::Xxh3_128 whole;
+  const std::string hashed = length + binding + data;
+  whole.update(hashed.data(), hashed.size());
+  EXPECT_EQ(file, "resnet-deploy cache entry 1 xxh3-128 " + whole.hex() + "\n" + data);
   EXPECT_EQ(got(*d, "e.blob", "binding two", why), "<none>");
   EXPECT_EQ(why, "cache entry " + (d->path() / "e.blob").string() +
                      " not used (its digest does not match its bytes or what it was made from)");
