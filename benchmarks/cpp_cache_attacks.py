@@ -31,10 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_cpp_cache import sdk_entry, swapped_pair  # noqa: E402
+from test_cpp_cache import content_id, sdk_binding, sdk_entry, swapped_pair  # noqa: E402
 
 from resnet_deploy.runtime.cache import MAGIC  # noqa: E402
-from resnet_deploy.runtime.machine import caps_text, isa_caps  # noqa: E402
 
 
 class _Options(ctypes.Structure):
@@ -75,11 +74,6 @@ def verdict(got: np.ndarray | str, right: np.ndarray) -> str:
     return "right" if np.allclose(got, right, atol=1e-5) else "WRONG: the swapped model ran"
 
 
-def content_id(bundle: Path) -> str:
-    files = json.loads((bundle / "manifest.json").read_text())["files"]
-    return "sha256-" + next(f["sha256"] for f in files if f["path"] == "model.onnx")
-
-
 def planted_entry(lib: Lib, good: Path, bad: Path, x: np.ndarray, tmp: Path) -> tuple[str, bytes]:
     """(the name a build reads for `good`'s content, the swapped model compiled, in the form that build reads)."""
     own = Path(tempfile.mkdtemp(dir=tmp))
@@ -90,14 +84,9 @@ def planted_entry(lib: Lib, good: Path, bad: Path, x: np.ndarray, tmp: Path) -> 
     if not blob.startswith(MAGIC):  # BEFORE: a bare blob, named by the settings alone
         return name, blob
     data = blob[blob.index(b"\n") + 1:]
-    reg = json.loads(lib.lib.rd_registry_json().decode())
     import openvino
 
-    doc = {"config": {"INFERENCE_NUM_THREADS": "1", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1",
-                      "PERFORMANCE_HINT": "LATENCY"}, "content": content_id(good), "cpu": reg["machine_key"]["cpu"],
-           "cpu_flags": hashlib.sha256(" ".join(reg["cpu_flags"]).encode()).hexdigest(), "device": "CPU",
-           "isa_caps": caps_text(isa_caps()), "openvino": openvino.get_version()}
-    binding = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    binding = sdk_binding(json.loads(lib.lib.rd_registry_json().decode()), content_id(good), openvino.get_version())
     assert hashlib.sha256(binding).hexdigest()[:32] + ".blob" == name, "the binding is not the SDK's"
     return name, sdk_entry(binding, data)
 

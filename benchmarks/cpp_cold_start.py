@@ -89,8 +89,8 @@ def main() -> None:
     for app in (args.before, args.after):
         if not app.exists():
             raise SystemExit(f"{app} is missing: build the C++ SDK first (make cpp)")
-    if sdk_library(args.before) == sdk_library(args.after):
-        raise SystemExit(f"both apps load {sdk_library(args.after)}: build BEFORE in a build folder of its own "
+    if (library := sdk_library(args.after)) == sdk_library(args.before):
+        raise SystemExit(f"both apps load {library}: build BEFORE in a build folder of its own "
                          "(a copied folder keeps the original's RUNPATH)")
     with tempfile.TemporaryDirectory(prefix="cpp-cold-") as t:
         tmp = Path(t)

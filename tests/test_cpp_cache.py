@@ -108,17 +108,16 @@ def _load(lib: CLib, bundle: Path, cache: Path | str, batch: np.ndarray) -> tupl
         return p.run(batch), p.describe()
 
 
-def _content_id(bundle: Path) -> str:
+def content_id(bundle: Path) -> str:
     entry = next(f for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["path"] == "model.onnx")
     return f"sha256-{entry['sha256']}"
 
 
-def _binding(lib: CLib, content_id: str, version: str) -> bytes:
-    """What the SDK binds an entry of this content to (fp32, one thread), from the facts it reports."""
-    reg = lib.registry()
+def sdk_binding(reg: dict, content: str, version: str) -> bytes:
+    """What the SDK binds an entry of this content to (fp32, one thread), from the facts its registry `reg` reports."""
     config = {"INFERENCE_NUM_THREADS": "1", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1",
               "PERFORMANCE_HINT": "LATENCY"}
-    doc = {"config": config, "content": content_id, "cpu": reg["machine_key"]["cpu"],
+    doc = {"config": config, "content": content, "cpu": reg["machine_key"]["cpu"],
            "cpu_flags": hashlib.sha256(" ".join(reg["cpu_flags"]).encode()).hexdigest(), "device": "CPU",
            "isa_caps": caps_text(isa_caps()), "openvino": version}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -137,11 +136,11 @@ def forged(lib: CLib, bundles: tuple[Path, Path], batch: np.ndarray,
     good, bad = bundles
     cache = tmp_path_factory.mktemp("forge")
     _, described = _load(lib, good, cache, batch)
-    binding = _binding(lib, _content_id(good), described["version"])
+    binding = sdk_binding(lib.registry(), content_id(good), described["version"])
     name = hashlib.sha256(binding).hexdigest()[:32] + ".blob"
-    assert [p.name for p in (cache / "openvino" / _content_id(good)).iterdir()] == [name]  # the SDK's own name
+    assert [p.name for p in (cache / "openvino" / content_id(good)).iterdir()] == [name]  # the SDK's own name
     _load(lib, bad, cache, batch)
-    blob = (cache / "openvino" / _content_id(bad)).glob("*.blob").__next__().read_bytes()
+    blob = (cache / "openvino" / content_id(bad)).glob("*.blob").__next__().read_bytes()
     data = blob[blob.index(b"\n") + 1:]
     return name, sdk_entry(binding, data)
 
@@ -155,8 +154,8 @@ def _plant(folder: Path, forged: tuple[str, bytes]) -> Path:
 def test_a_forged_entry_in_this_users_own_cache_is_imported_which_is_what_remains(lib, bundles, batch, right, forged,
                                                                                   tmp_path):
     cache = tmp_path / "cache"
-    _plant(cache / "openvino" / _content_id(bundles[0]), forged)
-    for folder in (cache, cache / "openvino", cache / "openvino" / _content_id(bundles[0])):
+    _plant(cache / "openvino" / content_id(bundles[0]), forged)
+    for folder in (cache, cache / "openvino", cache / "openvino" / content_id(bundles[0])):
         folder.chmod(0o700)
     logits, described = _load(lib, bundles[0], cache, batch)
     assert described["cache_use"] == "imported"
@@ -168,7 +167,7 @@ def test_a_forged_entry_in_this_users_own_cache_is_imported_which_is_what_remain
 def test_an_entry_planted_where_others_could_write_is_not_used(lib, bundles, batch, right, forged, tmp_path, how):
     good = bundles[0]
     cache = tmp_path / "cache"
-    folder = cache / "openvino" / _content_id(good)
+    folder = cache / "openvino" / content_id(good)
     planted = _plant(folder, forged)
     if how == "folder 0777":
         folder.chmod(0o777)
@@ -199,7 +198,7 @@ def test_a_link_at_the_entrys_name_is_replaced_never_followed(lib, bundles, batc
     good = bundles[0]
     cache = tmp_path / "cache"
     _load(lib, good, cache, batch)  # the private folders, made by the SDK
-    folder = cache / "openvino" / _content_id(good)
+    folder = cache / "openvino" / content_id(good)
     target = _plant(tmp_path / "elsewhere", forged)  # a well-formed entry: a followed link would run it
     (folder / forged[0]).unlink()
     (folder / forged[0]).symlink_to(target)
@@ -219,7 +218,7 @@ def test_the_cache_is_private_and_a_flipped_byte_is_compiled_again(lib, bundles,
     good = bundles[0]
     cache = tmp_path / "cache"
     logits, described = _load(lib, good, cache, batch)
-    folder = cache / "openvino" / _content_id(good)
+    folder = cache / "openvino" / content_id(good)
     assert described["cache"] == str(folder) and described["cache_use"] == "compiled: no entry yet; written"
     assert described["cache_warning"] == ""
     for f in (cache, cache / "openvino", folder):
@@ -227,7 +226,7 @@ def test_the_cache_is_private_and_a_flipped_byte_is_compiled_again(lib, bundles,
     (entry,) = folder.iterdir()
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
     written = entry.read_bytes()  # the header's digest is the XXH3-128 that xxhash computes of binding and bytes
-    binding = _binding(lib, _content_id(good), described["version"])
+    binding = sdk_binding(lib.registry(), content_id(good), described["version"])
     assert written == sdk_entry(binding, written[written.index(b"\n") + 1:])
     logits, described = _load(lib, good, cache, batch)
     assert described["cache_use"] == "imported"
@@ -270,7 +269,7 @@ def test_a_model_compiled_under_an_isa_cap_has_an_entry_of_its_own(lib, bundles,
         got = json.loads(r.stdout)
         assert got["cache_use"] == use
         np.testing.assert_allclose(np.array(got["logits"], np.float32), right, atol=1e-4)
-    assert len(list((cache / "openvino" / _content_id(good)).iterdir())) == 2
+    assert len(list((cache / "openvino" / content_id(good)).iterdir())) == 2
 
 
 def test_a_racing_renamer_never_gets_the_swapped_model_run(lib, bundles, batch, right, tmp_path):
