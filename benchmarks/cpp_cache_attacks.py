@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from test_cpp_cache import content_id, sdk_binding, sdk_entry, swapped_pair  # noqa: E402
+from test_cpp_cache import content_id, sdk_binding, sdk_entry, sdk_entry_name, swapped_pair  # noqa: E402
 
 from resnet_deploy.runtime.cache import MAGIC  # noqa: E402
 
@@ -87,7 +86,7 @@ def planted_entry(lib: Lib, good: Path, bad: Path, x: np.ndarray, tmp: Path) -> 
     import openvino
 
     binding = sdk_binding(json.loads(lib.lib.rd_registry_json().decode()), content_id(good), openvino.get_version())
-    assert hashlib.sha256(binding).hexdigest()[:32] + ".blob" == name, "the binding is not the SDK's"
+    assert sdk_entry_name(binding) == name, "the binding is not the SDK's"
     return name, sdk_entry(binding, data)
 
 

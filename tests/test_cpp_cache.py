@@ -123,6 +123,11 @@ def sdk_binding(reg: dict, content: str, version: str) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def sdk_entry_name(binding: bytes) -> str:
+    """The file name the SDK gives the entry of this binding (cpp/src/openvino_backend.cpp)."""
+    return hashlib.sha256(binding).hexdigest()[:32] + ".blob"
+
+
 def sdk_entry(binding: bytes, data: bytes) -> bytes:
     """An entry in the SDK's format (cpp/src/cache.h): the header with the XXH3-128 of binding and bytes, then them."""
     digest = xxhash.xxh3_128(len(binding).to_bytes(8, "little") + binding + data).hexdigest()
@@ -137,7 +142,7 @@ def forged(lib: CLib, bundles: tuple[Path, Path], batch: np.ndarray,
     cache = tmp_path_factory.mktemp("forge")
     _, described = _load(lib, good, cache, batch)
     binding = sdk_binding(lib.registry(), content_id(good), described["version"])
-    name = hashlib.sha256(binding).hexdigest()[:32] + ".blob"
+    name = sdk_entry_name(binding)
     assert [p.name for p in (cache / "openvino" / content_id(good)).iterdir()] == [name]  # the SDK's own name
     _load(lib, bad, cache, batch)
     blob = (cache / "openvino" / content_id(bad)).glob("*.blob").__next__().read_bytes()
