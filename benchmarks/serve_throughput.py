@@ -31,9 +31,10 @@ import numpy as np
 from resnet_deploy.runtime import Predictor
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.serve import precisions
+from resnet_deploy.serve.addresses import free_ports
 from resnet_deploy.serve.loadtest import run_loadtest
 from resnet_deploy.serve.repository import MARKER, write_repository
-from resnet_deploy.serve.server import TritonServer, free_ports
+from resnet_deploy.serve.server import TritonServer
 from resnet_deploy.validate.latency import measure_latency, summarize
 
 

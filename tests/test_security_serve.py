@@ -36,9 +36,12 @@ from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, rea
 from resnet_deploy.runtime.errors import printable
 from resnet_deploy.runtime.manifest import FileEntry, write_manifest
 from resnet_deploy.serve import server as server_mod
+from resnet_deploy.serve import workdirs
+from resnet_deploy.serve.addresses import check_port, free_ports
 from resnet_deploy.serve.loadtest import read_images
 from resnet_deploy.serve.repository import pbtxt_string, write_repository
-from resnet_deploy.serve.server import TritonServer, check_port, free_ports, remove_leftovers
+from resnet_deploy.serve.server import TritonServer
+from resnet_deploy.serve.workdirs import remove_leftovers
 
 needs_triton = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 TIMEOUT_S = 60.0
@@ -188,7 +191,7 @@ def _shared_memory_attack(server: TritonServer, predictor: Predictor) -> str:
     import tritonclient.http as th
 
     client = _client(server.url.removeprefix("http://"))
-    regions = sorted(p.name for p in Path(server_mod.SHM_DIR).iterdir() if p.name.startswith(server.shm_prefix))
+    regions = sorted(p.name for p in Path(workdirs.SHM_DIR).iterdir() if p.name.startswith(server.shm_prefix))
     assert regions, "the Python backend made no shared-memory region"
     try:
         client.register_system_shared_memory("victim", f"/{regions[0]}", 1 << 20)
@@ -282,7 +285,7 @@ def test_serve_killed_with_sigkill_takes_its_server_down_and_the_next_start_clea
             check_port("127.0.0.1", port)
         assert _ours(tmp) == left  # its folders are left behind...
         assert sorted(remove_leftovers(tmp)) == left  # ...and a later start removes them, and its shared memory
-        assert _ours(tmp) == [] and not list(Path(server_mod.SHM_DIR).glob(f"{prefix}*"))
+        assert _ours(tmp) == [] and not list(Path(workdirs.SHM_DIR).glob(f"{prefix}*"))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -291,7 +294,7 @@ def test_serve_killed_with_sigkill_takes_its_server_down_and_the_next_start_clea
 def test_leftovers_are_removed_only_when_their_run_is_dead(tmp_path: Path) -> None:
     child = subprocess.Popen(["sleep", "0"])
     child.wait()
-    runs = {"dead": (child.pid, "1"), "alive": (os.getpid(), server_mod._process_start(os.getpid())),
+    runs = {"dead": (child.pid, "1"), "alive": (os.getpid(), workdirs._process_start(os.getpid())),
             "reused pid": (os.getpid(), "1")}  # this process's pid, another start time: an earlier owner of the pid
     shm = []
     for name, (pid, start) in runs.items():
@@ -299,7 +302,7 @@ def test_leftovers_are_removed_only_when_their_run_is_dead(tmp_path: Path) -> No
         d.mkdir()
         prefix = f"resnet-deploy-test{os.urandom(4).hex()}"
         (d / "owner.json").write_text(json.dumps({"pid": pid, "start": start, "shm_prefix": prefix}))
-        region = Path(server_mod.SHM_DIR) / f"{prefix}-region"
+        region = Path(workdirs.SHM_DIR) / f"{prefix}-region"
         region.write_bytes(b"\0" * 64)
         shm.append(region)
     (tmp_path / "resnet-deploy-serve-being-made").mkdir()  # no owner.json yet: left alone

@@ -33,9 +33,10 @@ from resnet_deploy.runtime import Predictor, ResnetDeployError
 from resnet_deploy.runtime.manifest import read_manifest
 from resnet_deploy.runtime.predictor import choose_backend, softmax
 from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.serve.addresses import check_port, free_ports
 from resnet_deploy.serve.loadtest import run_loadtest
 from resnet_deploy.serve.repository import write_repository
-from resnet_deploy.serve.server import TritonServer, check_port, find_triton, free_ports
+from resnet_deploy.serve.server import TritonServer, find_triton
 
 
 def _skip_reason() -> str | None:

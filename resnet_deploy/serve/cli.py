@@ -112,8 +112,9 @@ def serve(bundle: str, host: str, port: int, grpc_port: int, metrics_port: int, 
     """Serve BUNDLE with Triton Inference Server (its Python backend) until Ctrl-C or SIGTERM."""
 
     from resnet_deploy.runtime.manifest import check_writable
+    from resnet_deploy.serve.addresses import listen_address
     from resnet_deploy.serve.repository import backend_line
-    from resnet_deploy.serve.server import listen_address, serve_bundle
+    from resnet_deploy.serve.server import serve_bundle
 
     def ready(server: TritonServer, name: str) -> None:
         echo(f"ready: {server.url} (model {name!r}, {backend_line(server.repository)}; gRPC {server.grpc_address}; "

@@ -12,15 +12,12 @@ sys.path (RESNET_DEPLOY_SYS_PATH, read by model.py).
 from __future__ import annotations
 
 import ctypes
-import errno
 import functools
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -33,19 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.runtime.errors import ResnetDeployError, printable, quote
+from resnet_deploy.runtime.errors import ResnetDeployError, printable
+from resnet_deploy.serve.addresses import check_port, listen_address
 from resnet_deploy.serve.environment import MAKE_HINT, check, probe
 from resnet_deploy.serve.repository import MARKER, SYS_PATH_ENV, write_repository
+from resnet_deploy.serve.workdirs import SHM_DIR, WORKDIR_PREFIXES, claim_workdir, remove_leftovers
 
-SHM_DIR = "/dev/shm"
 # Triton's APIs that no client of a classifier needs and that reach past it: registering shared-memory regions (a
 # client could name the Python backend's own region and have an answer written into it, which kills the server),
 # loading models (with files sent in the request), tracing and logging settings (the log file's path). They are put
 # behind a header whose value is random and never shown: off, in effect.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "trace", "logging")
 RESTRICTED_HEADER = "resnet-deploy-admin-key"
-WORKDIR_PREFIXES = ("resnet-deploy-serve-", "resnet-deploy-triton-")
-OWNER_FILE = "owner.json"  # in each work directory: the process that made it, to tell leftovers of dead runs
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -81,17 +77,6 @@ def find_triton(server_env: str | Path | None = None) -> TritonInstall:
     return install
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports the OS says are free on `host` now (for tests and benchmarks that start a server)."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind((host, 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 # The largest HTTP request body tritonserver is told to take, where it has the option (--http-max-input-size, in
 # releases after the wheel's 2.51, which buffers any size): two of the largest images a request may carry.
 MAX_REQUEST_BYTES = 64 << 20
@@ -111,88 +96,6 @@ def _options(binary: str, libraries: tuple[str, ...]) -> frozenset[str]:
 def options(install: TritonInstall) -> frozenset[str]:
     """The command-line options this tritonserver offers (from its --help, read once)."""
     return _options(str(install.binary), tuple(map(str, install.libraries)))
-
-
-def listen_address(host: str) -> str:
-    """The numeric address `host` names (a name is resolved once, here: tritonserver's HTTP front end takes only
-    numbers); ResnetDeployError when it names none."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as e:
-        why = e.strerror if isinstance(e, socket.gaierror) else "not a host name"
-        raise ResnetDeployError(f"cannot resolve --host {quote(host)} ({why}); give an address of this machine, "
-                                "e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every network)") from None
-    return str(infos[0][4][0])
-
-
-def check_port(host: str, port: int) -> None:
-    """Refuse a port that something already listens on, or an address that is not this machine's (tritonserver
-    would fail later with a long log)."""
-    address = listen_address(host)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # SO_REUSEADDR as servers set it: connections of an earlier run in TIME_WAIT do not count as "in use".
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError as e:
-            where = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
-            fix = {errno.EADDRINUSE: "something listens there already; choose another port",
-                   errno.EADDRNOTAVAIL: "that address is not one of this machine's; choose another --host",
-                   errno.EACCES: "ports below 1024 need more rights; choose a port above 1023"}.get(
-                       e.errno, "choose another --host or port")
-            raise ResnetDeployError(f"cannot listen on {where} ({e.strerror}): {fix}") from None
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` (field 22 of /proc/PID/stat, clock ticks since boot), None when it is gone:
-    with the pid it names one process, never a later one that got the same pid."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[-1].split()[19]
-
-
-def claim_workdir(workdir: Path, shm_prefix: str | None = None) -> None:
-    """Write who owns a work directory (this process, and the prefix of the shared memory its server makes), so that
-    a later run can tell a leftover of a dead run from the directory of a live one."""
-    owner = {"pid": os.getpid(), "start": _process_start(os.getpid()), "shm_prefix": shm_prefix}
-    (workdir / OWNER_FILE).write_text(json.dumps(owner) + "\n")
-
-
-def remove_leftovers(tmp: str | Path | None = None) -> list[str]:
-    """Remove the work directories and shared memory of earlier runs whose process is gone (killed with SIGKILL,
-    say), and return their names. Only what this user owns, only directories that say who made them (one being made
-    right now does not yet, and is left alone), no links followed."""
-    tmp = Path(tmp or tempfile.gettempdir())
-    removed = []
-    try:
-        entries = list(os.scandir(tmp))
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.name.startswith(WORKDIR_PREFIXES):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-                continue
-            fd = os.open(Path(entry.path) / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW)
-            with open(fd) as f:
-                owner = json.loads(f.read(4096))
-            pid, start, prefix = int(owner["pid"]), owner.get("start"), owner.get("shm_prefix")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if _process_start(pid) is not None and _process_start(pid) == start:
-            continue  # its run is alive
-        if isinstance(prefix, str) and prefix.startswith("resnet-deploy-") and "/" not in prefix:
-            for region in Path(SHM_DIR).glob(f"{prefix}*"):
-                if region.lstat().st_uid == os.geteuid():
-                    region.unlink(missing_ok=True)
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(entry.name)
-    return removed
 
 
 def _die_with_parent() -> Callable[[], None]:
