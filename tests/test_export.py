@@ -21,9 +21,10 @@ from resnet_deploy import models
 from resnet_deploy.checkpoint import save_model
 from resnet_deploy.cli import main
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import read_manifest, verify_files
+from resnet_deploy.runtime.manifest import read_manifest
 from resnet_deploy.runtime.onnx_backend import OrtBackend
 from resnet_deploy.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from resnet_deploy.runtime.verified import verify_files
 
 PRE = Preprocess(input_size=(28, 28), channels=1, mean=(0.29,), std=(0.35,))
 CLASSES = [f"c{i}" for i in range(10)]

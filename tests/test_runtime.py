@@ -19,9 +19,9 @@ from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, ava
 from resnet_deploy.runtime import predictor as predictor_mod
 from resnet_deploy.runtime.checksum import file_digests
 from resnet_deploy.runtime.machine import cpu_int8_is_fast
-from resnet_deploy.runtime.manifest import verify_files
 from resnet_deploy.runtime.openvino_backend import ov_installed
 from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.runtime.verified import verify_files
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 PRE = Preprocess(input_size=(32, 32), channels=3, resize=36, crop=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))

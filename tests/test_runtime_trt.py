@@ -16,8 +16,9 @@ from trt_fakes import HERE, KERNEL_MS, SHAPE, K, Memory, W, fake_cudart, fake_tr
 
 from resnet_deploy.runtime import BundleError, Predictor, ResnetDeployError, available_backends
 from resnet_deploy.runtime import tensorrt_backend as trtb
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, write_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, write_manifest
 from resnet_deploy.runtime.preprocess import Preprocess
+from resnet_deploy.runtime.verified import VerifiedFile
 
 REBUILD = "resnet-deploy export c.pt --out b-trt --trt"
 

@@ -187,7 +187,7 @@ def test_a_file_changed_while_it_is_checked_is_refused(bundle: Path, how: str, c
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # The size is read first, then the bytes: a file that changes in between must not pass.
     from resnet_deploy.runtime import manifest
-    from resnet_deploy.runtime.manifest import VerifiedFile
+    from resnet_deploy.runtime.verified import VerifiedFile
 
     entry = read_manifest(bundle).file("model.onnx")
     real_fstat = os.fstat

@@ -128,8 +128,8 @@ def test_a_racing_renamer_never_gets_its_model_run(made: dict[str, Path], bundle
 @pytest.mark.parametrize("backend", ["onnx", pytest.param("ov-fp32", marks=needs_ov)])
 def test_the_library_reads_the_checked_file_not_the_one_renamed_over_it(made: dict[str, Path], bundle: Path,
                                                                          x: np.ndarray, backend: str) -> None:
-    from resnet_deploy.runtime.manifest import VerifiedFile
     from resnet_deploy.runtime.onnx_backend import OrtBackend
+    from resnet_deploy.runtime.verified import VerifiedFile
 
     good = _good(bundle, x)
     file = VerifiedFile(bundle, read_manifest(bundle).file("model.onnx"))

@@ -186,8 +186,9 @@ def test_real_engines_build_and_record_the_gpu(tmp_path):
     from resnet_deploy import models
     from resnet_deploy.checkpoint import save_model
     from resnet_deploy.export import ExportOptions, export_bundle
-    from resnet_deploy.runtime.manifest import read_manifest, verify_files
+    from resnet_deploy.runtime.manifest import read_manifest
     from resnet_deploy.runtime.preprocess import Preprocess
+    from resnet_deploy.runtime.verified import verify_files
 
     net = models.build("cifar_resnet20", num_classes=10, in_channels=3)
     pre = Preprocess(input_size=(32, 32), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -213,8 +214,9 @@ def test_bundle_with_fake_tensorrt_records_engines(tmp_path, monkeypatch, gpu, v
     from resnet_deploy import models
     from resnet_deploy.checkpoint import save_model
     from resnet_deploy.export import ExportOptions, export_bundle
-    from resnet_deploy.runtime.manifest import read_manifest, verify_files
+    from resnet_deploy.runtime.manifest import read_manifest
     from resnet_deploy.runtime.preprocess import Preprocess
+    from resnet_deploy.runtime.verified import verify_files
 
     fake = FakeTRT(version)
     monkeypatch.setattr("resnet_deploy.export.bundle.load_tensorrt", lambda: fake)

@@ -72,7 +72,7 @@ class CheckedFile {
   std::string name_, path_;
 };
 
-// A bundle file handed to a loader, which gets at it only through the check (runtime/manifest.py's VerifiedFile),
+// A bundle file handed to a loader, which gets at it only through the check (runtime/verified.py's VerifiedFile),
 // never by its path, which could name another file by the time a library opened it. The file is opened without
 // following a link in its last component (the path is already resolved inside the bundle), must be a regular file,
 // and the file that path named.

@@ -212,7 +212,7 @@ TEST(BadBundles, ATamperedFileIsRefusedBeforeOpenVinoReadsIt) {
 }
 
 // OpenVINO is given the checked file's own descriptor (/proc/self/fd/N): a file renamed over the path afterwards is
-// not what it reads, and a rename over it or a write to it during the load is seen (runtime/manifest.py's rule).
+// not what it reads, and a rename over it or a write to it during the load is seen (runtime/verified.py's rule).
 TEST(BadBundles, TheCheckedFileIsTheOneOpenedNotOneRenamedOverItOrWrittenInPlace) {
   NEED_FIXTURES();
   BundleCopy b("renamed");

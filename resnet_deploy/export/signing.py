@@ -18,9 +18,9 @@ from resnet_deploy.runtime.manifest import (
     SIGNATURE_NAME,
     read_manifest,
     unlisted_files,
-    verify_files,
 )
 from resnet_deploy.runtime.signature import IGNORED, INSTALL, check_key_type, verify_signed_bundle
+from resnet_deploy.runtime.verified import verify_files
 
 
 def load_signing_key(key: str | Path) -> Any:

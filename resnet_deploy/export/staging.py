@@ -30,7 +30,8 @@ from pathlib import Path
 from types import TracebackType
 
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
+from resnet_deploy.runtime.manifest import MANIFEST_NAME, read_manifest
+from resnet_deploy.runtime.verified import verify_files
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 

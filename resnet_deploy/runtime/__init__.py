@@ -11,10 +11,11 @@ Everything here imports only from `resnet_deploy.runtime` (docs/architecture.md,
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.backend import Backend, LoadOptions
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest, verify_files
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, read_manifest
 from resnet_deploy.runtime.predictor import Prediction, Predictor, available_backends, choose_backend
 from resnet_deploy.runtime.preprocess import Preprocess
 from resnet_deploy.runtime.signature import SignatureError
+from resnet_deploy.runtime.verified import verify_files
 
 __all__ = [
     "Backend", "BundleError", "FileEntry", "LoadOptions", "Manifest", "Prediction", "Predictor", "Preprocess",

@@ -16,7 +16,8 @@ import numpy as np
 from resnet_deploy.runtime import onnx_backend, openvino_backend, tensorrt_backend
 from resnet_deploy.runtime.errors import ResnetDeployError
 from resnet_deploy.runtime.machine import cpu_has_bf16
-from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry, VerifiedFile
+from resnet_deploy.runtime.manifest import INPUT_NAME, OUTPUT_NAME, FileEntry
+from resnet_deploy.runtime.verified import VerifiedFile
 
 
 @dataclass(frozen=True)

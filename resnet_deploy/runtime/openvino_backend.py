@@ -36,7 +36,7 @@ import numpy as np
 from resnet_deploy.runtime.cache import PrivateDir, cache_root, private_dir
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError, first_line
 from resnet_deploy.runtime.machine import cpu_model, isa_key
-from resnet_deploy.runtime.manifest import FD_DIR
+from resnet_deploy.runtime.verified import FD_DIR
 
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}

@@ -20,9 +20,10 @@ from resnet_deploy.runtime import autotune, limits, variants
 from resnet_deploy.runtime.backend import LOADERS, Backend, LoadOptions, loader
 from resnet_deploy.runtime.errors import BundleError, ResnetDeployError
 from resnet_deploy.runtime.machine import cpu_int8_is_fast
-from resnet_deploy.runtime.manifest import FileEntry, Manifest, VerifiedFile, bundle_path, read_manifest
+from resnet_deploy.runtime.manifest import FileEntry, Manifest, bundle_path, read_manifest
 from resnet_deploy.runtime.preprocess import ImageInput
 from resnet_deploy.runtime.signature import open_manifest
+from resnet_deploy.runtime.verified import VerifiedFile
 
 Images = Union[ImageInput, Iterable[ImageInput]]
 

@@ -46,8 +46,8 @@ from resnet_deploy.runtime.manifest import (
     parse_manifest,
     read_manifest,
     unlisted_files,
-    verify_files,
 )
+from resnet_deploy.runtime.verified import verify_files
 
 INSTALL = "pip install 'resnet-deploy[signing]'"
 # What model-signing 1.1 writes for a private-key signature (its _signing/sign_sigstore_pb.py and signing.py).

@@ -34,13 +34,13 @@ from resnet_deploy.runtime.manifest import (
     ARCH_RULE,
     MANIFEST_NAME,
     SIGNATURE_NAME,
-    VerifiedFile,
     bundle_path,
     check_name,
     write_manifest,
 )
 from resnet_deploy.runtime.predictor import choose_backend, find_entry
 from resnet_deploy.runtime.signature import load_trusted_keys, open_manifest
+from resnet_deploy.runtime.verified import VerifiedFile
 from resnet_deploy.serve import TARGETS, TRITON_BACKENDS, precisions
 from resnet_deploy.serve.environment import probe
 

@@ -22,10 +22,11 @@ import numpy as np
 from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime import variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import VerifiedFile, reports_path
+from resnet_deploy.runtime.manifest import reports_path
 from resnet_deploy.runtime.onnx_backend import ort_session
 from resnet_deploy.runtime.predictor import find_entry
 from resnet_deploy.runtime.signature import open_manifest
+from resnet_deploy.runtime.verified import VerifiedFile
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc, write_json
 
 LAYERWISE_SCHEMA = "resnet-deploy/layerwise"

@@ -19,10 +19,11 @@ import numpy as np
 from resnet_deploy.data import load_eval_arrays
 from resnet_deploy.runtime import Predictor, available_backends, variants
 from resnet_deploy.runtime.errors import ResnetDeployError
-from resnet_deploy.runtime.manifest import Manifest, read_manifest, unlisted_files, verify_files
+from resnet_deploy.runtime.manifest import Manifest, read_manifest, unlisted_files
 from resnet_deploy.runtime.predictor import present
 from resnet_deploy.runtime.signature import open_manifest
 from resnet_deploy.runtime.variants import Gate
+from resnet_deploy.runtime.verified import verify_files
 from resnet_deploy.validate.env import environment
 from resnet_deploy.validate.reference import reference_model, torch_logits
 from resnet_deploy.validate.report import SCHEMA_VERSION, now_utc
